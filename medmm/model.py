@@ -1,0 +1,102 @@
+"""The multimodal fusion model and ``create_model``.
+
+Fusion choice — gated fusion, not cross-attention: each modality arrives as one pooled vector (an image
+embedding averaged over the request's views, a mean-pooled notes embedding), so there is no token grid for
+cross-attention to attend over, and the training data (a few thousand image/notes pairs, most sources with a
+single modality) is far too small to learn attention maps between them. A learned per-dimension gate decides
+how much each present modality contributes; a missing modality is replaced by a learned "absent" vector and
+its gate is forced to zero, so either modality can be missing in training (modality dropout) and inference.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from medmm.config import ModelConfig
+from medmm.encoders import ImageEncoder, TextEncoder
+
+
+class GatedFusion(nn.Module):
+    """``z = g * img + (1 - g) * txt`` with ``g = sigmoid(W [img; txt; presence])``; absent modalities gated out."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(2 * dim + 2, dim)
+        self.absent_image = nn.Parameter(torch.zeros(dim))
+        self.absent_text = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, img: torch.Tensor, txt: torch.Tensor, has_img: torch.Tensor, has_txt: torch.Tensor) -> torch.Tensor:
+        # img, txt: [B, D]; has_*: [B] float {0, 1}
+        hi, ht = has_img[:, None], has_txt[:, None]
+        img = hi * img + (1 - hi) * self.absent_image
+        txt = ht * txt + (1 - ht) * self.absent_text
+        g = torch.sigmoid(self.gate(torch.cat([img, txt, hi, ht], dim=-1)))
+        # exactly one modality present -> use it alone; neither -> absent vectors (callers refuse that case)
+        g = torch.where((hi > 0) & (ht == 0), torch.ones_like(g), g)
+        g = torch.where((hi == 0) & (ht > 0), torch.zeros_like(g), g)
+        return g * img + (1 - g) * txt
+
+
+class MedMM(nn.Module):
+    """Image encoder (timm) + text encoder (transformers, frozen) -> projections -> gated fusion -> findings logits."""
+
+    def __init__(self, cfg: ModelConfig, image_encoder: ImageEncoder, text_encoder: TextEncoder | None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        text_dim = text_encoder.dim if text_encoder is not None else 384
+        d = cfg.fused_dim
+        self.image_proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(image_encoder.num_features, d), nn.GELU())
+        self.text_proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(text_dim, d), nn.GELU())
+        self.fusion = GatedFusion(d)
+        self.head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(cfg.dropout), nn.Linear(d, cfg.num_findings))
+
+    # --- encoders
+    def encode_images(self, pixels: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, V, 3, H, W]`` (V views per request) -> masked mean of per-view features ``[B, F]``."""
+        b, v = pixels.shape[:2]
+        feats = self.image_encoder(pixels.flatten(0, 1)).view(b, v, -1)  # [B, V, F]
+        if view_mask is None:
+            return feats.mean(1)
+        w = view_mask.to(feats.dtype)[..., None]
+        return (feats * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.text_encoder is None:
+            raise RuntimeError("model was built without a text encoder")
+        return self.text_encoder(input_ids, attention_mask)
+
+    # --- fusion + head on pooled features (what training on cached features calls directly)
+    def forward_features(self, image_feat: torch.Tensor | None, text_feat: torch.Tensor | None,
+                         has_image: torch.Tensor | None = None, has_text: torch.Tensor | None = None) -> torch.Tensor:
+        ref = image_feat if image_feat is not None else text_feat
+        if ref is None:
+            raise ValueError("at least one modality is required")
+        b, dev = ref.shape[0], ref.device
+        d = self.cfg.fused_dim
+        if image_feat is None:
+            img, has_image = torch.zeros(b, d, device=dev), torch.zeros(b, device=dev)
+        else:
+            img = self.image_proj(image_feat)
+            has_image = torch.ones(b, device=dev) if has_image is None else has_image.float()
+        if text_feat is None:
+            txt, has_text = torch.zeros(b, d, device=dev), torch.zeros(b, device=dev)
+        else:
+            txt = self.text_proj(text_feat)
+            has_text = torch.ones(b, device=dev) if has_text is None else has_text.float()
+        return self.head(self.fusion(img, txt, has_image, has_text))  # [B, num_findings] logits
+
+    def forward(self, pixels: torch.Tensor | None = None, view_mask: torch.Tensor | None = None,
+                input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        image_feat = self.encode_images(pixels, view_mask) if pixels is not None else None
+        text_feat = self.encode_text(input_ids, attention_mask) if input_ids is not None else None
+        return self.forward_features(image_feat, text_feat)
+
+
+def create_model(cfg: ModelConfig, *, pretrained: bool = True, with_text: bool = True) -> MedMM:
+    """Build the model; ``pretrained`` loads the encoders' offline weights (False: random image encoder, for tests)."""
+    image = ImageEncoder(cfg.image_encoder, cfg.image_weights if pretrained else None)
+    text = TextEncoder(cfg.text_encoder, cfg.text_max_tokens) if with_text else None
+    return MedMM(cfg, image, text)

@@ -1,0 +1,173 @@
+"""``Pipeline.from_checkpoint(path).predict(scans, notes) -> Prediction``: the one inference path.
+
+The app, the CLI, the benchmark and the evaluation all call this; nothing else preprocesses or thresholds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+
+from medmm.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from medmm.io import Scan, ScanError, load_scans
+from medmm.prediction import Prediction
+from medmm.transforms import to_model_input
+
+log = logging.getLogger(__name__)
+
+ScanInput = Union[str, Path, bytes, Scan]
+MAX_NOTES_CHARS = 20_000       # more than any clinical indication; longer input is cut (with a warning)
+MAX_SCANS = 8                  # views per request
+RADIOGRAPH_MODALITIES = {None, "CR", "DX", "DR", "RG", "OT", "SC", "XC"}
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class InputError(ValueError):
+    """A request the pipeline cannot answer (no inputs, too many scans, ...); message is user-facing."""
+
+
+def clean_notes(notes: str | None) -> tuple[str | None, list[str]]:
+    """Strip control characters and excess whitespace; cap the length. Returns (notes or None, warnings)."""
+    if notes is None:
+        return None, []
+    warnings: list[str] = []
+    if len(notes) > MAX_NOTES_CHARS:
+        notes = notes[:MAX_NOTES_CHARS]
+        warnings.append(f"Notes longer than {MAX_NOTES_CHARS:,} characters were cut to that length.")
+    notes = " ".join(_CONTROL.sub(" ", notes).split())
+    return (notes or None), warnings
+
+
+@dataclass
+class ModelInputs:
+    """Tensors for one request plus what was loaded (explanations reuse these)."""
+
+    scans: list[Scan]
+    pixels: torch.Tensor | None          # [1, V, C, S, S]
+    input_ids: torch.Tensor | None       # [1, T]
+    attention_mask: torch.Tensor | None  # [1, T]
+    notes: str | None
+    warnings: list[str]
+
+
+class Pipeline:
+    """Loaded once per process; ``predict`` is safe to call from several threads (no per-request state on self)."""
+
+    def __init__(self, model, meta, ood, device: str = "cpu") -> None:
+        self.model, self.meta, self.ood, self.device = model, meta, ood, device
+        self.findings: tuple[str, ...] = meta.findings
+        self.temperatures = torch.tensor([meta.temperatures[f] for f in self.findings], dtype=torch.float32)
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # sha256(notes) -> embedding
+        self._text_lock = threading.Lock()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path = DEFAULT_CHECKPOINT, device: str | None = None) -> "Pipeline":
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, meta, ood = load_checkpoint(path, device=device)
+        if not meta.trained:
+            log.warning("checkpoint %s is UNTRAINED: predictions are meaningless", path)
+        return cls(model, meta, ood, device)
+
+    # ------------------------------------------------------------------------------------------------ inputs
+    def prepare(self, scans: Sequence[ScanInput] = (), notes: str | None = None) -> ModelInputs:
+        """Load/validate scans and notes into model tensors. Raises ScanError / InputError with clear messages."""
+        notes, warnings = clean_notes(notes)
+        if not scans and not notes:
+            raise InputError("Provide at least one scan or some clinical notes.")
+        if len(scans) > MAX_SCANS:
+            raise InputError(f"At most {MAX_SCANS} scans per request (got {len(scans)}).")
+        raw = [s for s in scans if not isinstance(s, Scan)]
+        # a CT series collapses several files into one Scan
+        loaded = [s for s in scans if isinstance(s, Scan)] + (load_scans(raw) if raw else [])
+        pixels = None
+        if loaded:
+            prep = self.meta.preprocessing
+            pixels = torch.stack([to_model_input(s.pixels, prep) for s in loaded])[None].to(self.device)
+            for s in loaded:
+                if s.metadata.modality not in RADIOGRAPH_MODALITIES:
+                    warnings.append(f"Modality {s.metadata.modality} is not a radiograph; the model was trained on "
+                                    "chest radiographs only, so its output for this scan is not meaningful.")
+        input_ids = attention_mask = None
+        if notes:
+            tok = self.model.text_encoder.tokenize([notes])
+            if tok["input_ids"].shape[1] >= self.model.text_encoder.max_tokens:
+                warnings.append(f"Only the first {self.model.text_encoder.max_tokens} tokens of the notes were used.")
+            input_ids, attention_mask = tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
+        return ModelInputs(loaded, pixels, input_ids, attention_mask, notes, warnings)
+
+    # ------------------------------------------------------------------------------------------------ model
+    def text_features(self, inputs: ModelInputs) -> torch.Tensor | None:
+        if inputs.input_ids is None:
+            return None
+        key = hashlib.sha256(inputs.notes.encode()).hexdigest()  # notes text itself is never kept
+        with self._text_lock:
+            if key in self._text_cache:
+                self._text_cache.move_to_end(key)
+                return self._text_cache[key]
+        feat = self.model.encode_text(inputs.input_ids, inputs.attention_mask)
+        with self._text_lock:
+            self._text_cache[key] = feat
+            while len(self._text_cache) > 256:
+                self._text_cache.popitem(last=False)
+        return feat
+
+    def image_features(self, inputs: ModelInputs) -> torch.Tensor | None:
+        return None if inputs.pixels is None else self.model.encode_images(inputs.pixels)
+
+    def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-finding temperature scaling -> probabilities."""
+        return torch.sigmoid(logits / self.temperatures.to(logits.device))
+
+    @torch.inference_mode()
+    def predict(self, scans: Sequence[ScanInput] = (), notes: str | None = None) -> Prediction:
+        inputs = self.prepare(scans, notes)
+        return self.predict_prepared(inputs)
+
+    @torch.inference_mode()
+    def predict_prepared(self, inputs: ModelInputs) -> Prediction:
+        img = self.image_features(inputs)
+        txt = self.text_features(inputs)
+        probs = self.calibrate(self.model.forward_features(img, txt))[0].float().cpu().numpy()
+        return self._to_prediction(probs, inputs, img, txt)
+
+    def _to_prediction(self, probs: np.ndarray, inputs: ModelInputs, img, txt) -> Prediction:
+        warnings = list(inputs.warnings)
+        if not self.meta.trained:
+            warnings.insert(0, "UNTRAINED checkpoint: these numbers are placeholders for wiring, not predictions.")
+        ood_score = None
+        img_np = None if img is None else img[0].float().cpu().numpy()
+        if img_np is not None and self.ood is not None:
+            ood_score = float(self.ood.score(img_np)[0])
+            if ood_score > self.ood.threshold:
+                warnings.append("This image does not look like the chest radiographs the model was trained on "
+                                f"(out-of-distribution score {ood_score:.2f} > {self.ood.threshold:.2f}); "
+                                "treat the output with extra caution.")
+        findings = {f: float(p) for f, p in zip(self.findings, probs)}
+        thresholds = dict(self.meta.thresholds)
+        positive = tuple(f for f in self.findings if findings[f] >= thresholds[f])
+        modalities = tuple(m for m, present in (("image", img is not None), ("notes", txt is not None)) if present)
+        return Prediction(
+            findings=findings, thresholds=thresholds, positive=positive, modalities=modalities,
+            notes_embedding=None if txt is None else txt[0].float().cpu().numpy(), image_embedding=img_np,
+            ood_score=ood_score, ood_threshold=None if self.ood is None else self.ood.threshold,
+            warnings=tuple(warnings), scan_metadata=tuple(s.metadata.to_dict() for s in inputs.scans),
+            checkpoint={"name": self.meta.name, "version": self.meta.medmm_version, "trained": self.meta.trained,
+                        "sha256": self.meta.weights_sha256},
+        )
+
+
+def timed(fn, *args, **kwargs):
+    """Call ``fn`` and return ``(result, seconds)``."""
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
