@@ -494,7 +494,7 @@ class EnergyRecord:
     @property
     def gco2e(self) -> float:
         """Grams CO2e: kWh x grid intensity (gCO2e/kWh)."""
-        return self.joules / 3.6e6 * self.grid_intensity_g_per_kwh
+        return self.joules * self.grid_intensity_g_per_kwh / 3.6e6
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (plain floats/strings)."""

@@ -102,15 +102,25 @@ def reliability_curve(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> tuple[
     return tuple(np.array(c) for c in zip(*rows)) if rows else (np.array([]),) * 3  # type: ignore[return-value]
 
 
-def binary_metrics(y: np.ndarray, prob: np.ndarray, threshold: float, *, n_boot: int = 1000,
-                   seed: int = 0) -> dict[str, object]:
-    """AUC, F1, sensitivity, specificity at ``threshold`` with bootstrap 95% CIs (percentile)."""
+def binary_metrics(y: np.ndarray, prob: np.ndarray, threshold: float, *, groups: np.ndarray | None = None,
+                   n_boot: int = 1000, seed: int = 0) -> dict[str, object]:
+    """AUC, F1, sensitivity, specificity at ``threshold`` with percentile bootstrap 95% CIs.
+
+    With ``groups`` (patient ids) the bootstrap resamples patients, not images, so several images of one
+    patient do not narrow the interval.
+    """
     y, prob = np.asarray(y), np.asarray(prob)
     point = {"auc": roc_auc(y, prob), **confusion_at(y, prob, threshold)}
     rng = np.random.default_rng(seed)
     boots: dict[str, list[float]] = {k: [] for k in ("auc", "f1", "sensitivity", "specificity")}
+    if groups is not None:
+        _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        members = [np.where(inverse == g)[0] for g in range(inverse.max() + 1)]
     for _ in range(n_boot):
-        i = rng.integers(0, len(y), len(y))
+        if groups is None:
+            i = rng.integers(0, len(y), len(y))
+        else:
+            i = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
         yb, pb = y[i], prob[i]
         if yb.min() == yb.max():
             continue

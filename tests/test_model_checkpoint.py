@@ -1,0 +1,97 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from medmm.checkpoint import CheckpointError, CheckpointMeta, OODReference, load_checkpoint, save_checkpoint
+from medmm.config import ModelConfig, Preprocessing
+from medmm.labels import FINDINGS
+from medmm.losses import ClipLoss, masked_bce
+from medmm.model import create_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return create_model(ModelConfig(fused_dim=32), pretrained=False).eval()
+
+
+def _meta(trained=True):
+    return CheckpointMeta(model=ModelConfig(fused_dim=32), preprocessing=Preprocessing(), findings=FINDINGS,
+                          temperatures={f: 1.5 for f in FINDINGS}, thresholds={f: 0.4 for f in FINDINGS},
+                          trained=trained, name="test")
+
+
+def test_either_modality_may_be_missing_and_views_combine(model):
+    pixels = torch.randn(2, 3, 3, 64, 64)  # [B, V, C, H, W]
+    tok = model.text_encoder.tokenize(["fever and cough", "no complaints"])
+    with torch.inference_mode():
+        both = model(pixels, None, tok["input_ids"], tok["attention_mask"])
+        img_only = model(pixels)
+        txt_only = model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
+        # a view masked out must not change the result: same as passing only the other views
+        mask = torch.tensor([[1, 1, 0], [1, 1, 0]])
+        masked = model.forward_features(model.encode_images(pixels, mask), None)
+        two = model.forward_features(model.encode_images(pixels[:, :2]), None)
+    assert both.shape == img_only.shape == txt_only.shape == (2, len(FINDINGS))
+    assert not torch.allclose(both, img_only) and not torch.allclose(both, txt_only)
+    torch.testing.assert_close(masked, two)
+    with pytest.raises(ValueError):
+        model.forward_features(None, None)
+
+
+def test_checkpoint_roundtrip_is_exact(model, tmp_path):
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(200, model.image_encoder.num_features)).astype(np.float32)
+    ood = OODReference.fit(emb, k=8)
+    save_checkpoint(tmp_path, model, _meta(), ood)
+    loaded, meta, ood2 = load_checkpoint(tmp_path)
+    x = torch.randn(1, 1, 3, 64, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert meta.findings == FINDINGS and meta.thresholds["Pneumonia"] == 0.4
+    np.testing.assert_allclose(ood2.score(emb[:5]), ood.score(emb[:5]), rtol=1e-5)
+    # in-distribution scores sit mostly under the threshold; a far-away embedding above it
+    assert (ood.score(emb) <= ood.threshold).mean() >= 0.99
+    assert ood.score(emb[0] + 50)[0] > ood.threshold
+    stored = json.loads((tmp_path / "medmm.json").read_text())
+    assert stored["findings"] == list(FINDINGS) and len(stored["weights_sha256"]) == 64
+    assert not any(p.suffix in {".pt", ".pth", ".pkl", ".bin"} for p in tmp_path.iterdir())  # no pickles
+
+
+def test_tampered_weights_and_wrong_findings_are_refused(model, tmp_path):
+    save_checkpoint(tmp_path, model, _meta())
+    with pytest.raises(CheckpointError, match="findings"):
+        load_checkpoint(tmp_path, expected_findings=tuple(reversed(FINDINGS)))
+    meta = json.loads((tmp_path / "medmm.json").read_text())
+    meta["findings"] = list(reversed(FINDINGS))  # JSON edited to another order -> weights metadata disagrees
+    (tmp_path / "medmm.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path, expected_findings=None)
+    save_checkpoint(tmp_path, model, _meta())
+    data = bytearray((tmp_path / "model.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (tmp_path / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_checkpoint(tmp_path)
+
+
+def test_masked_bce_ignores_unknown_labels():
+    logits = torch.tensor([[2.0, -1.0, 0.5]])
+    labels = torch.tensor([[1.0, float("nan"), 0.0]])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, [0, 2]], labels[:, [0, 2]])
+    torch.testing.assert_close(masked_bce(logits, labels), expected)
+    # changing the logit of an unknown label changes nothing, including the gradient
+    logits2 = logits.clone().requires_grad_(True)
+    masked_bce(logits2, labels).backward()
+    assert logits2.grad[0, 1] == 0
+    assert masked_bce(logits, torch.full_like(labels, float("nan"))) == 0
+
+
+def test_clip_loss_prefers_aligned_pairs():
+    torch.manual_seed(0)
+    a = torch.randn(16, 32)
+    loss = ClipLoss()
+    assert float(loss.logit_scale.detach().exp()) == pytest.approx(1 / 0.07, rel=1e-5)
+    assert loss(a, a) < loss(a, torch.randn(16, 32))
