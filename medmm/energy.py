@@ -75,6 +75,7 @@ class _Account:
     """One window's share of one source, per stage (the ledger's bookkeeping, not user data)."""
 
     stage: str
+    split: bool = True                    # False: observer window (whole delta, not counted in k)
     counter: dict[str, float] = field(default_factory=dict)
     power: dict[str, float] = field(default_factory=dict)
     time_share: dict[str, float] = field(default_factory=dict)
@@ -119,7 +120,7 @@ class EnergySource(abc.ABC):
 
     # -- ledger (called by EnergyMeter under this source's lock) ---------------------------------
 
-    def _event(self, key: object, stage: str | None, *, close: bool = False) -> _Account | None:
+    def _event(self, key: object, stage: str | None, *, close: bool = False, split: bool = True) -> _Account | None:
         """Read the counter, credit the segment since the last event to open windows, then update ``key``."""
         with self._lock:
             now = self._clock()
@@ -129,10 +130,11 @@ class EnergySource(abc.ABC):
                 return self._open.pop(key, None)
             account = self._open.get(key)
             if account is None:
-                account = self._open[key] = _Account(stage=stage or OTHER_STAGE)
-                k = len(self._open)
+                account = self._open[key] = _Account(stage=stage or OTHER_STAGE, split=split)
+                k = sum(a.split for a in self._open.values())
                 for other in self._open.values():
-                    other.max_overlap = max(other.max_overlap, k)
+                    if other.split:
+                        other.max_overlap = max(other.max_overlap, k)
             account.stage = stage or OTHER_STAGE
             return account
 
@@ -163,9 +165,10 @@ class EnergySource(abc.ABC):
         power = None
         if r0.watts is not None and reading.watts is not None:
             power = 0.5 * (r0.watts + reading.watts) * dt
-        k = len(self._open)
+        k = sum(a.split for a in self._open.values())
         for account in self._open.values():
-            account.add(None if counter is None else counter / k, None if power is None else power / k, dt / k)
+            n = k if account.split else 1   # observers take the whole segment and do not dilute others
+            account.add(None if counter is None else counter / n, None if power is None else power / n, dt / n)
             if counter_broken:
                 account.counter_ok = False
 
@@ -512,9 +515,12 @@ class EnergyRecord:
 
 
 class EnergyMeter:
-    """Measures one request (single use): ``with meter:`` or ``start()``/``stop()``, split with ``meter.stage(name)``.
+    """Measures one request (single use): ``with meter:`` or ``start()``/``stop()``; stages via ``meter.stage(name)``.
 
-    ``sources`` defaults to the shared :func:`default_sources`. ``baseline_watts`` (component -> idle W,
+    ``sources`` defaults to the shared :func:`default_sources`. ``split=False`` makes an observer
+    window: it takes the whole counter delta over its span and does not reduce the share of other
+    windows; use it for an outer total around metered parts (e.g. a training run around per-fold
+    meters), which would otherwise count as an overlapping request. ``baseline_watts`` (component -> idle W,
     e.g. from :func:`measure_idle_baseline`) is subtracted from machine-wide counters as
     baseline x this window's share of time, per stage, floored at 0. Accounting failures are logged,
     never raised into the request.
@@ -523,7 +529,9 @@ class EnergyMeter:
     def __init__(self, sources: Sequence[EnergySource] | None = None, *,
                  grid_intensity_g_per_kwh: float | None = None,
                  baseline_watts: Mapping[str, float] | None = None,
+                 split: bool = True,
                  clock: Callable[[], float] = time.perf_counter) -> None:
+        self._split = split
         self._sources = tuple(default_sources() if sources is None else sources)
         self._grid = resolve_grid_intensity(grid_intensity_g_per_kwh)
         self._baseline = {k: float(v) for k, v in (baseline_watts or {}).items()}
@@ -621,7 +629,7 @@ class EnergyMeter:
     def _broadcast(self, stage: str) -> None:
         for src in self._live_sources():
             try:
-                src._event(self._key, stage)
+                src._event(self._key, stage, split=self._split)
             except Exception as exc:
                 self._fail(src, exc)
 
@@ -682,7 +690,9 @@ class EnergyMeter:
         methods = list(dict.fromkeys(m for c in components.values() for m in c.method.split("+")))
         if baseline_notes:
             notes.append("; ".join(baseline_notes) + ".")
-        if overlap > 1:
+        if not self._split:
+            notes.append("Observer window: whole counter delta, including overlapping/nested metered work.")
+        elif overlap > 1:
             notes.append(f"Machine-wide counters split equally with up to {overlap - 1} overlapping request(s).")
         notes.append(_EXCLUSIONS_NOTE)
         return EnergyRecord(

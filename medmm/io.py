@@ -92,6 +92,7 @@ _KNOWN_PHOTOMETRIC = frozenset(
      "YBR_RCT", "PALETTE COLOR"}
 )
 _COLOUR_PHOTOMETRIC = _KNOWN_PHOTOMETRIC - {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"}
+_PIXEL_TAG_LE, _PIXEL_TAG_BE = b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10"  # (7FE0,0010) Pixel Data
 
 # (magic, offset, source_format, Pillow plugin). Pillow is limited to these plugins (no EPS/Ghostscript).
 _IMAGE_MAGIC: tuple[tuple[bytes, int, str, str], ...] = (
@@ -199,6 +200,7 @@ def load_scans(sources: Sequence[str | os.PathLike[str] | bytes]) -> list[Scan]:
 # --------------------------------------------------------------------------- orchestration
 
 _T = TypeVar("_T")
+_EXIT_EXCEPTIONS = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 def _guarded(func: Callable[[], _T]) -> _T:
@@ -209,7 +211,9 @@ def _guarded(func: Callable[[], _T]) -> _T:
         raise
     except MemoryError:
         raise ScanError("the image is too large to load into memory") from None
-    except Exception as exc:  # noqa: BLE001 - the point is that no raw exception escapes
+    except _EXIT_EXCEPTIONS:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - incl. pyo3 PanicException from Rust decoders
         logger.warning("unexpected %s while loading a scan", type(exc).__name__)
         raise ScanError("the file could not be read (corrupt or unsupported)") from None
 
@@ -448,7 +452,7 @@ def _load_pillow(data: bytes, fmt: str, plugin: str | None) -> Scan:
     except Image.DecompressionBombError:
         raise ScanError(f"the image is too large; the limit is {MAX_PIXELS // 1_000_000} megapixels") from None
     except Exception:  # noqa: BLE001
-        raise ScanError(f"corrupt or unreadable {label} file") from None
+        raise ScanError(f"corrupt or truncated {label} file") from None
     with im:
         width, height = im.size
         _check_size(height, width)
@@ -550,6 +554,9 @@ def _read_dicom(data: bytes, *, stop_before_pixels: bool = False) -> tuple[Datas
         ds = pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=stop_before_pixels)
     except Exception:  # noqa: BLE001
         raise ScanError("corrupt or truncated DICOM file (the header could not be parsed)") from None
+    if not stop_before_pixels and not _has_pixels(ds) and (_PIXEL_TAG_LE in data or _PIXEL_TAG_BE in data):
+        # pydicom drops an element cut short by the end of the file (it only warns)
+        raise ScanError("corrupt or truncated DICOM file (the pixel data element is incomplete)")
     meta = getattr(ds, "file_meta", None)
     if meta is None:
         ds.file_meta = meta = FileMetaDataset()
@@ -704,7 +711,9 @@ def _decode(ds: Dataset, index: int | None) -> np.ndarray:
 
     try:
         return pixel_array(ds, index=index)
-    except Exception:  # noqa: BLE001
+    except _EXIT_EXCEPTIONS:
+        raise
+    except BaseException:  # noqa: BLE001 - Rust decoders (pylibjpeg-rle) panic with a BaseException
         if "EncryptedAttributesSequence" in ds:
             raise ScanError("encrypted DICOM: the pixel data could not be decoded") from None
         raise ScanError("corrupt or truncated DICOM pixel data (could not be decoded)") from None
@@ -738,20 +747,19 @@ def _padding_int(ds: Dataset, keyword: str) -> int | None:
 
 
 def _modality_values(stored: np.ndarray, ds: Dataset, frame: int, notes: list[str]) -> np.ndarray:
-    """Modality LUT: the LUT sequence (pydicom) or RescaleSlope/Intercept (incl. functional groups)."""
-    from pydicom.pixels import apply_modality_lut
-
+    """Modality LUT: the Modality LUT Sequence, else RescaleSlope/Intercept (incl. functional groups)."""
     if stored.dtype.kind == "f":
         _check_finite(stored)
         return stored.astype(np.float32)
-    if ds.get("ModalityLUTSequence"):
+    lut_seq = ds.get("ModalityLUTSequence")
+    if lut_seq:
         try:
-            out = apply_modality_lut(stored, ds)
+            lut, first = _lut_array(lut_seq[0], ds)
         except Exception:  # noqa: BLE001
             raise ScanError("invalid DICOM Modality LUT Sequence") from None
-        if "Modality LUT" not in notes:
-            notes.append("Modality LUT")
-        return out.astype(np.float32)
+        if "Modality LUT Sequence applied" not in notes:
+            notes.append("Modality LUT Sequence applied")
+        return _apply_lut(stored, lut, first)
     slope = _floats(_attr(ds, frame, "RescaleSlope", "PixelValueTransformationSequence"), 1)
     intercept = _floats(_attr(ds, frame, "RescaleIntercept", "PixelValueTransformationSequence"), 1)
     values = stored.astype(np.float32)
@@ -764,7 +772,12 @@ def _modality_values(stored: np.ndarray, ds: Dataset, frame: int, notes: list[st
 
 
 def _lut_array(item: Dataset, ds: Dataset) -> tuple[np.ndarray, int]:
-    """(LUT entries, first mapped value) of a LUT item; US, SS or OW LUT Data."""
+    """(LUT entries, first mapped value) of a Modality/VOI LUT item; US, SS or OW LUT Data.
+
+    Read here rather than through ``pydicom.pixels.apply_modality_lut`` / ``apply_voi``: pydicom 3.0
+    builds dtype ``uint{bits}`` (fails for 12-bit LUTs) and indexes in the LUT's output dtype
+    (wrapping for 8-bit LUTs with more than 256 entries).
+    """
     descriptor = [int(v) for v in item.LUTDescriptor]
     entries, first = descriptor[0] or 65536, descriptor[1]
     elem = item["LUTData"]
@@ -778,13 +791,16 @@ def _lut_array(item: Dataset, ds: Dataset) -> tuple[np.ndarray, int]:
     return lut.astype(np.float32), first
 
 
+def _apply_lut(values: np.ndarray, lut: np.ndarray, first: int) -> np.ndarray:
+    """Values below ``first`` map to the first entry, beyond the table to the last (PS3.3 C.11.1/C.11.2)."""
+    idx = np.clip(np.rint(values.astype(np.float64)) - first, 0, lut.size - 1).astype(np.int64)
+    return lut[idx]
+
+
 def _voi(values: np.ndarray, valid: np.ndarray | None, ds: Dataset, frame: int,
          notes: list[str]) -> tuple[np.ndarray, str]:
-    """VOI to [0, 1]: VOI LUT Sequence, else the first Window Center/Width, else robust min-max.
-
-    The VOI LUT lookup is done here rather than with ``pydicom.pixels.apply_voi`` because that indexes
-    in the LUT's output dtype (wrapping for 8-bit LUTs with more than 256 entries) and wants integers.
-    """
+    """VOI to [0, 1]: VOI LUT Sequence (its output range scaled to [0, 1]), else the first Window
+    Center/Width, else robust min-max of the valid pixels."""
     voi_seq = ds.get("VOILUTSequence")
     if voi_seq:
         try:
@@ -795,8 +811,7 @@ def _voi(values: np.ndarray, valid: np.ndarray | None, ds: Dataset, frame: int,
         except Exception:  # noqa: BLE001
             notes.append("VOI LUT Sequence unusable; ignored")
         else:
-            idx = np.clip(np.rint(values) - first, 0, lut.size - 1).astype(np.int64)
-            out = (lut[idx] - lo) / np.float32(hi - lo)
+            out = (_apply_lut(values, lut, first) - lo) / np.float32(hi - lo)
             label = "VOI LUT" + (f" (first of {len(voi_seq)})" if len(voi_seq) > 1 else "")
             if ds.get("WindowCenter") is not None:
                 notes.append("VOI LUT Sequence used; Window Center/Width ignored")

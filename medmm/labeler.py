@@ -127,8 +127,10 @@ CONCEPTS: tuple[Concept, ...] = (
     ), _NORMAL_STUDY_EFFECTS),
     # Report-only normal statements (not modelled; used for prose when the model predicts "No Finding").
     Concept("normal_heart", (
-        r"(?:heart|cardiac|cardiomediastinal|cardio\s+mediastinal|mediastinal|mediastinum)\b[a-z ,/-]{0,60}?"
-        r"\b(?:normal|within\s+normal\s+limits|unremarkable)(?!\s+(?:limits\s+of|upper))",
+        r"(?:heart|cardiac|cardiomediastinal|cardio\s+mediastinal|mediastinal|mediastinum)\b"
+        r"(?:(?!\b(?:but|however|although|except|enlarged|enlargement|not|no|without|abnormal|upper|borderline|"
+        r"mild|mildly|moderately|markedly)\b)[a-z ,/-]){0,60}?"
+        r"\b(?:normal|within\s+normal\s+limits|unremarkable)",
         r"normal\s+(?:heart|cardiac|cardiomediastinal|mediastinal)",
     ), {s: {} for s in STATUSES}, kind="normal", clause=True),
     Concept("normal_other", (

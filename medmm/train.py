@@ -85,7 +85,7 @@ def build_image_cache(model: MedMM, records: list[Record], cfg: TrainConfig, pre
     idx = [i for i, r in enumerate(records) if r.image]
     out: dict[int, torch.Tensor] = {}
     batch_size = 32
-    enc = model.image_encoder.eval()
+    enc = model.image_encoder.eval().to(memory_format=torch.channels_last)  # ~2x faster convolutions on CPU
     for start in tqdm(range(0, len(idx), batch_size), desc="caching image features", disable=not show_progress):
         chunk = idx[start : start + batch_size]
         views = []
@@ -93,7 +93,8 @@ def build_image_cache(model: MedMM, records: list[Record], cfg: TrainConfig, pre
             x = to_model_input(load_scan(records[i].image).pixels, prep)
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)
             views += [x] + [radiograph_augment(x, g) for _ in range(aug_views)]
-        feats = enc.forward_stem(torch.stack(views).to(device), cfg.finetune_blocks).half().cpu()
+        x = torch.stack(views).to(device).contiguous(memory_format=torch.channels_last)
+        feats = enc.forward_stem(x, cfg.finetune_blocks).half().cpu().contiguous()
         feats = feats.view(len(chunk), 1 + aug_views, *feats.shape[1:])
         out.update({i: f.clone() for i, f in zip(chunk, feats)})
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -225,7 +226,7 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
             loss.backward()
             opt.step()
             sched.step()
-            running = 0.9 * running + 0.1 * float(loss) if step else float(loss)
+            running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
             bar.set_postfix(loss=f"{running:.4f}")
     model.eval()
     model.requires_grad_(False)
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from medmm.energy import EnergyMeter
 
-    total_meter = EnergyMeter()
+    total_meter = EnergyMeter(split=False)  # the folds' meters nest inside; do not share with them
     total_meter.__enter__()
     records = load_records(cfg.sources, cfg.manifest, cfg.limit_per_source, cfg.seed)
     if not records:

@@ -222,6 +222,26 @@ def test_overlapping_windows_split_equally_exact() -> None:
     assert "overlapping" in a.record.uncertainty
 
 
+def test_observer_total_around_nested_meters() -> None:
+    """split=False (e.g. a training total around per-fold meters) takes the whole delta and dilutes nobody."""
+    world = World()
+    src = FakeCounter(world)
+    total = make_meter(world, [src], split=False).start()
+    fold = make_meter(world, [src]).start()
+    world.t, world.joules = 1.0, 12.0
+    other = make_meter(world, [src]).start()     # a concurrent request overlapping the fold
+    world.t, world.joules = 2.0, 20.0
+    fold.stop()
+    world.t, world.joules = 3.0, 21.0
+    other.stop()
+    world.t, world.joules = 4.0, 25.0
+    total.stop()
+    assert fold.record.joules == 16.0              # 12 + 8/2
+    assert other.record.joules == 5.0              # 8/2 + 1
+    assert total.record.joules == 25.0
+    assert "Observer window" in total.record.uncertainty
+
+
 def test_stage_split_sums_to_total_and_baseline() -> None:
     world = World()
     src = FakeCounter(world)

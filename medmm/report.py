@@ -1,0 +1,802 @@
+"""Draft a chest X-ray report from a ``Prediction`` for clinician review (pure, deterministic).
+
+What
+----
+* ``draft_report(prediction, notes, bank)`` -> ``Report`` with Indication (scrubbed notes), Findings and
+  Impression. Sentences are either *retrieved* from a bank of real IU report sentences (ranked by cosine
+  similarity to the notes embedding, frequency when there are no notes) or *templated* (hedged statements
+  for the modelled findings, probability in the text). Every sentence is label-checked with
+  ``medmm.labeler`` so the draft never asserts a finding predicted negative nor negates one predicted positive.
+* ``check_consistency(report_text, prediction)`` re-runs the labeller over a (clinician-edited) report and
+  lists contradictions with the model output.
+* ``Report.to_text/to_markdown/to_dict/to_json`` and ``to_dicom_sr`` (DICOM Basic Text SR, no identifiers).
+
+Why this shape
+--------------
+A draft is only useful if it cannot silently disagree with the model, and only safe if it does not invent
+findings the model does not predict: retrieved prose about anatomy the model does not model (heart size,
+pleura) is used only when the model predicts "No Finding" ('likely'); otherwise the draft speaks only about the
+modelled findings. Notes text and identifiers are never logged.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import json
+import logging
+import math
+import os
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterable, Sequence
+
+import numpy as np
+
+from medmm import __version__
+from medmm.labeler import CONCEPT_BY_NAME, Mention, find_mentions, split_sentences
+from medmm.labels import FINDINGS
+from medmm.prediction import Prediction
+
+logger = logging.getLogger(__name__)
+
+DISCLAIMER = ("Machine-generated draft for clinician review; not a diagnosis. It must be checked against the images "
+              "and the clinical context, then edited or discarded by a qualified clinician.")
+NOT_PROVIDED = "Not provided."
+DEFAULT_BANK_PATH = Path(__file__).resolve().parents[1] / "assets" / "sentence_bank.npz"
+BANK_ENV_VAR = "MEDMM_SENTENCE_BANK"
+MAX_INDICATION_CHARS = 1000
+
+PNEUMONIA_FAMILY: tuple[str, ...] = ("Pneumonia", "Bacterial pneumonia", "Viral pneumonia", "COVID-19")
+SUBTYPES: tuple[str, ...] = ("COVID-19", "Viral pneumonia", "Bacterial pneumonia")
+POSITIVE_BANDS = frozenset({"possible", "likely"})
+# Which sentence-level status each probability band allows (hedging): likely -> asserted, possible -> hedged.
+_ALLOWED_STATUS = {"negative": frozenset({"negative"}), "possible": frozenset({"uncertain"}),
+                   "likely": frozenset({"positive"})}
+
+# ----------------------------------------------------------------------------------------- templated wording
+# Every template is checked by the labeller in tests (the draft must never contradict the prediction).
+_SUBTYPE_PHRASE = {"Bacterial pneumonia": "bacterial pneumonia", "Viral pneumonia": "viral pneumonia",
+                   "COVID-19": "COVID-19 pneumonia"}
+T_NO_IMAGE = ("No image was provided; the statements below are inferred from the clinical notes only and need "
+              "confirmation on the radiograph.")
+T_INCONSISTENT = "Model outputs are internally inconsistent across findings; check the per-finding probabilities."
+T_SUBTYPE_CAVEAT = ("Radiographic appearance alone does not establish the causative organism; correlate with "
+                    "clinical and microbiological results.")
+T_NF_NEGATIVE = ("The model does not classify this study as normal; review the image for findings outside the "
+                 "modelled set.")
+T_NORMAL_FALLBACK = {"lungs": "The lungs are clear.", "heart": "Heart size is normal.",
+                     "pleura": "No pleural effusion or pneumothorax."}
+T_NORMAL_IMPRESSION = "No acute cardiopulmonary abnormality."
+T_NO_CONSOLIDATION = "No focal consolidation."
+T_EMPTY_FINDINGS = "No descriptive findings were drafted; see impression."
+
+
+def _p(prob: float) -> str:
+    return f"(model probability {prob:.2f})"
+
+
+def _finding_template(finding: str, band: str, prob: float, image: bool) -> str:
+    """Hedged one-line statement for a modelled finding (templated, never retrieved)."""
+    if finding == "Pneumonia":
+        if band == "likely":
+            return f"Findings consistent with pneumonia {_p(prob)}."
+        if band == "possible":
+            return f"Pneumonia cannot be excluded {_p(prob)}."
+        evidence = "No radiographic evidence of" if image else "No evidence from the available inputs of"
+        return f"{evidence} pneumonia {_p(prob)}."
+    if finding == "No Finding":
+        if band == "likely":
+            return f"{T_NORMAL_IMPRESSION[:-1]} {_p(prob)}."
+        if band == "possible":
+            return f"Possibly a normal study {_p(prob)}."
+        return T_NF_NEGATIVE
+    phrase = _SUBTYPE_PHRASE[finding]
+    if band == "likely":
+        return f"Pattern consistent with {phrase} {_p(prob)}."
+    if band == "possible":
+        return f"{phrase[0].upper()}{phrase[1:]} cannot be excluded {_p(prob)}."
+    return f"No specific features of {phrase} {_p(prob)}."
+
+
+# ----------------------------------------------------------------------------------------- notes -> indication
+_CONTROL_KEEP = {"\n", "\t"}
+_EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_URL_RE = re.compile(r"\b(?:https?://|www\.)\S+", re.I)
+_PHONE_RE = re.compile(r"(?<![\w/])(?:\+?\d{1,3}[\s.-]?)?(?:\(\d{3}\)|\d{3})[\s.-]?\d{3}[\s.-]?\d{4}(?![\w/])")
+_SSN_RE = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
+_MONTHS = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|jun(?:e)?|jul(?:y)?|aug(?:ust)?|"
+           r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
+_DATE_RES = (
+    re.compile(r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[T ]\d{1,2}:\d{2}(?::\d{2})?)?\b"),           # 2021-03-14
+    re.compile(r"\b\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})\b"),                                     # 03/14/2021
+    re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?[\s-]+(?:of\s+)?{_MONTHS}\.?,?[\s-]+\d{{2,4}}\b", re.I),  # 14 March 2021
+    re.compile(rf"\b{_MONTHS}\.?[\s-]+\d{{1,2}}(?:st|nd|rd|th)?,?[\s-]+\d{{2,4}}\b", re.I),           # March 14, 2021
+    re.compile(rf"\b{_MONTHS}\.?,?\s+\d{{4}}\b", re.I),                                             # March 2021
+    re.compile(rf"\b(?:on|since|from|dated|until|till|dob:?)\s+(?:{_MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?|"
+               r"\d{1,2}/\d{1,2})\b", re.I),                                                       # on 3/14
+)
+_LABELLED_ID_RE = re.compile(
+    r"\b(?:mrn|mr\s*#|medical\s+record(?:\s+(?:number|no\.?))?|accession(?:\s+(?:number|no\.?))?|acc(?:\s*#|\.)|"
+    r"ssn|nhs\s+(?:number|no\.?)|patient\s+id|pt\s+id|id\s*#|record\s*#|case\s*#)\s*[:#=]?\s*[A-Za-z0-9-]*\d[A-Za-z0-9-]*",
+    re.I)
+_LONG_NUMBER_RE = re.compile(r"\b[A-Za-z]{0,3}[-#]?\d(?:[\d-]*\d)?\b")
+_AGE_RES = (
+    re.compile(r"\b(\d{2,3})(\s*-?\s*)(years?[\s-]*old|yrs?[\s-]*old|year-old|y/o|y\.o\.|yo|yrs?|years?)\b", re.I),
+    re.compile(r"\b(age[d:]?|age\s+of)(\s*)(\d{2,3})\b", re.I),
+)
+_TITLE_NAME_RE = re.compile(
+    r"\b((?i:mr|mrs|ms|miss|mx|dr|prof|doctor))(\.?\s+)((?:[A-Z]\.\s*)*[A-Za-z][A-Za-z'’-]+(?:\s+[A-Z][A-Za-z'’-]+)?)")
+_LABELLED_NAME_RE = re.compile(
+    r"\b((?i:patient'?s?\s+name|pt\.?\s+name|name|attending(?:\s+physician)?|referring(?:\s+physician)?|"
+    r"physician|signed\s+by|dictated\s+by|seen\s+by))(\s*[:=-]?\s*)"
+    r"((?:[A-Z][A-Za-z'’.-]*(?:\s+[A-Z][A-Za-z'’.-]*){0,3})|(?:[a-z][a-z'’.-]*(?:\s+[a-z][a-z'’.-]*)?))")
+_PLACEHOLDER_RE = re.compile(r"X{4,}")
+
+
+def _strip_controls(text: str) -> str:
+    """Drop control/format characters (incl. zero-width and bidi overrides); newlines/tabs become spaces."""
+    out = []
+    for ch in text:
+        if ch in _CONTROL_KEEP:
+            out.append(" ")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            continue
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def scrub_identifiers(text: str) -> str:
+    """Replace likely identifiers with tags: [NAME], [DATE], [ID], [PHONE], [EMAIL], [URL], [REDACTED]; ages > 89 -> 90+.
+
+    Rule-based and conservative (HIPAA Safe Harbor style): it catches common formats, not every identifier.
+    """
+    text = _PLACEHOLDER_RE.sub("[REDACTED]", text)
+    text = _EMAIL_RE.sub("[EMAIL]", text)
+    text = _URL_RE.sub("[URL]", text)
+    text = _SSN_RE.sub("[ID]", text)
+    for rx in _DATE_RES:
+        text = rx.sub("[DATE]", text)
+    text = _PHONE_RE.sub("[PHONE]", text)
+    text = _LABELLED_ID_RE.sub("[ID]", text)
+
+    def _long_number(m: re.Match[str]) -> str:
+        return "[ID]" if sum(c.isdigit() for c in m.group(0)) >= 6 else m.group(0)
+
+    text = _LONG_NUMBER_RE.sub(_long_number, text)
+
+    def _age1(m: re.Match[str]) -> str:
+        return f"90+{m.group(2) or ' '}{m.group(3)}" if int(m.group(1)) >= 90 else m.group(0)
+
+    def _age2(m: re.Match[str]) -> str:
+        return f"{m.group(1)}{m.group(2) or ' '}90+" if int(m.group(3)) >= 90 else m.group(0)
+
+    text = _AGE_RES[0].sub(_age1, text)
+    text = _AGE_RES[1].sub(_age2, text)
+    text = _TITLE_NAME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}[NAME]", text)
+    text = _LABELLED_NAME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}[NAME]", text)
+    return text
+
+
+def clean_indication(notes: str | None, max_chars: int = MAX_INDICATION_CHARS) -> str:
+    """Notes -> one scrubbed, whitespace-normalised paragraph of at most ``max_chars``; "Not provided." if empty.
+
+    Input is cut to ``8 * max_chars`` before any regex so that megabyte-long notes stay fast.
+    """
+    if not notes or not isinstance(notes, str):
+        return NOT_PROVIDED
+    text = _strip_controls(notes[: 8 * max_chars])
+    text = " ".join(text.split())
+    text = " ".join(scrub_identifiers(text).split())
+    if len(text) > max_chars:
+        cut = text[:max_chars]
+        cut = cut[: cut.rfind(" ")] if " " in cut[max_chars // 2:] else cut
+        text = cut.rstrip(" ,;:") + " [truncated]"
+    return text or NOT_PROVIDED
+
+
+# ----------------------------------------------------------------------------------------- sentence bank
+_COMPARISON_RE = re.compile(
+    r"\b(?:compar\w*|prior|previous\w*|interval\w*|unchanged|stable|again|since|new|newly|redemonstrat\w*|"
+    r"persist\w*|improv\w*|wors\w*|increas\w*|decreas\w*|resolv\w*|resolution|chang\w*|today|yesterday|recent\w*|"
+    r"follow[- ]?up|recommend\w*|correlat\w*|ct|dated|exam|examination|views?|frontal|obtained|technique|portable|"
+    r"patient\w*|history|clinical\w*|given|setting|consists|study|studies|film|films|radiograph\w*|x-ray|"
+    r"demonstrat\w*|noted|please|report\w*)\b", re.I)
+_ANAPHORA_RE = re.compile(r"^(?:this|these|it|they|which|that|otherwise|also|both\s+of|the\s+remainder)\b", re.I)
+_LOCATION_RE = re.compile(
+    r"\b(?:right|left|bilateral\w*|bibasilar|basilar|bas(?:e|es|al)|lobes?|apex|apices|apical|lingula\w*|perihilar|"
+    r"hilar|upper|lower|middle|mid|midlung|retrocardiac|lateral|medial|anterior|posterior|subsegmental|segment\w*|"
+    r"zones?|peripheral|central)\b", re.I)
+
+
+def clean_bank_sentence(sentence: str) -> str | None:
+    """Normalise one IU sentence for the bank, or ``None`` when it should not be reused.
+
+    Dropped: sentences that relied on an ``XXXX`` placeholder (only "x-XXXX" -> "x-ray" is repaired), comparison /
+    history / technique language (no prior study is available to a draft), anaphora ("This may represent ..."),
+    numbers, fragments and run-ons.
+    """
+    s = re.sub(r"\bx-XXXX\b", "x-ray", sentence, flags=re.I)
+    if "XXXX" in s or re.search(r"\d", s):
+        return None
+    s = " ".join(s.split()).strip(" ,;:")
+    s = re.sub(r"^specifically,?\s+", "", s, flags=re.I)
+    s = re.sub(r"[.]{2,}$", ".", s).rstrip()
+    if not s or not s[0].isalpha():
+        return None
+    if not s.endswith((".", "?", "!")):
+        s += "."
+    s = s[0].upper() + s[1:]
+    n_words = len(s.split())
+    if n_words < 2 or n_words > 30 or _ANAPHORA_RE.search(s) or _COMPARISON_RE.search(s):
+        return None
+    if s.count("(") != s.count(")"):
+        return None
+    return s
+
+
+def _bank_usable(sentence: str, mentions: Sequence[Mention]) -> bool:
+    """Whether a cleaned sentence could ever be eligible in a draft (see ``_eligible``)."""
+    if not mentions:
+        return False
+    for m in mentions:
+        concept = CONCEPT_BY_NAME[m.concept]
+        effects = m.finding_effects()
+        if concept.kind == "abnormal" and m.status != "negative":
+            return False
+        if concept.kind == "normal" and m.status != "positive":
+            return False
+        if effects.get("No Finding") in ("negative", "uncertain"):
+            return False
+        if any(s in ("positive", "uncertain") for s in effects.values()) and _LOCATION_RE.search(sentence):
+            return False
+    return True
+
+
+@dataclass(frozen=True, eq=False)
+class SentenceBank:
+    """Deduplicated report sentences with frequencies, section counts and embeddings.
+
+    ``counts[i]``: reports containing sentence i; ``impression_counts[i]``: of which in the impression section.
+    ``embeddings``: ``[N, D]`` float32, L2-normalised (``None`` -> frequency ranking only). Labels are recomputed
+    from the text with the current labeller when the bank is constructed, so they can never go stale.
+    """
+
+    texts: tuple[str, ...]
+    counts: np.ndarray
+    impression_counts: np.ndarray
+    embeddings: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    mentions: tuple[tuple[Mention, ...], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        counts = np.asarray(self.counts, dtype=np.int64).reshape(-1)
+        imp = np.asarray(self.impression_counts, dtype=np.int64).reshape(-1)
+        if not (len(self.texts) == len(counts) == len(imp)):
+            raise ValueError("texts, counts and impression_counts must have the same length")
+        emb = self.embeddings
+        if emb is not None:
+            emb = np.asarray(emb, dtype=np.float32)
+            if emb.ndim != 2 or emb.shape[0] != len(self.texts):
+                raise ValueError(f"embeddings must be [N, D] with N={len(self.texts)}, got {emb.shape}")
+            emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        object.__setattr__(self, "texts", tuple(str(t) for t in self.texts))
+        object.__setattr__(self, "counts", counts)
+        object.__setattr__(self, "impression_counts", imp)
+        object.__setattr__(self, "embeddings", emb)
+        object.__setattr__(self, "mentions", tuple(tuple(find_mentions(t)) for t in self.texts))
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @classmethod
+    def empty(cls) -> "SentenceBank":
+        """A bank with no sentences: the draft then uses templated wording only."""
+        return cls((), np.zeros(0, np.int64), np.zeros(0, np.int64), None, {"empty": True})
+
+    def labels(self, i: int) -> dict[str, str]:
+        """Finding labels of sentence ``i`` (same aggregation as ``labeler.label_sentence``)."""
+        out: dict[str, str] = {}
+        rank = {"positive": 3, "uncertain": 2, "negative": 1}
+        for m in self.mentions[i]:
+            for f, s in m.finding_effects().items():
+                if f not in out or rank[s] > rank[out[f]]:
+                    out[f] = s
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Write a compressed ``.npz`` (no pickles; embeddings stored as float16)."""
+        labels = [self.labels(i) for i in range(len(self))]
+        arrays: dict[str, np.ndarray] = {
+            "texts": np.array(self.texts, dtype=np.str_),
+            "counts": self.counts.astype(np.int32),
+            "impression_counts": self.impression_counts.astype(np.int32),
+            "labels_json": np.array(json.dumps(labels)),
+            "meta_json": np.array(json.dumps(self.meta, sort_keys=True)),
+        }
+        if self.embeddings is not None:
+            arrays["embeddings"] = self.embeddings.astype(np.float16)
+        np.savez_compressed(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SentenceBank":
+        """Read a bank written by ``save`` (``allow_pickle=False``)."""
+        with np.load(path, allow_pickle=False) as z:
+            emb = z["embeddings"].astype(np.float32) if "embeddings" in z.files else None
+            meta = json.loads(str(z["meta_json"])) if "meta_json" in z.files else {}
+            return cls(tuple(z["texts"].tolist()), z["counts"], z["impression_counts"], emb, meta)
+
+
+def build_bank(reports: Iterable[tuple[str | None, str | None]],
+               embed_fn: Callable[[list[str]], np.ndarray] | None,
+               min_count: int = 2, meta: dict[str, Any] | None = None) -> SentenceBank:
+    """Sentence bank from ``(findings, impression)`` pairs: split, clean, dedupe, count, filter, embed.
+
+    A sentence is kept when it could be used by a draft (it has a labelled concept and asserts nothing the
+    model does not predict) and appears in at least ``min_count`` reports; sentences asserting or hedging a
+    modelled finding are kept from one report on (they are rare in IU prose).
+    """
+    counts: Counter[str] = Counter()
+    imp_counts: Counter[str] = Counter()
+    n_reports = 0
+    for findings, impression in reports:
+        n_reports += 1
+        seen: dict[str, bool] = {}
+        for section_is_imp, text in ((False, findings), (True, impression)):
+            for raw in split_sentences(text or ""):
+                s = clean_bank_sentence(raw)
+                if s is not None:
+                    seen[s] = seen.get(s, False) or section_is_imp
+        for s, in_imp in seen.items():
+            counts[s] += 1
+            imp_counts[s] += int(in_imp)
+    keep = []
+    for s in sorted(counts):
+        mentions = find_mentions(s)
+        if not _bank_usable(s, mentions):
+            continue
+        asserts_finding = any(st in ("positive", "uncertain") for m in mentions for st in m.finding_effects().values())
+        if counts[s] >= min_count or asserts_finding:
+            keep.append(s)
+    keep.sort(key=lambda s: (-counts[s], s))
+    emb = None
+    if embed_fn is not None and keep:
+        emb = np.asarray(embed_fn(list(keep)), dtype=np.float32)
+    info = {"n_reports": n_reports, "n_sentences": len(keep), "min_count": min_count, **(meta or {})}
+    logger.info("sentence bank: %d sentences from %d reports", len(keep), n_reports)
+    return SentenceBank(tuple(keep), np.array([counts[s] for s in keep], np.int64),
+                        np.array([imp_counts[s] for s in keep], np.int64), emb, info)
+
+
+@functools.lru_cache(maxsize=4)
+def load_bank(path: str | None = None) -> SentenceBank:
+    """The shipped bank (``assets/sentence_bank.npz`` or ``$MEDMM_SENTENCE_BANK``), loaded once per path (read-only)."""
+    resolved = Path(path or os.environ.get(BANK_ENV_VAR) or DEFAULT_BANK_PATH)
+    if not resolved.exists():
+        raise FileNotFoundError(f"sentence bank not found: {resolved} (run scripts/build_sentence_bank.py)")
+    return SentenceBank.load(resolved)
+
+
+# ----------------------------------------------------------------------------------------- report
+@dataclass(frozen=True)
+class DraftSentence:
+    """One draft sentence and where it came from: 'retrieved' (bank index, count, score) or 'templated'."""
+
+    section: str
+    text: str
+    source: str
+    bank_index: int | None = None
+    count: int | None = None
+    score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"section": self.section, "text": self.text, "source": self.source, "bank_index": self.bank_index,
+                "count": self.count, "score": self.score}
+
+
+@dataclass(frozen=True)
+class Report:
+    """A machine draft: Indication, Findings, Impression and a fixed disclaimer."""
+
+    indication: str
+    findings: str
+    impression: str
+    disclaimer: str = DISCLAIMER
+    sentences: tuple[DraftSentence, ...] = ()
+    model_outputs: tuple[dict[str, Any], ...] = ()   # finding, probability, threshold, band
+    warnings: tuple[str, ...] = ()
+
+    def to_text(self) -> str:
+        """Plain text with INDICATION / FINDINGS / IMPRESSION / NOTE headers (what ``check_consistency`` parses)."""
+        return (f"INDICATION: {self.indication}\n\nFINDINGS: {self.findings}\n\nIMPRESSION: {self.impression}\n\n"
+                f"NOTE: {self.disclaimer}\n")
+
+    def to_markdown(self) -> str:
+        """Markdown with the notes-derived text escaped (no markup or HTML injection from the notes)."""
+        return (f"**Indication:** {_md_escape(self.indication)}\n\n**Findings:** {_md_escape(self.findings)}\n\n"
+                f"**Impression:** {_md_escape(self.impression)}\n\n> _{_md_escape(self.disclaimer)}_\n")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"indication": self.indication, "findings": self.findings, "impression": self.impression,
+                "disclaimer": self.disclaimer, "sentences": [s.to_dict() for s in self.sentences],
+                "model_outputs": [dict(m) for m in self.model_outputs], "warnings": list(self.warnings),
+                "generator": f"medmm {__version__}"}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~])")
+
+
+def _md_escape(text: str) -> str:
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _bands(prediction: Prediction) -> dict[str, str]:
+    """Band per finding; findings missing from the prediction or with a non-finite probability are left out."""
+    out = {}
+    for f in FINDINGS:
+        p, t = prediction.findings.get(f), prediction.thresholds.get(f)
+        if p is None or t is None or not (math.isfinite(p) and math.isfinite(t)):
+            continue
+        out[f] = prediction.band(f)
+    return out
+
+
+def _eligible(mentions: Sequence[Mention], bands: dict[str, str], normal_prose: bool) -> bool:
+    """A bank sentence may be used iff every statement in it agrees with (and is hedged like) the prediction.
+
+    Statements about anatomy the model does not predict (normal heart, no effusion) are allowed only when the
+    model predicts "No Finding" ('likely') coherently; asserted unmodelled abnormalities never are.
+    """
+    if not mentions:
+        return False
+    for m in mentions:
+        kind = CONCEPT_BY_NAME[m.concept].kind
+        if kind == "abnormal" and (m.status != "negative" or not normal_prose):
+            return False
+        if kind == "normal" and (m.status != "positive" or not normal_prose):
+            return False
+        for f, s in m.finding_effects().items():
+            band = bands.get(f)
+            if band is None or s not in _ALLOWED_STATUS[band]:
+                return False
+    return True
+
+
+def _slots(mentions: Sequence[Mention]) -> frozenset[str]:
+    """Which parts of a normal report a sentence covers: lungs / heart / pleura / impression."""
+    out = set()
+    for m in mentions:
+        if m.concept in ("lungs_clear", "consolidation", "pneumonia", "infection") and m.status in ("positive", "negative"):
+            out.add("lungs")
+        elif m.concept == "normal_heart":
+            out.add("heart")
+        elif m.concept in ("pleural_effusion", "pneumothorax"):
+            out.add("pleura")
+        if m.concept in ("acute_abnormality", "normal_chest"):
+            out.add("impression")
+    return frozenset(out)
+
+
+def _scores(bank: SentenceBank, query: np.ndarray | None) -> np.ndarray:
+    """Cosine similarity to the notes embedding plus a small frequency prior; frequency alone without notes."""
+    if len(bank) == 0:
+        return np.zeros(0)
+    freq = np.log1p(bank.counts) / max(float(np.log1p(bank.counts.max())), 1e-9)
+    if query is None or bank.embeddings is None:
+        return np.round(freq, 6)
+    q = np.asarray(query, dtype=np.float32).reshape(-1)
+    if q.shape[0] != bank.embeddings.shape[1] or not np.all(np.isfinite(q)) or not np.any(q):
+        logger.warning("notes embedding has dimension %d, bank has %d: ranking by frequency",
+                       q.shape[0], bank.embeddings.shape[1])
+        return np.round(freq, 6)
+    q = q / np.linalg.norm(q)
+    return np.round(bank.embeddings @ q + 0.05 * freq, 6)
+
+
+def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank | None = None) -> Report:
+    """Draft Indication / Findings / Impression consistent with ``prediction`` (pure and deterministic).
+
+    ``bank=None`` uses the shipped bank (templated wording only, with a warning, if it is missing);
+    ``SentenceBank.empty()`` forces templated wording. Retrieved sentences are ranked by cosine similarity to
+    ``prediction.notes_embedding`` (by frequency when there is none); the notes text itself is only scrubbed
+    into the Indication.
+    """
+    warnings: list[str] = []
+    if bank is None:
+        try:
+            bank = load_bank()
+        except FileNotFoundError:
+            logger.warning("sentence bank missing; drafting with templated wording only")
+            warnings.append("Sentence bank unavailable: templated wording only.")
+            bank = SentenceBank.empty()
+    bands = _bands(prediction)
+    probs = prediction.findings
+    image = "image" in prediction.modalities
+    nf = bands.get("No Finding")
+    pf_pos = [f for f in PNEUMONIA_FAMILY if bands.get(f) in POSITIVE_BANDS]
+    sub_pos = [f for f in SUBTYPES if bands.get(f) in POSITIVE_BANDS]
+    pneu = bands.get("Pneumonia")
+    inconsistent = bool((nf in POSITIVE_BANDS and pf_pos) or (pneu == "negative" and sub_pos))
+    normal_prose = nf == "likely" and not pf_pos and pneu == "negative"
+
+    scores = _scores(bank, prediction.notes_embedding)
+    order = sorted(range(len(bank)), key=lambda i: (-scores[i], -int(bank.counts[i]), bank.texts[i]))
+    eligible = [i for i in order if _eligible(bank.mentions[i], bands, normal_prose)]
+    in_impression = {i: bank.impression_counts[i] * 2 > bank.counts[i] for i in eligible}
+
+    findings: list[DraftSentence] = []
+    impression: list[DraftSentence] = []
+    used: set[str] = set()
+
+    def retrieved(section: str, i: int) -> DraftSentence:
+        used.add(bank.texts[i])
+        return DraftSentence(section, bank.texts[i], "retrieved", i, int(bank.counts[i]), float(scores[i]))
+
+    def templated(section: str, text: str) -> DraftSentence:
+        used.add(text)
+        return DraftSentence(section, text, "templated")
+
+    if not image:
+        findings.append(templated("findings", T_NO_IMAGE))
+    if inconsistent:
+        warnings.append("Model outputs are internally inconsistent across findings.")
+
+    # ---- Findings: normal prose (lungs / heart / pleura) or statements about pneumonia only.
+    if normal_prose:
+        covered: set[str] = set()
+        for i in eligible:
+            if in_impression[i] or len(covered) == 3:
+                continue
+            new = _slots(bank.mentions[i]) & {"lungs", "heart", "pleura"}
+            if new - covered and not (new & covered and len(new - covered) == 0):
+                findings.append(retrieved("findings", i))
+                covered |= new
+        for slot in ("lungs", "heart", "pleura"):
+            if slot not in covered:
+                findings.append(templated("findings", T_NORMAL_FALLBACK[slot]))
+    elif pneu is not None and not (pneu == "negative" and sub_pos):
+        wanted = {"negative": "negative", "possible": "uncertain", "likely": "positive"}[pneu]
+        pick = next((i for i in eligible if not in_impression[i] and bank.labels(i) == {"Pneumonia": wanted}), None)
+        if pick is not None:
+            findings.append(retrieved("findings", pick))
+        elif pneu == "negative":
+            findings.append(templated("findings", T_NO_CONSOLIDATION))
+
+    # ---- Impression: modelled findings, most probable first; then "No Finding".
+    positives = sorted(pf_pos, key=lambda f: (f != "Pneumonia", -probs[f], f))
+    for f in positives:
+        impression.append(templated("impression", _finding_template(f, bands[f], probs[f], image)))
+    if sub_pos:
+        impression.append(templated("impression", T_SUBTYPE_CAVEAT))
+    if pneu in POSITIVE_BANDS:
+        for f in SUBTYPES:
+            if bands.get(f) == "negative":
+                impression.append(templated("impression", _finding_template(f, "negative", probs[f], image)))
+    if inconsistent:
+        impression.append(templated("impression", T_INCONSISTENT))
+    if normal_prose:
+        pick = next((i for i in eligible if "impression" in _slots(bank.mentions[i])
+                     and bank.labels(i).get("No Finding") == "positive" and bank.texts[i] not in used), None)
+        impression.append(retrieved("impression", pick) if pick is not None
+                          else templated("impression", T_NORMAL_IMPRESSION))
+    elif nf == "possible" and not inconsistent:
+        impression.append(templated("impression", _finding_template("No Finding", "possible", probs["No Finding"], image)))
+    elif nf == "negative" and not pf_pos:
+        impression.append(templated("impression", T_NF_NEGATIVE))
+    if pneu == "negative" and not normal_prose and not sub_pos:
+        impression.append(templated("impression", _finding_template("Pneumonia", "negative", probs["Pneumonia"], image)))
+
+    if not [s for s in findings if s.text != T_NO_IMAGE]:
+        findings.append(templated("findings", T_EMPTY_FINDINGS))
+    if not impression:
+        impression.append(templated("impression", "No statement could be drafted for the modelled findings."))
+    outputs = tuple({"finding": f, "probability": float(probs[f]), "threshold": float(prediction.thresholds[f]),
+                     "band": bands[f]} for f in FINDINGS if f in bands)
+    return Report(
+        indication=clean_indication(notes),
+        findings=" ".join(s.text for s in findings),
+        impression=" ".join(s.text for s in impression),
+        sentences=tuple(findings + impression),
+        model_outputs=outputs,
+        warnings=tuple(warnings),
+    )
+
+
+# ----------------------------------------------------------------------------------------- consistency
+@dataclass(frozen=True)
+class Contradiction:
+    """A report sentence that disagrees with the model on one finding."""
+
+    finding: str
+    report_status: str          # 'positive' | 'negative' | 'uncertain'
+    model_band: str             # 'negative' | 'possible' | 'likely'
+    probability: float
+    threshold: float
+    sentence: str
+    evidence: str               # the words that carry the statement
+    section: str
+    explanation: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+_SECTION_NAMES = (r"indications?|clinical\s+history|clinical\s+indication|history|reason\s+for\s+(?:exam|examination|study)|"
+                  r"comparison|technique|findings|impressions?|conclusions?|opinion|recommendations?|note|disclaimer")
+_HEADER_RE = re.compile(
+    rf"^[ \t>]*(?:#{{1,6}}[ \t]*(?:\*\*|__)?[ \t]*(?P<a>{_SECTION_NAMES})[ \t]*:?[ \t]*(?:\*\*|__)?[ \t]*:?"
+    rf"|(?:\*\*|__)?[ \t]*(?P<b>{_SECTION_NAMES})[ \t]*(?:\*\*|__)?[ \t]*:[ \t]*(?:\*\*|__)?)",
+    re.I | re.M)
+_UNCHECKED_SECTIONS = ("indication", "clinical", "history", "reason", "comparison", "technique", "note", "disclaimer")
+
+
+def report_sections(report_text: str) -> list[tuple[str, str]]:
+    """``[(section name, text)]``; text before the first header (or the whole text without headers) is 'body'."""
+    matches = list(_HEADER_RE.finditer(report_text))
+    if not matches:
+        return [("body", report_text)]
+    out = []
+    if report_text[: matches[0].start()].strip():
+        out.append(("body", report_text[: matches[0].start()]))
+    for k, m in enumerate(matches):
+        end = matches[k + 1].start() if k + 1 < len(matches) else len(report_text)
+        name = " ".join((m.group("a") or m.group("b")).lower().split())
+        out.append((name, report_text[m.end():end]))
+    return out
+
+
+def check_consistency(report_text: str, prediction: Prediction, *, include_uncertain: bool = False) -> list[Contradiction]:
+    """Contradictions between a (possibly edited) report and the model's findings, one per sentence and finding.
+
+    Flags a sentence that asserts a finding the model predicted negative, or negates one it predicted positive.
+    With ``include_uncertain`` a hedged mention of a finding predicted negative is flagged too. Indication,
+    history, comparison, technique and note/disclaimer sections are not checked (they state the question, not
+    the answer); without section headers the whole text is checked.
+    """
+    bands = _bands(prediction)
+    out: list[Contradiction] = []
+    for section, text in report_sections(report_text or ""):
+        if section.startswith(_UNCHECKED_SECTIONS):
+            continue
+        for sentence in split_sentences(text):
+            per_finding: dict[str, tuple[str, str]] = {}
+            rank = {"positive": 3, "uncertain": 2, "negative": 1}
+            for m in find_mentions(sentence):
+                for f, s in m.finding_effects().items():
+                    if f not in per_finding or rank[s] > rank[per_finding[f][0]]:
+                        per_finding[f] = (s, m.text)
+            for f in FINDINGS:
+                if f not in per_finding or f not in bands:
+                    continue
+                status, evidence = per_finding[f]
+                band, p, t = bands[f], float(prediction.findings[f]), float(prediction.thresholds[f])
+                if status == "positive" and band == "negative":
+                    why = (f"The report asserts {f} ('{evidence}'), but the model predicted it negative "
+                           f"(p={p:.2f} < threshold {t:.2f}).")
+                elif status == "negative" and band in POSITIVE_BANDS:
+                    why = (f"The report rules out {f} ('{evidence}'), but the model predicted it {band} "
+                           f"(p={p:.2f} >= threshold {t:.2f}).")
+                elif include_uncertain and status == "uncertain" and band == "negative":
+                    why = (f"The report raises the possibility of {f} ('{evidence}'); the model predicted it negative "
+                           f"(p={p:.2f} < threshold {t:.2f}).")
+                else:
+                    continue
+                out.append(Contradiction(f, status, band, p, t, sentence, evidence, section, why))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- DICOM SR
+BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+
+
+def _code(ds_cls: Any, value: str, scheme: str, meaning: str) -> Any:
+    item = ds_cls()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def to_dicom_sr(report: Report, prediction: Prediction, path_or_buffer: str | Path | BinaryIO) -> Any:
+    """Write ``report`` as a DICOM Basic Text SR (UNVERIFIED, PARTIAL) and return the pydicom Dataset.
+
+    The Patient module is written with empty values and no input identifiers are copied (the scrubbed
+    indication is the only notes-derived text). Fresh UIDs every call; Explicit VR Little Endian file meta.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence as DicomSequence
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+
+    now = _dt.datetime.now(_dt.timezone.utc)
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    sop_uid = generate_uid()
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = BASIC_TEXT_SR
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"MEDMM_{__version__}"[:16]
+
+    ds = Dataset()
+    ds.file_meta = meta
+    # SOP Common
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = BASIC_TEXT_SR
+    ds.SOPInstanceUID = sop_uid
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    ds.TimezoneOffsetFromUTC = "+0000"
+    # Patient (Type 2, deliberately empty)
+    ds.PatientName = ""
+    ds.PatientID = ""
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = "medmm: no patient identifiers written"
+    # General Study
+    ds.StudyInstanceUID = generate_uid()
+    ds.StudyDate = ""
+    ds.StudyTime = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = ""
+    ds.AccessionNumber = ""
+    # SR Document Series
+    ds.Modality = "SR"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 1
+    ds.SeriesDescription = "medmm machine draft report"
+    ds.ReferencedPerformedProcedureStepSequence = DicomSequence([])
+    # General Equipment
+    ds.Manufacturer = "medmm"
+    ds.ManufacturerModelName = "medmm decision-support demo"
+    ckpt = prediction.checkpoint or {}
+    versions = [f"medmm {__version__}"]
+    if ckpt.get("version"):
+        versions.append(f"checkpoint {ckpt.get('name', 'medmm')} {ckpt['version']}")
+    ds.SoftwareVersions = versions if len(versions) > 1 else versions[0]
+    # SR Document General
+    ds.InstanceNumber = 1
+    ds.CompletionFlag = "PARTIAL"
+    ds.CompletionFlagDescription = "Machine-generated draft; requires clinician review"
+    ds.VerificationFlag = "UNVERIFIED"
+    ds.PreliminaryFlag = "PRELIMINARY"
+    ds.ContentDate, ds.ContentTime = date, time
+    ds.PerformedProcedureCodeSequence = DicomSequence([])
+    # SR Document Content: CONTAINER root with TEXT children
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = DicomSequence([_code(Dataset, "18748-4", "LN", "Diagnostic Imaging Report")])
+    ds.ContinuityOfContent = "SEPARATE"
+
+    def text_item(code: tuple[str, str, str], value: str) -> Dataset:
+        item = Dataset()
+        item.RelationshipType = "CONTAINS"
+        item.ValueType = "TEXT"
+        item.ConceptNameCodeSequence = DicomSequence([_code(Dataset, *code)])
+        item.TextValue = value
+        return item
+
+    outputs = "; ".join(f"{m['finding']} {m['probability']:.2f} (threshold {m['threshold']:.2f}, {m['band']})"
+                        for m in report.model_outputs)
+    items = [
+        text_item(("121109", "DCM", "Indications for Procedure"), report.indication),
+        text_item(("121070", "DCM", "Findings"), report.findings),
+        text_item(("121072", "DCM", "Impressions"), report.impression),
+        text_item(("121106", "DCM", "Comment"), report.disclaimer),
+    ]
+    if outputs:
+        items.append(text_item(("121106", "DCM", "Comment"), f"Model outputs: {outputs}."))
+    ds.ContentSequence = DicomSequence(items)
+    ds.save_as(path_or_buffer, enforce_file_format=True)
+    return ds
+
+
+__all__ = [
+    "BASIC_TEXT_SR", "Contradiction", "DISCLAIMER", "DraftSentence", "NOT_PROVIDED", "Report", "SentenceBank",
+    "build_bank", "check_consistency", "clean_bank_sentence", "clean_indication", "draft_report", "load_bank",
+    "report_sections", "scrub_identifiers", "to_dicom_sr",
+]
