@@ -37,7 +37,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -270,10 +270,7 @@ def _one_series(blobs: list[bytes]) -> bool:
 
 
 def _with_notes(scan: Scan, extra: list[str]) -> Scan:
-    meta = scan.metadata
-    new_meta = ScanMetadata(**{**{f.name: getattr(meta, f.name) for f in fields(meta)},
-                               "notes": tuple(meta.notes) + tuple(extra)})
-    return Scan(scan.pixels, new_meta, scan.volume, scan.volume_pixels)
+    return replace(scan, metadata=replace(scan.metadata, notes=scan.metadata.notes + tuple(extra)))
 
 
 # --------------------------------------------------------------------------- reading and sniffing
@@ -293,12 +290,16 @@ def _read_source(source: Any) -> tuple[bytes, str | None]:
                 raise ScanError(_too_big_file_message())
             with path.open("rb") as fh:
                 data = fh.read(MAX_FILE_BYTES + 1)
+        except ScanError:
+            raise
         except FileNotFoundError:
             raise ScanError("file not found") from None
         except PermissionError:
             raise ScanError("the file cannot be opened (permission denied)") from None
         except OSError:
             raise ScanError("the file cannot be read") from None
+        except ValueError:  # e.g. an embedded NUL byte in the path
+            raise ScanError("invalid file path") from None
         hint = path.name
     else:
         raise ScanError(f"unsupported input type {type(source).__name__}; give a path or bytes")
@@ -705,18 +706,27 @@ def _dicom_header(ds: Dataset, notes: list[str]) -> _Header:
                    bits_stored if "PixelData" in ds else None)
 
 
-def _decode(ds: Dataset, index: int | None) -> np.ndarray:
-    """Decode one frame (``index``) or all frames; YBR is converted to RGB by pydicom."""
+def _decode(ds: Dataset, header: _Header, index: int | None) -> np.ndarray:
+    """Decode one frame (``index``) or all frames; YBR is converted to RGB by pydicom.
+
+    The result must match the header: [H, W(, 3)] for one frame, [F, H, W(, 3)] for all frames.
+    """
     from pydicom.pixels import pixel_array
 
+    expected: tuple[int, ...] = (header.rows, header.columns) + ((3,) if header.samples == 3 else ())
+    if index is None and header.frames > 1:
+        expected = (header.frames, *expected)
     try:
-        return pixel_array(ds, index=index)
+        arr = pixel_array(ds, index=index, allow_excess_frames=False)
     except _EXIT_EXCEPTIONS:
         raise
     except BaseException:  # noqa: BLE001 - Rust decoders (pylibjpeg-rle) panic with a BaseException
         if "EncryptedAttributesSequence" in ds:
             raise ScanError("encrypted DICOM: the pixel data could not be decoded") from None
         raise ScanError("corrupt or truncated DICOM pixel data (could not be decoded)") from None
+    if arr.shape != expected:
+        raise ScanError("DICOM pixel data does not match its header (rows, columns, frames or samples)")
+    return arr
 
 
 # --------------------------------------------------------------------------- DICOM: pixel values
@@ -748,8 +758,7 @@ def _padding_int(ds: Dataset, keyword: str) -> int | None:
 
 def _modality_values(stored: np.ndarray, ds: Dataset, frame: int, notes: list[str]) -> np.ndarray:
     """Modality LUT: the Modality LUT Sequence, else RescaleSlope/Intercept (incl. functional groups)."""
-    if stored.dtype.kind == "f":
-        _check_finite(stored)
+    if stored.dtype.kind == "f":  # float pixel data has no modality LUT
         return stored.astype(np.float32)
     lut_seq = ds.get("ModalityLUTSequence")
     if lut_seq:
@@ -785,7 +794,7 @@ def _lut_array(item: Dataset, ds: Dataset) -> tuple[np.ndarray, int]:
         order = "<" if ds.file_meta.TransferSyntaxUID.is_little_endian else ">"
         lut = np.frombuffer(elem.value, dtype=f"{order}u2")[:entries]
     else:
-        lut = np.asarray(list(elem.value) if not isinstance(elem.value, int) else [elem.value], dtype=np.float64)
+        lut = np.asarray(_as_list(elem.value), dtype=np.float64)
     if lut.size < 2:
         raise ValueError("LUT too short")
     return lut.astype(np.float32), first
@@ -861,7 +870,21 @@ def _inversion(ds: Dataset, header: _Header, notes: list[str]) -> bool:
 # --------------------------------------------------------------------------- DICOM: loaders
 
 
+def _corrupt_dicom_guard(func: Callable[[], _T]) -> _T:
+    """pydicom converts element values on access and raises on a corrupt one (bad VR, bad value)."""
+    try:
+        return func()
+    except ScanError:
+        raise
+    except Exception:  # noqa: BLE001
+        raise ScanError("corrupt DICOM file (an image attribute could not be read)") from None
+
+
 def _load_dicom(data: bytes) -> Scan:
+    return _corrupt_dicom_guard(lambda: _dicom_scan(data))
+
+
+def _dicom_scan(data: bytes) -> Scan:
     ds, notes = _read_dicom(data)
     header = _dicom_header(ds, notes)
     if header.samples == 3 or header.photometric == "PALETTE COLOR":
@@ -872,7 +895,7 @@ def _load_dicom(data: bytes) -> Scan:
         notes.append(f"modality {header.modality} is not a chest radiograph modality")
     if header.frames > 1:
         notes.append(f"multi-frame file: first of {header.frames} frames used")
-    stored = _decode(ds, 0 if header.frames > 1 else None)
+    stored = _decode(ds, header, 0 if header.frames > 1 else None)
     pixels, windowing, inverted = _radiograph_pixels(stored, ds, header, notes)
     return Scan(pixels=pixels, metadata=_dicom_metadata(ds, header, header.frames, windowing, inverted, notes))
 
@@ -902,7 +925,7 @@ def _dicom_colour(ds: Dataset, header: _Header, notes: list[str]) -> Scan:
 
     if header.frames > 1:
         notes.append(f"multi-frame file: first of {header.frames} frames used")
-    arr = _decode(ds, 0 if header.frames > 1 else None)
+    arr = _decode(ds, header, 0 if header.frames > 1 else None)
     if header.photometric == "PALETTE COLOR":
         try:
             arr = apply_color_lut(arr, ds)
@@ -929,7 +952,7 @@ def _has_plane_positions(ds: Dataset, frames: int) -> bool:
 
 def _dicom_volume(ds: Dataset, header: _Header, notes: list[str]) -> Scan:
     """CT/MR/PT/NM file (one slice or an enhanced multi-frame) -> volume + display window."""
-    stored = _decode(ds, None)
+    stored = _decode(ds, header, None)
     if header.frames == 1:
         stored = stored[None]
     slices = [_Slice(stored[i], ds, i, notes) for i in range(stored.shape[0])]
@@ -948,7 +971,6 @@ class _Slice:
         self.orientation = _floats(_attr(ds, frame, "ImageOrientationPatient", "PlaneOrientationSequence"), 6)
         number = ds.get("InstanceNumber") if frame == 0 and "PerFrameFunctionalGroupsSequence" not in ds else None
         self.instance = _floats(number, 1)
-        self.frame = frame
 
 
 def _sort_slices(slices: list[_Slice], notes: list[str]) -> list[_Slice]:
@@ -964,10 +986,11 @@ def _sort_slices(slices: list[_Slice], notes: list[str]) -> list[_Slice]:
                 notes.append("slices have different orientations; sorted along the first slice's normal")
             keyed = sorted(slices, key=lambda s: float(np.dot(s.position, normal)))  # type: ignore[arg-type]
             gaps = np.diff([float(np.dot(s.position, normal)) for s in keyed])  # type: ignore[arg-type]
-            notes.append(f"{len(slices)} slices sorted by ImagePositionPatient; spacing {_fmt(round(float(np.median(gaps)), 3))} mm")
+            spacing_mm = float(np.median(gaps))
+            notes.append(f"{len(slices)} slices sorted by ImagePositionPatient; spacing {_fmt(round(spacing_mm, 3))} mm")
             if (gaps < 1e-3).any():
                 notes.append("duplicate slice positions")
-            elif gaps.max() - gaps.min() > 0.1 * max(float(np.median(gaps)), 1e-6):
+            elif gaps.max() - gaps.min() > 0.1 * max(spacing_mm, 1e-6):
                 notes.append("uneven slice spacing")
             return keyed
     if all(s.instance is not None for s in slices):
@@ -1010,44 +1033,40 @@ def _volume_scan(slices: list[_Slice], ref: Dataset, header: _Header, notes: lis
     return Scan(pixels=display[depth // 2].copy(), metadata=meta, volume=volume, volume_pixels=display)
 
 
+def _series_file(source: Any) -> tuple[Dataset, _Header, str]:
+    """Parse and validate one slice of a series: (dataset, header, SeriesInstanceUID)."""
+    data = _read_source(source)[0]
+    if _sniff(data)[0] != "dicom":
+        raise ScanError("not a DICOM file; a series needs DICOM slices")
+    ds, file_notes = _read_dicom(data)
+    header = _dicom_header(ds, file_notes)
+    if header.frames != 1 or header.samples != 1 or header.photometric == "PALETTE COLOR":
+        raise ScanError("only single-frame grayscale slices can form a series")
+    return ds, header, str(ds.get("SeriesInstanceUID") or "")
+
+
 def _load_series(sources: list[Any]) -> Scan:
+    """Validate every header first (same series, size, modality; total voxels), then decode and sort."""
     if not sources:
         raise ScanError("no files were given")
     total = len(sources)
+    parsed = [_numbered(i, total, lambda s=s: _corrupt_dicom_guard(lambda: _series_file(s)))
+              for i, s in enumerate(sources)]
+    ref_ds, ref_header, ref_uid = parsed[0]
+    if ref_header.modality not in _VOLUME_MODALITIES:
+        raise ScanError("a series must be CT, MR, PT or NM slices")
+    for i, (_, header, uid) in enumerate(parsed[1:], start=2):
+        if uid != ref_uid:
+            raise ScanError(f"file {i} of {total}: belongs to a different series")
+        if (header.rows, header.columns) != (ref_header.rows, ref_header.columns):
+            raise ScanError(f"file {i} of {total}: slice size differs from the first slice")
+        if header.modality != ref_header.modality:
+            raise ScanError(f"file {i} of {total}: modality differs from the first slice")
+    if total * ref_header.rows * ref_header.columns > MAX_PIXELS:
+        raise ScanError(f"the series is too large; the limit is {MAX_PIXELS // 1_000_000} million voxels")
     notes: list[str] = []
-    slices: list[_Slice] = []
-    first: tuple[Dataset, _Header, str] | None = None
-    voxels = 0
-    for i, source in enumerate(sources):
-        def one(source: Any = source) -> tuple[Dataset, _Header, str]:
-            data = _read_source(source)[0]
-            if _sniff(data)[0] != "dicom":
-                raise ScanError("not a DICOM file; a series needs DICOM slices")
-            ds, file_notes = _read_dicom(data)
-            header = _dicom_header(ds, file_notes)
-            if header.frames != 1 or header.samples != 1 or header.photometric == "PALETTE COLOR":
-                raise ScanError("only single-frame grayscale slices can form a series")
-            return ds, header, str(ds.get("SeriesInstanceUID") or "")
-
-        ds, header, uid = _numbered(i, total, one)
-        if first is None:
-            first = (ds, header, uid)
-            if header.modality not in _VOLUME_MODALITIES:
-                raise ScanError("a series must be CT, MR, PT or NM slices")
-        else:
-            ref_ds, ref_header, ref_uid = first
-            if uid != ref_uid:
-                raise ScanError(f"file {i + 1} of {total}: belongs to a different series")
-            if (header.rows, header.columns) != (ref_header.rows, ref_header.columns):
-                raise ScanError(f"file {i + 1} of {total}: slice size differs from the first slice")
-            if header.modality != ref_header.modality:
-                raise ScanError(f"file {i + 1} of {total}: modality differs from the first slice")
-        voxels += header.rows * header.columns
-        if voxels > MAX_PIXELS:
-            raise ScanError(f"the series is too large; the limit is {MAX_PIXELS // 1_000_000} million voxels")
-        slices.append(_numbered(i, total, lambda ds=ds: _Slice(_decode(ds, None), ds, 0, notes)))
-    assert first is not None
-    ref_ds, ref_header, _ = first
+    slices = [_numbered(i, total, lambda ds=ds, header=header: _corrupt_dicom_guard(
+        lambda: _Slice(_decode(ds, header, None), ds, 0, notes))) for i, (ds, header, _) in enumerate(parsed)]
     return _volume_scan(slices, ref_ds, ref_header, notes)
 
 

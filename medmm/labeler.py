@@ -129,14 +129,16 @@ CONCEPTS: tuple[Concept, ...] = (
     Concept("normal_heart", (
         r"(?:heart|cardiac|cardiomediastinal|cardio\s+mediastinal|mediastinal|mediastinum)\b"
         r"(?:(?!\b(?:but|however|although|except|enlarged|enlargement|not|no|without|abnormal|upper|borderline|"
-        r"mild|mildly|moderately|markedly)\b)[a-z ,/-]){0,60}?"
+        r"mild|mildly|moderately|markedly|top)\b)[a-z ,/-]){0,60}?"
         r"\b(?:normal|within\s+normal\s+limits|unremarkable)",
         r"normal\s+(?:heart|cardiac|cardiomediastinal|mediastinal)",
     ), {s: {} for s in STATUSES}, kind="normal", clause=True),
     Concept("normal_other", (
         r"(?:pulmonary\s+)?(?:vascularity|vasculature)\s+(?:is\s+|are\s+|appears?\s+)?(?:normal|within\s+normal\s+limits)",
-        r"(?:visualized\s+)?(?:bony|osseous|skeletal)\s+structures(?:\s+of\s+the\s+thorax)?\s+(?:are\s+)?"
-        r"(?:intact|unremarkable|normal)",
+        # bones: "visualized osseous structures ... without acute abnormality" is not a statement about the lungs
+        r"(?:bony|osseous|skeletal|bone)\s+(?:structures|thorax)\b(?:(?!\b(?:but|however|although|except|there|lungs?|"
+        r"heart|cardiac|effusions?|pneumothora\w*|consolidation|opacit\w*|fractures?|and)\b)[a-z ]){0,60}"
+        r"\b(?:abnormalit(?:y|ies)|intact|unremarkable|normal)",
         r"trachea\s+is\s+midline",
     ), {s: {} for s in STATUSES}, kind="normal", clause=True),
     Concept("pleural_effusion", (r"(?:pleural\s+)?effusions?",), _ABNORMAL_EFFECTS, kind="abnormal"),
@@ -157,7 +159,8 @@ CONCEPTS: tuple[Concept, ...] = (
         r"catheter", r"tubes?", r"stents?", r"surgical", r"postoperative", r"tortu\w+", r"ectatic", r"thickening",
         r"bronchiectasis", r"cavit\w+", r"lesions?", r"metasta\w+", r"malignan\w+", r"tumou?rs?", r"enlarge\w*",
         r"prominen\w+", r"elevat\w+", r"deformit\w+", r"osteopenia", r"blunting", r"low\s+lung\s+volumes?",
-        r"abnormal(?:ity|ities)?", r"bullae?", r"cysts?", r"aneurysm\w*", r"effacement", r"collapse",
+        r"abnormal(?:ity|ities)?", r"bullae?", r"upper\s+limits?\s+of\s+normal", r"top\s+normal", r"borderline",
+        r"low\s+volumes?", r"crowding", r"hypoinflat\w*", r"hypoventilat\w*", r"poor\s+inspiration", r"cysts?", r"aneurysm\w*", r"effacement", r"collapse",
     ), _ABNORMAL_EFFECTS, kind="abnormal"),
 )
 CONCEPT_BY_NAME: dict[str, Concept] = {c.name: c for c in CONCEPTS}
@@ -179,6 +182,7 @@ _UNC_PRE = (
     "may represent", "may be", "may reflect", "may indicate", "might", "might represent", "could be",
     "could represent", "could reflect", "could indicate", "possible", "possibly", "probable", "probably",
     "cannot exclude", "can not exclude", "cannot rule out", "can not rule out", "difficult to exclude",
+    "difficult to completely exclude", "cannot completely exclude", "cannot entirely exclude", "not excluding",
     "suspicious for", "suspected", "suspect", "concerning for", "concern for", "worrisome for", "suggestive of",
     "suggesting", "questionable", "question of", "questioned", "query", "equivocal", "differential includes",
     "differential diagnosis includes", "differential diagnosis including", "differential including",
@@ -190,6 +194,7 @@ _UNC_POST = (
     "can not be ruled out", "not ruled out", "is possible", "are possible", "is suspected", "are suspected",
     "is questioned", "not entirely excluded", "cannot be entirely excluded", "is not entirely excluded",
     "not completely excluded", "cannot be completely excluded", "is a consideration", "is considered",
+    "another consideration", "a consideration", "in the differential", "is in the differential",
 )
 _UNC_BI = ("versus", "vs", "?")                       # "atelectasis versus pneumonia": both sides uncertain
 _HIST_PRE = ("history of", "hx of", "h/o", "sequela of", "sequelae of", "residua of", "residuals of",

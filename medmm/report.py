@@ -73,6 +73,8 @@ T_NORMAL_FALLBACK = {"lungs": "The lungs are clear.", "heart": "Heart size is no
 T_NORMAL_IMPRESSION = "No acute cardiopulmonary abnormality."
 T_NO_CONSOLIDATION = "No focal consolidation."
 T_EMPTY_FINDINGS = "No descriptive findings were drafted; see impression."
+T_OPACITY = {"likely": "Airspace opacity consistent with pneumonia; its location is not determined by the model.",
+             "possible": "Subtle airspace opacity cannot be excluded; its location is not determined by the model."}
 
 
 def _p(prob: float) -> str:
@@ -86,8 +88,8 @@ def _finding_template(finding: str, band: str, prob: float, image: bool) -> str:
             return f"Findings consistent with pneumonia {_p(prob)}."
         if band == "possible":
             return f"Pneumonia cannot be excluded {_p(prob)}."
-        evidence = "No radiographic evidence of" if image else "No evidence from the available inputs of"
-        return f"{evidence} pneumonia {_p(prob)}."
+        where = "radiographic evidence of pneumonia" if image else "evidence of pneumonia from the available inputs"
+        return f"No {where} {_p(prob)}."
     if finding == "No Finding":
         if band == "likely":
             return f"{T_NORMAL_IMPRESSION[:-1]} {_p(prob)}."
@@ -128,12 +130,17 @@ _AGE_RES = (
     re.compile(r"\b(\d{2,3})(\s*-?\s*)(years?[\s-]*old|yrs?[\s-]*old|year-old|y/o|y\.o\.|yo|yrs?|years?)\b", re.I),
     re.compile(r"\b(age[d:]?|age\s+of)(\s*)(\d{2,3})\b", re.I),
 )
+# Titles: "MS" (multiple sclerosis) and lower-case "miss"/"doctor" are not treated as titles.
 _TITLE_NAME_RE = re.compile(
-    r"\b((?i:mr|mrs|ms|miss|mx|dr|prof|doctor))(\.?\s+)((?:[A-Z]\.\s*)*[A-Za-z][A-Za-z'’-]+(?:\s+[A-Z][A-Za-z'’-]+)?)")
-_LABELLED_NAME_RE = re.compile(
-    r"\b((?i:patient'?s?\s+name|pt\.?\s+name|name|attending(?:\s+physician)?|referring(?:\s+physician)?|"
-    r"physician|signed\s+by|dictated\s+by|seen\s+by))(\s*[:=-]?\s*)"
-    r"((?:[A-Z][A-Za-z'’.-]*(?:\s+[A-Z][A-Za-z'’.-]*){0,3})|(?:[a-z][a-z'’.-]*(?:\s+[a-z][a-z'’.-]*)?))")
+    r"\b((?:[Mm]rs?|MRS?|[Mm]s|Miss|[Mm]x|[Dd]r|DR|[Pp]rof|Doctor))(\.?\s+)"
+    r"((?:[A-Z]\.\s*)*[A-Za-z][A-Za-z'’-]+(?:\s+[A-Z][A-Za-z'’-]+)?)")
+_NAME_VALUE = r"((?:[A-Z][A-Za-z'’.-]*(?:[ \t]+[A-Z][A-Za-z'’.-]*){0,3})|(?:[a-z][a-z'’.-]*(?:[ \t]+[a-z][a-z'’.-]*)?))"
+_LABELLED_NAME_RES = (
+    re.compile(r"\b((?i:patient'?s?\s+name|pt\.?\s+name|name|attending(?:\s+physician)?|referring(?:\s+physician)?|"
+               r"physician|radiologist|nurse|signed|dictated|next\s+of\s+kin|nok))(\s*[:=]\s*)" + _NAME_VALUE),
+    re.compile(r"\b((?i:signed\s+by|dictated\s+by|seen\s+by|referred\s+by|reviewed\s+by))(\s+)"
+               r"(?!(?:Dr|DR|Mr|MR|Mrs|MRS|Ms|Miss|Mx|Prof|Doctor)\b)((?:[A-Z]\.\s*)*[A-Z][A-Za-z'’-]+(?:\s+[A-Z][A-Za-z'’-]+){0,2})"),
+)
 _PLACEHOLDER_RE = re.compile(r"X{4,}")
 
 
@@ -170,7 +177,7 @@ def scrub_identifiers(text: str) -> str:
     text = _LONG_NUMBER_RE.sub(_long_number, text)
 
     def _age1(m: re.Match[str]) -> str:
-        return f"90+{m.group(2) or ' '}{m.group(3)}" if int(m.group(1)) >= 90 else m.group(0)
+        return f"90+ {m.group(3)}" if int(m.group(1)) >= 90 else m.group(0)
 
     def _age2(m: re.Match[str]) -> str:
         return f"{m.group(1)}{m.group(2) or ' '}90+" if int(m.group(3)) >= 90 else m.group(0)
@@ -178,7 +185,8 @@ def scrub_identifiers(text: str) -> str:
     text = _AGE_RES[0].sub(_age1, text)
     text = _AGE_RES[1].sub(_age2, text)
     text = _TITLE_NAME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}[NAME]", text)
-    text = _LABELLED_NAME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}[NAME]", text)
+    for rx in _LABELLED_NAME_RES:
+        text = rx.sub(lambda m: f"{m.group(1)}{m.group(2)}[NAME]", text)
     return text
 
 
@@ -204,13 +212,15 @@ _COMPARISON_RE = re.compile(
     r"\b(?:compar\w*|prior|previous\w*|interval\w*|unchanged|stable|again|since|new|newly|redemonstrat\w*|"
     r"persist\w*|improv\w*|wors\w*|increas\w*|decreas\w*|resolv\w*|resolution|chang\w*|today|yesterday|recent\w*|"
     r"follow[- ]?up|recommend\w*|correlat\w*|ct|dated|exam|examination|views?|frontal|obtained|technique|portable|"
-    r"patient\w*|history|clinical\w*|given|setting|consists|study|studies|film|films|radiograph\w*|x-ray|"
-    r"demonstrat\w*|noted|please|report\w*)\b", re.I)
+    r"patient\w*|history|clinical\w*|given|setting|consists|film|films|please|report\w*|remainder|remaining|remains?|remained)\b", re.I)
 _ANAPHORA_RE = re.compile(r"^(?:this|these|it|they|which|that|otherwise|also|both\s+of|the\s+remainder)\b", re.I)
 _LOCATION_RE = re.compile(
     r"\b(?:right|left|bilateral\w*|bibasilar|basilar|bas(?:e|es|al)|lobes?|apex|apices|apical|lingula\w*|perihilar|"
     r"hilar|upper|lower|middle|mid|midlung|retrocardiac|lateral|medial|anterior|posterior|subsegmental|segment\w*|"
     r"zones?|peripheral|central)\b", re.I)
+
+
+_RUN_ON_RE = re.compile(r"[a-z,] (?:No|There|The|Normal|Heart|Lungs?|Negative|Clear|Cardiac|Mediastinal)\b")
 
 
 def clean_bank_sentence(sentence: str) -> str | None:
@@ -224,7 +234,8 @@ def clean_bank_sentence(sentence: str) -> str | None:
     if "XXXX" in s or re.search(r"\d", s):
         return None
     s = " ".join(s.split()).strip(" ,;:")
-    s = re.sub(r"^specifically,?\s+", "", s, flags=re.I)
+    s = re.sub(r"^(?:specifically|overall|chest)[,:.]?\s+", "", s, flags=re.I)
+    s = re.sub(r"\s+([.,;:])", r"\1", s)
     s = re.sub(r"[.]{2,}$", ".", s).rstrip()
     if not s or not s[0].isalpha():
         return None
@@ -234,7 +245,7 @@ def clean_bank_sentence(sentence: str) -> str | None:
     n_words = len(s.split())
     if n_words < 2 or n_words > 30 or _ANAPHORA_RE.search(s) or _COMPARISON_RE.search(s):
         return None
-    if s.count("(") != s.count(")"):
+    if s.count("(") != s.count(")") or _RUN_ON_RE.search(s, 1):
         return None
     return s
 
@@ -252,8 +263,14 @@ def _bank_usable(sentence: str, mentions: Sequence[Mention]) -> bool:
             return False
         if effects.get("No Finding") in ("negative", "uncertain"):
             return False
-        if any(s in ("positive", "uncertain") for s in effects.values()) and _LOCATION_RE.search(sentence):
+        if effects.get("No Finding") == "positive" and any(
+                f != "No Finding" and st != "negative" for o in mentions for f, st in o.finding_effects().items()):
+            return False  # self-contradictory prose ("lungs are clear airspace disease")
+        asserts = any(f != "No Finding" and s in ("positive", "uncertain") for f, s in effects.items())
+        if asserts and _LOCATION_RE.search(sentence):
             return False
+        if m.concept == "lungs_clear" and re.search(r"\b(?:right|left)\b", sentence, re.I):
+            return False  # "the left lung is clear" implies the other one is not
     return True
 
 
@@ -338,7 +355,7 @@ def build_bank(reports: Iterable[tuple[str | None, str | None]],
 
     A sentence is kept when it could be used by a draft (it has a labelled concept and asserts nothing the
     model does not predict) and appears in at least ``min_count`` reports; sentences asserting or hedging a
-    modelled finding are kept from one report on (they are rare in IU prose).
+    modelled finding are rare in IU prose, so drafts template those.
     """
     counts: Counter[str] = Counter()
     imp_counts: Counter[str] = Counter()
@@ -359,8 +376,7 @@ def build_bank(reports: Iterable[tuple[str | None, str | None]],
         mentions = find_mentions(s)
         if not _bank_usable(s, mentions):
             continue
-        asserts_finding = any(st in ("positive", "uncertain") for m in mentions for st in m.finding_effects().values())
-        if counts[s] >= min_count or asserts_finding:
+        if counts[s] >= min_count:
             keep.append(s)
     keep.sort(key=lambda s: (-counts[s], s))
     emb = None
@@ -523,7 +539,8 @@ def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank |
     pf_pos = [f for f in PNEUMONIA_FAMILY if bands.get(f) in POSITIVE_BANDS]
     sub_pos = [f for f in SUBTYPES if bands.get(f) in POSITIVE_BANDS]
     pneu = bands.get("Pneumonia")
-    inconsistent = bool((nf in POSITIVE_BANDS and pf_pos) or (pneu == "negative" and sub_pos))
+    covid_not_viral = bands.get("COVID-19") in POSITIVE_BANDS and bands.get("Viral pneumonia") == "negative"
+    inconsistent = bool((nf in POSITIVE_BANDS and pf_pos) or (pneu == "negative" and sub_pos) or covid_not_viral)
     normal_prose = nf == "likely" and not pf_pos and pneu == "negative"
 
     scores = _scores(bank, prediction.notes_embedding)
@@ -551,16 +568,28 @@ def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank |
     # ---- Findings: normal prose (lungs / heart / pleura) or statements about pneumonia only.
     if normal_prose:
         covered: set[str] = set()
+        stated: set[str] = set()      # concepts already written: never say "no pneumothorax" twice
         for i in eligible:
             if in_impression[i] or len(covered) == 3:
                 continue
             new = _slots(bank.mentions[i]) & {"lungs", "heart", "pleura"}
-            if new - covered and not (new & covered and len(new - covered) == 0):
+            concepts = {m.concept for m in bank.mentions[i]}
+            if new and not new & covered and not concepts & stated:
                 findings.append(retrieved("findings", i))
                 covered |= new
+                stated |= concepts
         for slot in ("lungs", "heart", "pleura"):
             if slot not in covered:
                 findings.append(templated("findings", T_NORMAL_FALLBACK[slot]))
+        slot_order = {"heart": 0, "lungs": 1, "pleura": 2}
+
+        def _position(s: DraftSentence) -> tuple[int, int]:
+            if s.text == T_NO_IMAGE:
+                return (-1, 0)
+            mentions = bank.mentions[s.bank_index] if s.bank_index is not None else find_mentions(s.text)
+            return (min((slot_order[x] for x in _slots(mentions) if x in slot_order), default=3), 0)
+
+        findings.sort(key=_position)  # conventional order: heart, lungs, pleura (stable sort keeps rank ties)
     elif pneu is not None and not (pneu == "negative" and sub_pos):
         wanted = {"negative": "negative", "possible": "uncertain", "likely": "positive"}[pneu]
         pick = next((i for i in eligible if not in_impression[i] and bank.labels(i) == {"Pneumonia": wanted}), None)
@@ -568,6 +597,8 @@ def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank |
             findings.append(retrieved("findings", pick))
         elif pneu == "negative":
             findings.append(templated("findings", T_NO_CONSOLIDATION))
+        elif image:
+            findings.append(templated("findings", T_OPACITY[pneu]))
 
     # ---- Impression: modelled findings, most probable first; then "No Finding".
     positives = sorted(pf_pos, key=lambda f: (f != "Pneumonia", -probs[f], f))
@@ -577,7 +608,7 @@ def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank |
         impression.append(templated("impression", T_SUBTYPE_CAVEAT))
     if pneu in POSITIVE_BANDS:
         for f in SUBTYPES:
-            if bands.get(f) == "negative":
+            if bands.get(f) == "negative" and not (f == "Viral pneumonia" and covid_not_viral):
                 impression.append(templated("impression", _finding_template(f, "negative", probs[f], image)))
     if inconsistent:
         impression.append(templated("impression", T_INCONSISTENT))

@@ -1,0 +1,311 @@
+"""Pure formatting for the Gradio app: tables, panel text and export files from a ``RequestResult``.
+
+Why a module of its own: ``app.py`` stays a thin layer of widgets and handlers, and everything it shows can
+be unit-tested without gradio or a browser. This module never imports gradio (medmm never does); values are
+plain Python / numpy / pandas objects that gradio components accept as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medmm.prediction import Prediction
+
+log = logging.getLogger(__name__)
+
+DISCLAIMER = ("Research decision support, not a diagnosis. Model outputs and drafted reports require review "
+              "by a qualified clinician before any use.")
+MOST_PROBABLE = "most probable"
+FINDINGS_HEADERS = ["Finding", "Probability", "Operating threshold", "Positive"]
+POSITIVE_ROW_STYLE = "background-color: #fde2e1; font-weight: 600"
+EXPORT_NAMES = {"text": "medmm_report.txt", "json": "medmm_result.json", "sr": "medmm_report_sr.dcm"}
+
+# Only these metadata fields are ever shown, in this order (medmm.io already whitelists; this is the UI's own
+# guard, so a field added to ScanMetadata later is not displayed until someone decides it is safe to).
+METADATA_FIELDS: tuple[tuple[str, str], ...] = (
+    ("source_format", "Format"),
+    ("modality", "Modality"),
+    ("view", "View"),
+    ("size", "Size (rows x columns)"),
+    ("frames", "Frames / slices"),
+    ("pixel_spacing_mm", "Pixel spacing (mm)"),
+    ("bits_stored", "Bits stored"),
+    ("photometric_interpretation", "Photometric interpretation"),
+    ("inverted", "Inverted for display (MONOCHROME1)"),
+    ("windowing", "Windowing applied"),
+    ("transfer_syntax", "Transfer syntax"),
+    ("notes", "Loader notes"),
+)
+
+
+# ------------------------------------------------------------------------------------------------ findings
+def finding_choices(findings: Sequence[str]) -> list[str]:
+    """Dropdown choices for the finding to explain: ``most probable`` first, then the model's findings."""
+    return [MOST_PROBABLE, *findings]
+
+
+def explain_request(choice: str | None, method: str) -> dict[str, Any]:
+    """``explain=`` argument of ``run_request``: ``finding=None`` lets medmm.explain pick the most probable."""
+    return {"finding": None if choice in (None, "", MOST_PROBABLE) else choice, "method": method}
+
+
+def findings_label(pred: Prediction) -> dict[str, float]:
+    """``{finding: probability}`` for a ``gr.Label`` (it sorts and shows the top entries)."""
+    return {f: round(float(p), 4) for f, p in pred.findings.items()}
+
+
+def findings_rows(pred: Prediction) -> list[list[Any]]:
+    """One row per finding in model order: name, probability, stored threshold, positive flag (with band)."""
+    rows = []
+    for f, p in pred.findings.items():
+        flag = f"YES ({pred.band(f)})" if f in pred.positive else "no"
+        rows.append([f, round(float(p), 3), round(float(pred.thresholds[f]), 3), flag])
+    return rows
+
+
+def findings_table(pred: Prediction):
+    """``pandas`` Styler of :func:`findings_rows` with positive findings highlighted (``gr.Dataframe`` renders it)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(findings_rows(pred), columns=FINDINGS_HEADERS)
+    positive = frame["Finding"].isin(pred.positive)
+    return frame.style.apply(lambda row: [POSITIVE_ROW_STYLE if positive[row.name] else ""] * len(row), axis=1) \
+        .format(precision=3)
+
+
+def positive_summary(pred: Prediction) -> str:
+    """One line: which findings are at or above their operating threshold."""
+    if not pred.positive:
+        return "No finding is at or above its operating threshold."
+    return "At or above the operating threshold: " + ", ".join(f"**{f}**" for f in pred.positive) + "."
+
+
+# ------------------------------------------------------------------------------------------------ warnings
+def warnings_markdown(warnings: Iterable[str]) -> str:
+    """Warnings (untrained checkpoint, out-of-distribution image, non-radiograph modality, cut notes) as a list."""
+    items = [w for w in warnings if w]
+    if not items:
+        return "No warnings for this request."
+    return "**Warnings**\n\n" + "\n".join(f"- {w}" for w in items)
+
+
+# ------------------------------------------------------------------------------------------------ energy
+def _num(x: float) -> str:
+    return f"{x:.3g}" if x else "0"
+
+
+def energy_markdown(energy: Mapping[str, Any], latency_s: float | None = None) -> str:
+    """Energy panel: total J / Wh / gCO2e, method and uncertainty, and a per-stage table."""
+    head = (f"**{_num(energy['joules'])} J** = {_num(energy['wh'])} Wh ≈ **{_num(energy['gco2e'])} g CO2e** "
+            f"(grid {energy.get('grid_intensity_g_per_kwh', 0):g} gCO2e/kWh)")
+    if latency_s is not None:
+        head += f" · latency {latency_s:.2f} s"
+    lines = [head, "", f"Method: `{energy['method']}`. {energy.get('uncertainty', '')}".rstrip()]
+    stages = energy.get("stages") or {}
+    if stages:
+        lines += ["", "| Stage | Energy (J) | Time (s) |", "|---|---:|---:|"]
+        lines += [f"| {name} | {_num(s['joules'])} | {s['duration_s']:.2f} |" for name, s in stages.items()]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ metadata
+def _metadata_value(meta: Mapping[str, Any], key: str) -> str:
+    if key == "size":
+        return f"{meta.get('rows', '?')} x {meta.get('columns', '?')}"
+    value = meta.get(key)
+    if value is None or value == [] or value == ():
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key == "pixel_spacing_mm":
+        return " x ".join(f"{float(v):.3g}" for v in value)
+    if isinstance(value, (list, tuple)):
+        return "; ".join(str(v) for v in value)
+    return str(value)
+
+
+def metadata_table(scan_metadata: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``{"headers", "data"}`` for a ``gr.Dataframe``: one row per whitelisted field, one column per scan."""
+    headers = ["Field", *(f"Scan {i + 1}" for i in range(len(scan_metadata)))]
+    if not scan_metadata:
+        return {"headers": ["Field", "Value"], "data": [["Scans", "none (notes only)"]]}
+    data = [[label, *(_metadata_value(m, key) for m in scan_metadata)] for key, label in METADATA_FIELDS]
+    return {"headers": headers, "data": data}
+
+
+# ------------------------------------------------------------------------------------------------ viewer
+def viewer_stack(scan: Any) -> np.ndarray:
+    """The scan as loaded (windowing applied) as uint8 ``[D, H, W]``: the volume for a CT series, else one slice."""
+    pixels = scan.volume_pixels if getattr(scan, "volume_pixels", None) is not None else scan.pixels[None]
+    return (np.clip(np.asarray(pixels, dtype=np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def viewer_frame(stacks: Sequence[np.ndarray], scan_index: int | float = 0, slice_index: int | float = 0) -> np.ndarray | None:
+    """One 2-D frame from :func:`viewer_stack` outputs; indices are clamped (sliders send floats)."""
+    if not stacks:
+        return None
+    stack = stacks[min(max(int(scan_index), 0), len(stacks) - 1)]
+    return stack[min(max(int(slice_index), 0), stack.shape[0] - 1)]
+
+
+def middle_slice(stack: np.ndarray) -> int:
+    return stack.shape[0] // 2
+
+
+# ------------------------------------------------------------------------------------------------ explanation
+def modality_contribution(modality: Any) -> dict[str, float] | None:
+    """``{modality: share}`` for a ``gr.Label`` from ``Explanation.modality`` (a mapping or an object with ``to_dict``)."""
+    if modality is None:
+        return None
+    if hasattr(modality, "to_dict"):
+        modality = modality.to_dict()
+    if not isinstance(modality, Mapping):
+        return None
+    out = {str(k): float(v) for k, v in modality.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+    return out or None
+
+
+# ------------------------------------------------------------------------------------------------ consistency
+def consistency_markdown(issues: Sequence[Any]) -> str:
+    """Contradictions between an (edited) report and the model output, one bullet each."""
+    if not issues:
+        return "No contradictions found between the report text and the model output."
+    lines = [f"**{len(issues)} possible contradiction(s) with the model output — please review:**", ""]
+    for issue in issues:
+        text = getattr(issue, "message", None) or (issue.get("message") if isinstance(issue, Mapping) else None)
+        lines.append(f"- {text or issue}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ explanation drawing
+def overlay_image(explanation: Any, scans: Sequence[Any]) -> np.ndarray | None:
+    """Saliency overlay on the explained scan as an RGB array, drawn by medmm.render (None without a heatmap)."""
+    if explanation is None or getattr(explanation, "heatmap", None) is None or not scans:
+        return None
+    from medmm.render import figure_to_array, overlay_figure
+
+    return figure_to_array(overlay_figure(explanation, scans))
+
+
+def note_tokens(explanation: Any) -> list[tuple[str, float | None]] | None:
+    """``[(token text, score in [-1, 1] or None)]`` for a ``gr.HighlightedText`` (None without notes)."""
+    if explanation is None or not getattr(explanation, "tokens", None):
+        return None
+    from medmm.render import token_highlights
+
+    return token_highlights(explanation)
+
+
+# ------------------------------------------------------------------------------------------------ session
+@dataclass(frozen=True)
+class SessionResult:
+    """What one user's last analysis leaves behind for follow-up actions (consistency check, exports, viewer)."""
+
+    prediction: Prediction
+    report: Any                      # medmm.report.Report
+    payload: dict[str, Any]          # RequestResult.to_json()
+    stacks: tuple[np.ndarray, ...]   # viewer_stack() per loaded scan, uint8
+
+    @property
+    def draft_text(self) -> str:
+        return self.report.to_text()
+
+
+def session_result(result: Any) -> SessionResult:
+    """Keep only what follow-up actions need (no notes text beyond the scrubbed report indication)."""
+    return SessionResult(result.prediction, result.report, result.to_json(),
+                         tuple(viewer_stack(s) for s in result.inputs.scans))
+
+
+def all_warnings(session: SessionResult) -> list[str]:
+    """Prediction warnings first (untrained, OOD, modality, cut notes), then the report drafter's own."""
+    return list(dict.fromkeys([*session.prediction.warnings, *getattr(session.report, "warnings", ())]))
+
+
+# ------------------------------------------------------------------------------------------------ exports
+@dataclass(frozen=True)
+class ExportFiles:
+    text: Path
+    json: Path
+    sr: Path | None   # None when the DICOM SR could not be written (logged by exception type only)
+
+
+def edited_report(report: Any, report_text: str) -> Any:
+    """The draft ``Report`` with Indication / Findings / Impression taken from the (edited) text.
+
+    Text without recognised section headers goes into Findings as a whole; the disclaimer and the model outputs
+    stay as drafted (they are not the clinician's to edit).
+    """
+    from dataclasses import replace
+
+    from medmm.report import report_sections
+
+    if report_text == report.to_text():
+        return report
+    sections: dict[str, str] = {}
+    for name, text in report_sections(report_text):
+        key = "impression" if name.startswith(("impression", "conclusion", "opinion")) else             "indication" if name.startswith(("indication", "clinical", "history", "reason")) else             "findings" if name in ("findings", "body") else None
+        if key:
+            sections[key] = " ".join(filter(None, [sections.get(key, ""), " ".join(text.split())]))
+    return replace(report, indication=sections.get("indication", ""), findings=sections.get("findings", ""),
+                   impression=sections.get("impression", ""), sentences=())
+
+
+def write_exports(folder: str | Path, session: SessionResult, report_text: str) -> ExportFiles:
+    """Write the report as shown (txt), the full result (JSON) and a DICOM Basic Text SR into ``folder``."""
+    from medmm.report import to_dicom_sr
+
+    folder = Path(folder)
+    edited = report_text != session.draft_text
+    text_path, json_path, sr_path = (folder / EXPORT_NAMES[k] for k in ("text", "json", "sr"))
+    text_path.write_text(report_text, encoding="utf-8")
+    json_path.write_text(json.dumps(result_payload(session.payload, report_text, edited), indent=2,
+                                    ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    try:
+        to_dicom_sr(edited_report(session.report, report_text), session.prediction, sr_path)
+    except Exception as exc:  # noqa: BLE001 - the text and JSON downloads still work; never log the content
+        log.warning("DICOM SR export failed: %s", type(exc).__name__)
+        sr_path = None
+    return ExportFiles(text_path, json_path, sr_path)
+
+
+def result_payload(result_json: Mapping[str, Any], report_text: str, edited: bool) -> dict[str, Any]:
+    """The JSON download: ``RequestResult.to_json()`` with the report text as shown (possibly edited)."""
+    payload = dict(result_json)
+    payload["report"] = report_text
+    payload["report_edited"] = edited
+    return payload
+
+
+# ------------------------------------------------------------------------------------------------ examples
+EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ""}
+
+
+def example_rows(folder: str | Path, finding: str = MOST_PROBABLE, method: str = "gradcam") -> tuple[list[list[Any]], list[str]]:
+    """Rows ``[[files], notes, finding, method]`` and labels from ``folder``.
+
+    Each example is an image (``NN_name.ext``) with optional notes in ``NN_name.txt`` beside it; a ``.txt``
+    without an image is a notes-only example. The ``NN_`` prefix orders them and is dropped from the label.
+    """
+    folder = Path(folder)
+    stems: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.name.upper().startswith(("README", "LICENSE")) or path.name.startswith("."):
+            continue
+        entry = stems.setdefault(path.stem, {"files": [], "notes": ""})
+        if path.suffix.lower() == ".txt":
+            entry["notes"] = path.read_text(encoding="utf-8").strip()
+        elif path.suffix.lower() in EXAMPLE_SUFFIXES:
+            entry["files"].append(str(path))
+    rows, labels = [], []
+    for stem, entry in sorted(stems.items()):
+        rows.append([entry["files"] or None, entry["notes"], finding, method])
+        labels.append(stem.split("_", 1)[-1].replace("_", " "))
+    return rows, labels

@@ -1,0 +1,647 @@
+"""Attributions for one request: image saliency, note-token scores, modality contributions, sanity checks.
+
+Computing only — drawing lives in ``medmm.render``. Every method goes through Captum's one verb,
+``attribute(inputs, target=..., additional_forward_args=...)``.
+
+What is attributed: the finding's **calibrated logit**, ``logit / T`` (T = the checkpoint's temperature for that
+finding), not its probability. The sigmoid saturates, so gradients of the probability vanish exactly when the model
+is confident and Grad-CAM/IG maps fade for the cases users care about most; the calibrated logit keeps the
+gradient signal, ranks pixels exactly like the raw logit (T > 0 is a constant), and is the quantity whose sigmoid
+*is* the probability shown in the app, so IG's completeness check reads in the same units as the displayed number.
+
+One modality is explained at a time with the other held fixed: image maps are computed with the notes' embedding
+(and any other views' features) as constants, token scores with the image features as constants. How much each
+modality matters as a whole is measured separately by removing it (``modality`` in the result).
+
+Thread safety: the pipeline's model is shared by concurrent requests, so nothing here registers hooks on it or
+changes it. Captum's layer hooks go on per-call modules (an identity "tap" after the image encoder's last conv
+stage, and a per-call view of the text encoder's token-embedding layer that uses the same weights); the
+randomisation check works on a deep copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medmm.pipeline import InputError
+
+if TYPE_CHECKING:
+    from medmm.pipeline import ModelInputs, Pipeline
+    from medmm.prediction import Prediction
+
+log = logging.getLogger(__name__)
+
+METHODS: tuple[str, ...] = ("gradcam", "ig", "occlusion")
+METHOD_NAMES = {"gradcam": "Grad-CAM", "ig": "Integrated Gradients", "occlusion": "Occlusion"}
+TARGET = "calibrated_logit"  # logit / temperature of the explained finding; see the module docstring
+
+
+class ExplainError(InputError):
+    """A request that cannot be explained (unknown finding or method, bad view index); message is user-facing.
+
+    A subclass of ``pipeline.InputError`` (itself a ``ValueError``) so the CLI maps it to exit code 2 and the app
+    shows it like any other input problem.
+    """
+
+
+@dataclass
+class Explanation:
+    """Attributions for one finding of one request (numpy only; render with ``medmm.render``)."""
+
+    finding: str
+    probability: float                     # calibrated probability of ``finding`` (as in the Prediction)
+    method: str                            # "gradcam" | "ig" | "occlusion"
+    target: str = TARGET
+    view: int | None = None                # index of the explained scan in ``inputs.scans``; None without scans
+    heatmap: np.ndarray | None = None      # [S, S] in [0, 1] on the model-input grid: positive evidence, for display
+    heatmap_scan: np.ndarray | None = None  # [H, W] = heatmap resized to the explained scan's own shape/aspect
+    attributions: np.ndarray | None = None  # [S, S] signed raw map in calibrated-logit units (channels combined)
+    tokens: list[tuple[str, float]] = field(default_factory=list)  # (word, score in [-1, 1]) in notes order
+    modality: dict[str, Any] = field(default_factory=dict)
+    sanity: dict[str, Any] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # caveats worth showing next to the picture
+
+    def to_summary(self) -> dict[str, Any]:
+        """JSON-friendly summary without the arrays (NaN becomes null)."""
+        return _json_safe({
+            "finding": self.finding, "probability": self.probability, "method": self.method,
+            "method_name": METHOD_NAMES[self.method], "target": self.target, "view": self.view,
+            "heatmap_shape": None if self.heatmap is None else list(self.heatmap.shape),
+            "heatmap_scan_shape": None if self.heatmap_scan is None else list(self.heatmap_scan.shape),
+            "tokens": [[w, s] for w, s in self.tokens], "modality": self.modality, "sanity": self.sanity,
+            "timings_s": self.timings_s, "notes": self.notes,
+        })
+
+
+# ============================================================================================= forward wrappers
+class _ImageScorer:
+    """Calibrated logits ``[N, K]`` from one view's pixels ``[N, 3, S, S]``; notes and other views held fixed.
+
+    ``tap`` is a per-call identity module on the last conv stage's output (after ``conv_head``/``bn2`` for
+    EfficientNet) — the layer Grad-CAM reads — so hooks never touch the shared model.
+    """
+
+    def __init__(self, model: nn.Module, temperatures: torch.Tensor, n_views: int) -> None:
+        self.model, self.temperatures, self.n_views = model, temperatures, n_views
+        self.tap = nn.Identity()
+
+    def __call__(self, pixels: torch.Tensor, text_feat: torch.Tensor | None = None,
+                 other_views: torch.Tensor | None = None) -> torch.Tensor:
+        enc = self.model.image_encoder.model
+        feat = enc.forward_head(self.tap(enc.forward_features(pixels)))  # [N, F]
+        n = feat.shape[0]
+        if other_views is not None:  # the pipeline averages view features; the others enter as a constant sum
+            feat = (feat + _rows(other_views, n)) / self.n_views
+        txt = None if text_feat is None else _rows(text_feat, n)
+        return self.model.forward_features(feat, txt) / self.temperatures
+
+    def probability(self, pixels: torch.Tensor, index: int, text_feat: torch.Tensor | None,
+                    other_views: torch.Tensor | None, batch_size: int = 16) -> np.ndarray:
+        """Calibrated probability of finding ``index`` for a batch of images, evaluated in chunks."""
+        out = []
+        with torch.no_grad():
+            for i in range(0, pixels.shape[0], batch_size):
+                out.append(torch.sigmoid(self(pixels[i:i + batch_size], text_feat, other_views)[:, index]))
+        return torch.cat(out).float().cpu().numpy()
+
+
+class _TokenLookup(nn.Module):
+    """Per-call view of the text encoder's token-embedding layer (same weight tensor, its own hooks)."""
+
+    def __init__(self, layer: nn.Embedding) -> None:
+        super().__init__()
+        self._layer = [layer]  # a list so that the shared layer is not registered as a submodule
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # [N, T] -> [N, T, E]
+        layer = self._layer[0]
+        return F.embedding(input_ids, layer.weight, layer.padding_idx)
+
+
+class _TextScorer:
+    """Calibrated logits ``[N, K]`` from note token ids; image features held fixed.
+
+    Same computation as ``TextEncoder.forward`` (mean pooling over real tokens, L2 normalisation), but the token
+    embeddings come from ``lookup`` and enter the transformer as ``inputs_embeds`` so LayerIntegratedGradients can
+    hook the embedding output without touching the shared encoder.
+    """
+
+    def __init__(self, model: nn.Module, temperatures: torch.Tensor) -> None:
+        self.model, self.temperatures = model, temperatures
+        self.lookup = _TokenLookup(model.text_encoder.embeddings_layer())
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 image_feat: torch.Tensor | None = None) -> torch.Tensor:
+        n = input_ids.shape[0]
+        mask = _rows(attention_mask, n)
+        hidden = self.model.text_encoder.model(inputs_embeds=self.lookup(input_ids),
+                                               attention_mask=mask).last_hidden_state  # [N, T, H]
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = F.normalize((hidden * m).sum(1) / m.sum(1).clamp_min(1e-6), dim=-1)
+        img = None if image_feat is None else _rows(image_feat, n)
+        return self.model.forward_features(img, pooled) / self.temperatures
+
+
+def _rows(t: torch.Tensor, n: int) -> torch.Tensor:
+    """Broadcast a one-row constant to ``n`` rows (Captum may already have repeated it)."""
+    return t.expand(n, *t.shape[1:]) if t.shape[0] == 1 and n != 1 else t
+
+
+# ============================================================================================= public API
+def explain(pipeline: "Pipeline", inputs: "ModelInputs", prediction: "Prediction | None" = None,
+            finding: str | None = None, method: str = "gradcam", sanity: bool = False, *,
+            view: int = 0, baseline: str = "blur", n_steps: int = 32, internal_batch_size: int = 16,
+            occlusion_window: int | None = None, occlusion_stride: int | None = None,
+            randomize_stages: int | None = None, faithfulness_steps: int = 16, seed: int = 0) -> Explanation:
+    """Explain ``finding`` (default: the most probable) for a prepared request.
+
+    ``method`` picks the image attribution (``gradcam`` | ``ig`` | ``occlusion``); note tokens always use
+    LayerIntegratedGradients and modality contributions are always computed. ``sanity=True`` adds the cascading
+    model-parameter randomisation check and deletion/insertion faithfulness (a few seconds more on CPU).
+    ``baseline`` (``blur`` | ``black``) is the reference image for IG, the occlusion fill and deletion.
+    ``view`` picks which scan to map when a request has several (the others stay in the model's input, fixed).
+    """
+    t_total = time.perf_counter()
+    if method not in METHODS:
+        raise ExplainError(f"Unknown explanation method {method!r}; choose one of: {', '.join(METHODS)}.")
+    if baseline not in ("blur", "black"):
+        raise ExplainError(f"Unknown baseline {baseline!r}; choose 'blur' or 'black'.")
+    if prediction is None:
+        prediction = pipeline.predict_prepared(inputs)
+    finding = _resolve_finding(pipeline, prediction, finding)
+    index = pipeline.findings.index(finding)
+    model = pipeline.model
+    temperatures = pipeline.temperatures.to(pipeline.device)
+    exp = Explanation(finding=finding, probability=float(prediction.findings[finding]), method=method)
+
+    with torch.inference_mode(False), torch.enable_grad():  # callers may sit inside inference_mode
+        with torch.no_grad():
+            img_feat, views_feat = _image_features(model, inputs)
+            txt_feat = pipeline.text_features(inputs)
+            txt_feat = None if txt_feat is None else txt_feat.clone()  # cached copies may be inference tensors
+
+        if inputs.pixels is not None:
+            t = time.perf_counter()
+            n_views = inputs.pixels.shape[1]
+            if not 0 <= view < n_views:
+                raise ExplainError(f"View {view} does not exist; this request has {n_views} scan(s).")
+            exp.view = view
+            if n_views > 1:
+                exp.notes.append(f"The map shows scan {view + 1} of {n_views}; the other scans stay in the model's "
+                                 "input unchanged.")
+            others = None if n_views == 1 else (views_feat.sum(1) - views_feat[:, view])  # [1, F]
+            x = inputs.pixels[:, view]  # [1, 3, S, S]
+            prep = pipeline.meta.preprocessing
+            ref = reference_image(x, baseline, black=[-m / sd for m, sd in zip(prep.mean, prep.std)])
+            scorer = _ImageScorer(model, temperatures, n_views)
+            raw, extra = image_attribution(scorer, method, x, ref, index, txt_feat, others, n_steps=n_steps,
+                                           internal_batch_size=internal_batch_size, window=occlusion_window,
+                                           stride=occlusion_stride)
+            exp.attributions = raw
+            exp.heatmap = display_heatmap(raw, method)
+            exp.heatmap_scan = resize_map(exp.heatmap, inputs.scans[view].pixels.shape)
+            exp.sanity.update(extra)
+            if not exp.heatmap.any():
+                exp.notes.append(f"{METHOD_NAMES[method]} found no positive evidence for {finding} in this scan.")
+            exp.timings_s["image_s"] = time.perf_counter() - t
+
+            if sanity:
+                t = time.perf_counter()
+                kw = dict(n_steps=n_steps, internal_batch_size=internal_batch_size, window=occlusion_window,
+                          stride=occlusion_stride)
+                exp.sanity["randomization"] = randomization_check(
+                    model, temperatures, method, x, ref, index, txt_feat, others, n_views, raw,
+                    stages=randomize_stages, seed=seed, **kw)
+                exp.sanity["faithfulness"] = faithfulness(scorer, x, ref, raw, index, txt_feat, others,
+                                                          steps=faithfulness_steps, seed=seed)
+                exp.timings_s["sanity_s"] = time.perf_counter() - t
+
+        if inputs.input_ids is not None:
+            t = time.perf_counter()
+            exp.tokens, completeness = token_attribution(model, temperatures, pipeline.model.text_encoder.tokenizer,
+                                                         inputs.input_ids, inputs.attention_mask, inputs.notes,
+                                                         index, img_feat, n_steps=n_steps,
+                                                         internal_batch_size=internal_batch_size)
+            exp.sanity["notes_ig_completeness"] = completeness
+            exp.timings_s["tokens_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    exp.modality = modality_contribution(pipeline, index, img_feat, txt_feat)
+    exp.timings_s["modality_s"] = time.perf_counter() - t
+    exp.timings_s["total_s"] = time.perf_counter() - t_total
+    log.debug("explained %s with %s in %.3f s", finding, method, exp.timings_s["total_s"])
+    return exp
+
+
+def _resolve_finding(pipeline: "Pipeline", prediction: "Prediction", finding: str | None) -> str:
+    if finding is None:
+        return max(pipeline.findings, key=lambda f: prediction.findings[f])
+    if finding in pipeline.findings:
+        return finding
+    by_case = {f.lower(): f for f in pipeline.findings}
+    if finding.strip().lower() in by_case:
+        return by_case[finding.strip().lower()]
+    raise ExplainError(f"Unknown finding {finding!r}; this model predicts: {', '.join(pipeline.findings)}.")
+
+
+def _image_features(model: nn.Module, inputs: "ModelInputs") -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Pooled image features ``[1, F]`` (as the pipeline computes them) and per-view features ``[1, V, F]``."""
+    if inputs.pixels is None:
+        return None, None
+    b, v = inputs.pixels.shape[:2]
+    per_view = model.image_encoder(inputs.pixels.flatten(0, 1)).view(b, v, -1)
+    return per_view.mean(1), per_view
+
+
+# ============================================================================================= image maps
+def reference_image(x: torch.Tensor, kind: str = "blur", black: float | Sequence[float] | None = None) -> torch.Tensor:
+    """The "no information" reference for IG, occlusion fill and deletion, in normalised input space.
+
+    ``blur`` (default): Gaussian blur with sigma = 5 % of the side (11 px at 224). It removes the texture and edges
+    that carry findings (opacities, consolidation borders) while keeping the overall brightness layout of a chest
+    film. A black reference would give zero attribution to every dark pixel (x - x' = 0), and the lung fields, where
+    pneumonia shows, are the darkest part of a radiograph. ``black``: every pixel at intensity 0, i.e. the
+    normalised value ``black`` (per channel: ``-mean / std``; default: the image's own minimum).
+    """
+    if kind == "black":
+        if black is None:
+            return torch.full_like(x, float(x.amin()))
+        value = torch.as_tensor(black, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
+        return torch.zeros_like(x) + value
+    return gaussian_blur(x, sigma=0.05 * x.shape[-1])
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``[N, C, H, W]`` with reflect padding."""
+    radius = max(1, min(int(3 * sigma), x.shape[-1] // 2 - 1, x.shape[-2] // 2 - 1))
+    k = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device) / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    y = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(y, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def occlusion_geometry(size: int, window: int | None = None, stride: int | None = None) -> tuple[int, int]:
+    """Window and stride: 32 px / 16 px at 224 (13 x 13 = 169 occlusions), scaled with the input size."""
+    return window or max(4, round(size / 7)), stride or max(2, round(size / 14))
+
+
+def image_attribution(scorer: _ImageScorer, method: str, x: torch.Tensor, ref: torch.Tensor, index: int,
+                      text_feat: torch.Tensor | None, other_views: torch.Tensor | None, *, n_steps: int = 32,
+                      internal_batch_size: int = 16, window: int | None = None,
+                      stride: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Signed attribution map ``[S, S]`` for one view ``x`` ``[1, 3, S, S]`` and extra facts (IG completeness).
+
+    Channels are combined by sum for IG (additive, so completeness holds) and by mean for occlusion (every window
+    covers all three replicated channels, so the three values are equal). Grad-CAM is returned before its ReLU.
+    """
+    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion
+
+    size = x.shape[-1]
+    args = (text_feat, other_views)
+    extra: dict[str, Any] = {}
+    if method == "gradcam":
+        cam = LayerGradCam(scorer, scorer.tap).attribute(x, target=index, additional_forward_args=args,
+                                                         relu_attributions=False)  # [1, 1, h, w]
+        raw = LayerAttribution.interpolate(cam.detach(), (size, size), interpolate_mode="bilinear")[0, 0]
+    elif method == "ig":
+        attr, delta = IntegratedGradients(scorer).attribute(
+            x, baselines=ref, target=index, additional_forward_args=args, n_steps=max(n_steps, 1),
+            internal_batch_size=internal_batch_size, return_convergence_delta=True)
+        raw = attr.detach()[0].sum(0)
+        with torch.no_grad():
+            f_x, f_ref = (float(scorer(t, *args)[0, index]) for t in (x, ref))
+        extra["ig_completeness"] = _completeness(float(attr.sum()), f_x, f_ref, float(delta.reshape(-1)[0]))
+    elif method == "occlusion":
+        w, s = occlusion_geometry(size, window, stride)
+        attr = Occlusion(scorer).attribute(x, sliding_window_shapes=(x.shape[1], w, w), strides=(x.shape[1], s, s),
+                                           baselines=ref, target=index, additional_forward_args=args,
+                                           perturbations_per_eval=internal_batch_size)
+        raw = attr.detach()[0].mean(0)
+        extra["occlusion"] = {"window_px": w, "stride_px": s}
+    else:  # pragma: no cover - explain() validates first
+        raise ExplainError(f"Unknown explanation method {method!r}.")
+    return raw.float().cpu().numpy(), extra
+
+
+def _completeness(attr_sum: float, f_x: float, f_ref: float, delta: float) -> dict[str, float]:
+    """IG completeness: sum of attributions vs f(x) - f(baseline), with Captum's convergence delta."""
+    diff = f_x - f_ref
+    return {"sum_attributions": attr_sum, "f_input": f_x, "f_baseline": f_ref, "delta": delta,
+            "relative_error": abs(delta) / max(abs(diff), 1e-6)}
+
+
+def display_heatmap(raw: np.ndarray, method: str) -> np.ndarray:
+    """Positive evidence scaled to [0, 1]: ReLU, then divide by a robust maximum.
+
+    IG is per pixel and speckled, so it is lightly smoothed (sigma 1 % of the side) and scaled by its 99.5th
+    percentile; Grad-CAM and occlusion are already smooth and are scaled by their maximum.
+    """
+    pos = np.maximum(raw, 0).astype(np.float32)
+    if method == "ig":
+        t = torch.from_numpy(pos)[None, None]
+        pos = gaussian_blur(t, sigma=max(0.01 * pos.shape[-1], 0.5))[0, 0].numpy()
+        top = float(np.percentile(pos, 99.5))
+    else:
+        top = float(pos.max())
+    if not np.isfinite(top) or top <= 0:
+        return np.zeros_like(pos)
+    return np.clip(pos / top, 0.0, 1.0).astype(np.float32)
+
+
+def resize_map(heatmap: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Resize a model-grid map back to a scan's ``(H, W)``; the exact inverse of the pipeline's squash resize."""
+    h, w = int(shape[0]), int(shape[1])
+    t = torch.from_numpy(np.ascontiguousarray(heatmap, dtype=np.float32))[None, None]
+    if t.shape[-2:] != (h, w):
+        t = F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False,
+                          antialias=h < t.shape[-2] or w < t.shape[-1])
+    return t[0, 0].clamp(0, 1).numpy()
+
+
+# ============================================================================================= notes
+def token_attribution(model: nn.Module, temperatures: torch.Tensor, tokenizer: Any, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor, notes: str | None, index: int, image_feat: torch.Tensor | None,
+                      *, n_steps: int = 32, internal_batch_size: int = 16
+                      ) -> tuple[list[tuple[str, float]], dict[str, float]]:
+    """Word scores in [-1, 1] from LayerIntegratedGradients on the token-embedding layer, image held fixed.
+
+    Baseline: the same sequence with every real token replaced by [PAD] but [CLS]/[SEP] (and the attention mask)
+    kept, so only the words' content is removed, not the sentence frame the encoder expects. Token scores are the
+    embedding-dimension sums; WordPiece ``##`` continuations are summed into their word.
+    """
+    from captum.attr import LayerIntegratedGradients
+
+    scorer = _TextScorer(model, temperatures)
+    special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    keep = torch.tensor([[int(i) in special for i in row] for row in input_ids.tolist()], device=input_ids.device)
+    ref_ids = torch.where(keep, input_ids, torch.full_like(input_ids, pad))
+    args = (attention_mask, image_feat)
+    attr, delta = LayerIntegratedGradients(scorer, scorer.lookup).attribute(
+        input_ids, baselines=ref_ids, target=index, additional_forward_args=args, n_steps=max(n_steps, 1),
+        internal_batch_size=internal_batch_size, return_convergence_delta=True)
+    scores = attr.detach()[0].sum(-1).float().cpu().numpy()  # [T]
+    with torch.no_grad():
+        f_x, f_ref = (float(scorer(ids, *args)[0, index]) for ids in (input_ids, ref_ids))
+    completeness = _completeness(float(scores.sum()), f_x, f_ref, float(delta.reshape(-1)[0]))
+    words = merge_wordpieces(tokenizer, input_ids[0].tolist(), scores, notes)
+    top = max((abs(s) for _, s in words), default=0.0)
+    return [(w, float(s / top) if top > 0 else 0.0) for w, s in words], completeness
+
+
+def merge_wordpieces(tokenizer: Any, ids: list[int], scores: np.ndarray,
+                     text: str | None = None) -> list[tuple[str, float]]:
+    """Sum ``##`` continuation pieces into their word; drop special tokens.
+
+    With a fast tokenizer and the original ``text`` each word is the text's own span (original case and accents),
+    otherwise the pieces joined without their ``##``.
+    """
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    special = set(getattr(tokenizer, "all_special_ids", []))
+    spans = _offsets(tokenizer, ids, text)
+    words: list[list[Any]] = []  # [text, score, start, end]
+    for i, (tok, tid) in enumerate(zip(tokens, ids)):
+        if tid in special:
+            continue
+        start, end = spans[i] if spans else (None, None)
+        if tok.startswith("##") and words:
+            w = words[-1]
+            w[0] += tok[2:]
+            w[1] += float(scores[i])
+            w[3] = end
+        else:
+            words.append([tok, float(scores[i]), start, end])
+    if spans and text is not None:
+        return [(text[s:e], sc) for _, sc, s, e in words]
+    return [(w, sc) for w, sc, _, _ in words]
+
+
+def _offsets(tokenizer: Any, ids: list[int], text: str | None) -> list[tuple[int, int]] | None:
+    """Character spans of ``ids`` in ``text`` when a fast tokenizer re-creates exactly these ids; else None."""
+    if text is None or not getattr(tokenizer, "is_fast", False):
+        return None
+    try:
+        enc = tokenizer(text, truncation=True, max_length=len(ids), return_offsets_mapping=True)
+    except Exception:  # noqa: BLE001 - offsets are a nicety; fall back to the pieces
+        log.debug("offsets unavailable", exc_info=True)
+        return None
+    if list(enc["input_ids"]) != list(ids):
+        return None
+    return [tuple(o) for o in enc["offset_mapping"]]
+
+
+# ============================================================================================= modalities
+def modality_contribution(pipeline: "Pipeline", index: int, image_feat: torch.Tensor | None,
+                          text_feat: torch.Tensor | None) -> dict[str, Any]:
+    """p(both), p(image only), p(notes only) and each modality's share of the change when it is removed.
+
+    The model scores a missing modality (gated out; ``forward_features`` with None), so removing one is a real
+    forward pass, not a zeroed input. ``delta_image`` = p(both) - p(notes only) is what the image adds;
+    ``delta_notes`` = p(both) - p(image only). Shares are |delta| normalised to sum to 1. These are leave-one-out
+    effects, not Shapley values: the model cannot score a request with neither modality. With one modality present
+    it carries the whole prediction (share 1).
+    """
+    model = pipeline.model
+
+    def p(img: torch.Tensor | None, txt: torch.Tensor | None) -> float | None:
+        if img is None and txt is None:
+            return None
+        with torch.inference_mode():
+            return float(pipeline.calibrate(model.forward_features(img, txt))[0, index])
+
+    out: dict[str, Any] = {
+        "present": [m for m, f in (("image", image_feat), ("notes", text_feat)) if f is not None],
+        "p_both": p(image_feat, text_feat) if image_feat is not None and text_feat is not None else None,
+        "p_image_only": p(image_feat, None), "p_notes_only": p(None, text_feat),
+        "delta_image": None, "delta_notes": None,
+    }
+    if out["p_both"] is not None:
+        d_img, d_txt = out["p_both"] - out["p_notes_only"], out["p_both"] - out["p_image_only"]
+        total = abs(d_img) + abs(d_txt)
+        out.update(delta_image=d_img, delta_notes=d_txt,
+                   share_image=abs(d_img) / total if total > 0 else 0.5,
+                   share_notes=abs(d_txt) / total if total > 0 else 0.5)
+    else:
+        out.update(share_image=1.0 if image_feat is not None else 0.0,
+                   share_notes=1.0 if text_feat is not None else 0.0)
+        out["note"] = "Only one modality was given, so it carries the whole prediction."
+    return out
+
+
+# ============================================================================================= sanity checks
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two maps (average ranks for ties); NaN when either map is constant."""
+    ra, rb = _rank(np.ravel(a)), _rank(np.ravel(b))
+    if ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _rank(x: np.ndarray) -> np.ndarray:
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + ends - 1) / 2.0)[inverse]
+
+
+def cascade_stages(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
+    """Stages to randomise from the output down (Adebayo et al. 2018): head, fusion, then the image encoder."""
+    stages: list[tuple[str, list[nn.Module]]] = [
+        ("head", [model.head]), ("fusion+projections", [model.fusion, model.image_proj, model.text_proj])]
+    enc = model.image_encoder.model
+    if hasattr(enc, "conv_head"):
+        stages.append(("conv_head", [enc.conv_head] + ([enc.bn2] if hasattr(enc, "bn2") else [])))
+    if hasattr(enc, "blocks"):
+        stages += [(f"blocks.{i}", [enc.blocks[i]]) for i in reversed(range(len(enc.blocks)))]
+    if hasattr(enc, "conv_stem"):
+        stages.append(("stem", [enc.conv_stem] + ([enc.bn1] if hasattr(enc, "bn1") else [])))
+    return stages
+
+
+@torch.no_grad()
+def _randomize_(modules: list[nn.Module], generator: torch.Generator) -> None:
+    """Re-draw every parameter from a Gaussian with the tensor's own mean and std (keeps activation scale sane)."""
+    for module in modules:
+        for p in module.parameters():
+            std = float(p.std()) if p.numel() > 1 else 0.0
+            std = std if std > 0 else 0.02
+            noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+            p.copy_(noise * std + float(p.mean()))
+
+
+def randomization_check(model: nn.Module, temperatures: torch.Tensor, method: str, x: torch.Tensor,
+                        ref: torch.Tensor, index: int, text_feat: torch.Tensor | None,
+                        other_views: torch.Tensor | None, n_views: int, original: np.ndarray, *,
+                        stages: int | None = None, seed: int = 0, **attr_kwargs: Any) -> dict[str, Any]:
+    """Cascading model-parameter randomisation on a deep copy; Spearman (signed and |.|) vs the original per stage.
+
+    A map that barely changes when the weights it explains are destroyed is explaining the input, not the model.
+    ``other_views`` keeps the original features (their share of the pooled vector is a constant here).
+    ``stages`` (default: all for Grad-CAM, the first 4 for IG/occlusion, which cost seconds each) limits the cascade.
+    """
+    twin = copy.deepcopy(model, memo={id(model.text_encoder): model.text_encoder})  # text path is not explained
+    twin.eval()
+    all_stages = cascade_stages(twin)
+    n = len(all_stages) if stages is None and method == "gradcam" else (stages or 4)
+    generator = torch.Generator().manual_seed(seed)
+    scorer = _ImageScorer(twin, temperatures, n_views)
+    rows = []
+    for name, modules in all_stages[:n]:
+        _randomize_(modules, generator)
+        raw, _ = image_attribution(scorer, method, x, ref, index, text_feat, other_views, **attr_kwargs)
+        rows.append({"stage": name, "spearman": spearman(original, raw),
+                     "spearman_abs": spearman(np.abs(original), np.abs(raw))})
+    return {"method": method, "stages": rows, "reference": "Adebayo et al. 2018, cascading randomisation"}
+
+
+def faithfulness(scorer: _ImageScorer, x: torch.Tensor, ref: torch.Tensor, raw: np.ndarray, index: int,
+                 text_feat: torch.Tensor | None, other_views: torch.Tensor | None, *, steps: int = 16,
+                 patch: int | None = None, random_orders: int = 2, seed: int = 0) -> dict[str, Any]:
+    """Deletion and insertion AUC of the finding's probability, against random patch orders.
+
+    Patches (1/14 of the side: 16 px at 224) are ranked by mean attribution. Deletion replaces the top patches by
+    the reference image in ``steps`` steps (lower AUC = more faithful); insertion starts from the reference and
+    restores them (higher = more faithful). ``*_gain`` is the method's advantage over random order (> 0 is good).
+    """
+    size = x.shape[-1]
+    patch = patch or max(2, round(size / 14))
+    g = math.ceil(size / patch)
+    score = F.avg_pool2d(torch.from_numpy(raw)[None, None].float(), patch, ceil_mode=True)[0, 0].flatten().numpy()
+    n_patches = score.size
+    ks = np.unique(np.linspace(0, n_patches, steps + 1).round().astype(int))
+    frac = ks / n_patches
+    rng = np.random.default_rng(seed)
+    orders = [np.argsort(-score, kind="stable")] + [rng.permutation(n_patches) for _ in range(random_orders)]
+
+    def curve(order: np.ndarray, deletion: bool) -> np.ndarray:
+        masks = torch.zeros(len(ks), n_patches, dtype=x.dtype)
+        for j, k in enumerate(ks):
+            masks[j, torch.from_numpy(order[:k].copy())] = 1
+        m = masks.view(-1, 1, g, g).repeat_interleave(patch, -1).repeat_interleave(patch, -2)[..., :size, :size]
+        m = m.to(x.device)
+        imgs = x * (1 - m) + ref * m if deletion else ref * (1 - m) + x * m
+        return scorer.probability(imgs, index, text_feat, other_views)
+
+    out: dict[str, Any] = {"patch_px": patch, "steps": int(len(ks) - 1), "fraction": frac.round(4).tolist()}
+    for name, deletion in (("deletion", True), ("insertion", False)):
+        curves = [curve(o, deletion) for o in orders]
+        auc = [_trapezoid(c, frac) for c in curves]
+        random_auc = float(np.mean(auc[1:])) if len(auc) > 1 else math.nan
+        out[f"{name}_auc"] = auc[0]
+        out[f"{name}_auc_random"] = random_auc
+        out[f"{name}_gain"] = (random_auc - auc[0]) if deletion else (auc[0] - random_auc)
+        out[f"{name}_curve"] = [round(float(v), 5) for v in curves[0]]
+    return out
+
+
+def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
+
+
+# ============================================================================================= CLI
+def cli_explain(pipeline: "Pipeline", images: Sequence[str | Path], notes: str | None, finding: str | None = None,
+                method: str = "gradcam", out_dir: str | Path = "explain_out") -> int:
+    """``python -m medmm explain``: writes overlay.png, attributions.npy, tokens.json, summary.json into ``out_dir``.
+
+    Runs with ``sanity=True`` so the summary carries the randomisation and faithfulness scores. Bad input raises
+    ScanError / InputError / ExplainError, which the CLI turns into exit code 2.
+    """
+    from medmm.render import figure_to_png, overlay_figure
+
+    inputs = pipeline.prepare([Path(p) for p in images], notes)
+    prediction = pipeline.predict_prepared(inputs)
+    exp = explain(pipeline, inputs, prediction, finding=finding, method=method, sanity=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    if exp.heatmap_scan is not None:
+        title = f"{exp.finding}: p = {exp.probability:.2f}"
+        fig = overlay_figure(inputs.scans[exp.view].pixels, exp.heatmap_scan, title,
+                             caption=f"{METHOD_NAMES[exp.method]} on the calibrated logit; not a diagnosis")
+        (out / "overlay.png").write_bytes(figure_to_png(fig))
+        np.save(out / "attributions.npy", exp.attributions)
+        written += ["overlay.png", "attributions.npy"]
+    (out / "tokens.json").write_text(json.dumps([{"word": w, "score": s} for w, s in exp.tokens], indent=1) + "\n")
+    summary = exp.to_summary()
+    summary.pop("tokens")
+    summary.update(files=written + ["tokens.json", "summary.json"], warnings=list(prediction.warnings),
+                   checkpoint=prediction.checkpoint)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    modality = ", ".join(f"{k[6:]} {v:.0%}" for k, v in exp.modality.items() if k.startswith("share_"))
+    print(f"{exp.finding}: p={exp.probability:.3f}; {METHOD_NAMES[exp.method]}; modality share {modality}; "
+          f"{exp.timings_s['total_s']:.2f} s -> {out}")
+    return 0
+
+
+def _json_safe(value: Any) -> Any:
+    """Numpy scalars to Python, NaN/inf to None, tuples to lists (for json.dumps)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    return value
+
+
+__all__ = ["METHODS", "TARGET", "ExplainError", "Explanation", "cli_explain", "explain", "image_attribution",
+           "modality_contribution", "randomization_check", "faithfulness", "spearman", "token_attribution",
+           "merge_wordpieces", "reference_image", "resize_map", "display_heatmap"]
+
