@@ -1,9 +1,225 @@
-"""medmm Gradio app (placeholder until the app issue lands)."""
+"""medmm Gradio app: chest radiograph(s) + clinical notes -> findings, saliency, draft report, energy.
 
-import gradio as gr
+Research decision support, never a diagnosis. A thin layer over ``medmm.service.run_request``: the handlers
+only call medmm and map its results onto components (formatting lives in ``medmm.app_format``). Per-user data
+is kept in ``gr.State``; nothing about a request is logged except exception types.
 
-with gr.Blocks(title="medmm") as demo:
-    gr.Markdown("# medmm\nResearch demo: decision support only, not a diagnosis.")
+Run: ``python app.py`` (honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; MEDMM_CHECKPOINT picks a checkpoint).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
+
+from medmm import app_format as fmt  # noqa: E402
+from medmm.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
+from medmm.explain import METHOD_NAMES, METHODS  # noqa: E402
+from medmm.io import ScanError  # noqa: E402
+from medmm.pipeline import InputError, Pipeline  # noqa: E402
+from medmm.report import check_consistency  # noqa: E402
+from medmm.service import RequestResult, run_request  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES_DIR = ROOT / "assets" / "examples"
+MAX_FILE_SIZE = "50mb"
+QUEUE_CONCURRENCY = 1           # one analysis at a time: torch already uses both cores of a small CPU box
+STATE_TTL_S = 3600
+GENERIC_ERROR = "The analysis failed unexpectedly. Please check the inputs and try again."
+
+PIPELINE = Pipeline.from_checkpoint(os.environ.get("MEDMM_CHECKPOINT") or DEFAULT_CHECKPOINT)
+
+
+# ------------------------------------------------------------------------------------------------ handlers
+def _run(files: list[str] | None, notes: str | None, finding: str | None, method: str) -> RequestResult:
+    """``run_request`` with every failure turned into a ``gr.Error`` a clinician can act on (no PHI in logs)."""
+    try:
+        return run_request(PIPELINE, list(files or []), notes, explain=fmt.explain_request(finding, method))
+    except (ScanError, InputError) as exc:  # messages are user-facing and identifier-free by contract
+        raise gr.Error(html.escape(str(exc)), print_exception=False) from None
+    except Exception as exc:  # noqa: BLE001 - never show or log an unexpected exception's message
+        log.error("analysis failed: %s", type(exc).__name__)
+        raise gr.Error(GENERIC_ERROR, print_exception=False) from None
+
+
+def _request_dir() -> Path:
+    """A fresh folder inside Gradio's cache: files there are served and removed by ``delete_cache``."""
+    cache = Path(get_upload_folder())
+    cache.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="medmm-", dir=cache))
+
+
+def _exports(session: fmt.SessionResult, report_text: str) -> tuple[str, str, str | None]:
+    files = fmt.write_exports(_request_dir(), session, report_text)
+    return str(files.text), str(files.json), None if files.sr is None else str(files.sr)
+
+
+def analyze(files: list[str] | None, notes: str | None, finding: str | None, method: str,
+            progress: gr.Progress = gr.Progress()) -> dict:
+    """Predict, explain and draft a report for the uploaded scans and notes."""
+    progress(0.1, desc="Loading scans, predicting, explaining, drafting")
+    result = _run(files, notes, finding, method)
+    session = fmt.session_result(result)
+    stacks, exp = session.stacks, result.explanation
+    text_file, json_file, sr_file = _exports(session, session.draft_text)
+    return {
+        findings_label: fmt.findings_label(result.prediction),
+        findings_table: fmt.findings_table(result.prediction),
+        positive_md: fmt.positive_summary(result.prediction),
+        warnings_md: fmt.warnings_markdown(fmt.all_warnings(session)),
+        overlay_image: fmt.overlay_image(exp, result.inputs.scans),
+        explanation_md: fmt.explanation_markdown(exp),
+        tokens_text: fmt.note_tokens(exp, result.inputs.notes),
+        modality_label: fmt.modality_contribution(exp.modality if exp else None),
+        report_box: session.draft_text,
+        consistency_md: "",
+        download_text: text_file, download_json: json_file, download_sr: sr_file,
+        energy_md: fmt.energy_markdown(result.energy.to_dict(), result.latency_s),
+        metadata_df: fmt.metadata_table(result.prediction.scan_metadata),
+        viewer_image: fmt.viewer_frame(stacks, 0, fmt.middle_slice(stacks[0]) if stacks else 0),
+        scan_slider: gr.Slider(maximum=max(len(stacks), 2), value=1, visible=len(stacks) > 1),
+        slice_slider: _slice_slider(stacks[0] if stacks else None),
+        state: session,
+    }
+
+
+def _slice_slider(stack: np.ndarray | None) -> gr.Slider:
+    depth = 1 if stack is None else stack.shape[0]
+    return gr.Slider(maximum=max(depth, 2), value=depth // 2 + 1, visible=depth > 1)  # a slider needs min < max
+
+
+def check_report(report_text: str, session: fmt.SessionResult | None) -> str:
+    """List contradictions between the (edited) report text and the model output."""
+    if session is None:
+        raise gr.Error("Analyze a study first: the check compares the report with the model output.")
+    if not (report_text or "").strip():
+        raise gr.Error("The report is empty.")
+    return fmt.consistency_markdown(check_consistency(report_text, session.prediction))
+
+
+def export(report_text: str, session: fmt.SessionResult | None) -> tuple[str | None, str | None, str | None]:
+    """Rewrite the downloads with the report text as currently shown (clinician edits included)."""
+    if session is None:
+        return None, None, None
+    return _exports(session, report_text or "")
+
+
+def select_scan(scan_number: float, session: fmt.SessionResult | None) -> tuple[np.ndarray | None, gr.Slider]:
+    """Show scan ``scan_number`` (1-based) at its middle slice."""
+    stacks = session.stacks if session else ()
+    if not stacks:
+        return None, _slice_slider(None)
+    stack = stacks[min(max(int(scan_number) - 1, 0), len(stacks) - 1)]
+    return fmt.viewer_frame([stack], 0, fmt.middle_slice(stack)), _slice_slider(stack)
+
+
+def show_slice(scan_number: float, slice_number: float, session: fmt.SessionResult | None) -> np.ndarray | None:
+    """Show slice ``slice_number`` (1-based) of scan ``scan_number``."""
+    return fmt.viewer_frame(session.stacks if session else (), int(scan_number) - 1, int(slice_number) - 1)
+
+
+# ------------------------------------------------------------------------------------------------ layout
+with gr.Blocks(title="medmm: chest X-ray + notes decision support (research demo)", analytics_enabled=False,
+               delete_cache=(3600, 3600)) as demo:
+    state = gr.State(None, time_to_live=STATE_TTL_S)
+    gr.Markdown("# medmm: chest radiograph + clinical notes")
+    gr.Markdown(f"**{fmt.DISCLAIMER}**", elem_id="disclaimer")
+    if not PIPELINE.meta.trained:
+        gr.Markdown("**This server runs an UNTRAINED checkpoint: all numbers are placeholders for wiring.**",
+                    elem_classes=["medmm-warning"])
+
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4):
+            files_in = gr.File(label="Scans: chest radiographs (PNG, JPEG, DICOM with or without .dcm) or one CT series",
+                               file_count="multiple", file_types=None, height=140, elem_id="scans")
+            notes_in = gr.Textbox(label="Clinical notes (optional; no names or identifiers please)", lines=4,
+                                  max_lines=12, placeholder="e.g. 3 days of fever and productive cough, crackles right base.",
+                                  elem_id="notes")
+            with gr.Row():
+                finding_in = gr.Dropdown(fmt.finding_choices(PIPELINE.findings), value=fmt.MOST_PROBABLE,
+                                         label="Finding to explain")
+                method_in = gr.Radio([(METHOD_NAMES[m], m) for m in METHODS], value=METHODS[0],
+                                     label="Explanation method")
+            analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze")
+        with gr.Column(scale=6):
+            warnings_md = gr.Markdown("Results appear here after **Analyze**.", elem_id="warnings",
+                                      elem_classes=["medmm-warning"])
+            with gr.Row(equal_height=False):
+                findings_label = gr.Label(label="Findings (calibrated probability)", num_top_classes=5,
+                                          elem_id="findings", scale=1)
+                with gr.Column(scale=1):
+                    findings_table = gr.Dataframe(headers=fmt.FINDINGS_HEADERS, label="Operating point",
+                                                  interactive=False, elem_id="findings-table")
+                    positive_md = gr.Markdown()
+
+    example_rows, example_labels = fmt.example_rows(EXAMPLES_DIR, fmt.MOST_PROBABLE, METHODS[0])
+    gr.Examples(example_rows, inputs=[files_in, notes_in, finding_in, method_in], example_labels=example_labels,
+                cache_examples=False, label="Examples (click to load, then Analyze)")
+
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5):
+            overlay_image = gr.Image(label="Saliency overlay (where the model looked for the explained finding)",
+                                     interactive=False, height=360, format="png", elem_id="overlay")
+            explanation_md = gr.Markdown()
+            tokens_text = gr.HighlightedText(label="Note words: red supports, blue argues against the finding",
+                                             show_legend=False, elem_id="tokens")
+            modality_label = gr.Label(label="Modality contribution (leave-one-out share)", elem_id="modality")
+        with gr.Column(scale=5):
+            report_box = gr.Textbox(label="Draft report (editable; machine draft, requires clinician review)",
+                                    lines=14, max_lines=30, interactive=True, elem_id="report")
+            check_btn = gr.Button("Check consistency", elem_id="check")
+            consistency_md = gr.Markdown(elem_id="consistency")
+            with gr.Row():
+                download_text = gr.DownloadButton("Report (.txt)", size="sm")
+                download_json = gr.DownloadButton("Result (JSON)", size="sm")
+                download_sr = gr.DownloadButton("DICOM SR", size="sm")
+            with gr.Accordion("Energy for this request", open=True):
+                energy_md = gr.Markdown(elem_id="energy")
+
+    with gr.Accordion("Scan as loaded (windowing applied) and safe metadata", open=False):
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5):
+                viewer_image = gr.Image(label="Scan as the model received it", interactive=False, height=400,
+                                        format="png", image_mode="L")
+                scan_slider = gr.Slider(1, 2, value=1, step=1, label="Scan", visible=False)
+                slice_slider = gr.Slider(1, 2, value=1, step=1, label="Slice", visible=False)
+            with gr.Column(scale=5):
+                metadata_df = gr.Dataframe(label="Scan metadata (no identifiers)", interactive=False, wrap=True)
+
+    analyze_btn.click(
+        analyze, [files_in, notes_in, finding_in, method_in],
+        [findings_label, findings_table, positive_md, warnings_md, overlay_image, explanation_md, tokens_text,
+         modality_label, report_box, consistency_md, download_text, download_json, download_sr, energy_md,
+         metadata_df, viewer_image, scan_slider, slice_slider, state],
+        api_name="predict")
+    check_btn.click(check_report, [report_box, state], consistency_md, api_name="check_consistency")
+    report_box.input(export, [report_box, state], [download_text, download_json, download_sr], api_name="export",
+                     trigger_mode="always_last", show_progress="hidden", concurrency_id="light",
+                     concurrency_limit=4)
+    scan_slider.input(select_scan, [scan_slider, state], [viewer_image, slice_slider], api_name="select_scan",
+                      show_progress="hidden", concurrency_id="light", concurrency_limit=4)
+    slice_slider.input(show_slice, [scan_slider, slice_slider, state], viewer_image, api_name="show_slice",
+                       show_progress="hidden", concurrency_id="light", concurrency_limit=4)
+
+demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=32)
+
+CSS = """
+#disclaimer { border-left: 6px solid #b42318; background: #fef3f2; padding: 8px 12px; border-radius: 4px; }
+.medmm-warning { color: #7a2e0e; }
+"""
 
 if __name__ == "__main__":
-    demo.launch()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    demo.launch(max_file_size=MAX_FILE_SIZE, css=CSS, footer_links=["api"])

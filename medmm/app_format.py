@@ -160,47 +160,67 @@ def middle_slice(stack: np.ndarray) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ explanation
-def modality_contribution(modality: Any) -> dict[str, float] | None:
-    """``{modality: share}`` for a ``gr.Label`` from ``Explanation.modality`` (a mapping or an object with ``to_dict``)."""
-    if modality is None:
+def modality_contribution(modality: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """``{"image": share, "notes": share}`` (leave-one-out shares from ``Explanation.modality``) for a ``gr.Label``."""
+    if not modality or not modality.get("present"):
         return None
-    if hasattr(modality, "to_dict"):
-        modality = modality.to_dict()
-    if not isinstance(modality, Mapping):
-        return None
-    out = {str(k): float(v) for k, v in modality.items() if isinstance(v, (int, float)) and np.isfinite(v)}
-    return out or None
+    return {m: round(float(modality.get(f"share_{m}") or 0.0), 4) for m in modality["present"]}
+
+
+def _p(value: Any) -> str:
+    return "—" if value is None else f"{float(value):.2f}"
+
+
+def explanation_markdown(explanation: Any) -> str:
+    """What the overlay and the token colours show: method, finding, its probability, modality effects, caveats."""
+    if explanation is None:
+        return ""
+    from medmm.explain import METHOD_NAMES
+
+    lines = [f"**{METHOD_NAMES.get(explanation.method, explanation.method)}** for **{explanation.finding}** "
+             f"(p = {explanation.probability:.2f}); map shows positive evidence for this finding."]
+    m = explanation.modality or {}
+    if m.get("p_both") is not None:
+        lines.append(f"p(image + notes) {_p(m['p_both'])} · image only {_p(m.get('p_image_only'))} · "
+                     f"notes only {_p(m.get('p_notes_only'))}.")
+    elif m.get("note"):
+        lines.append(str(m["note"]))
+    lines += [f"_{n}_" for n in explanation.notes]
+    return "\n\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ consistency
-def consistency_markdown(issues: Sequence[Any]) -> str:
-    """Contradictions between an (edited) report and the model output, one bullet each."""
-    if not issues:
+def consistency_markdown(contradictions: Sequence[Any]) -> str:
+    """``medmm.report.check_consistency`` output as bullets: why each sentence disagrees, and the sentence."""
+    if not contradictions:
         return "No contradictions found between the report text and the model output."
-    lines = [f"**{len(issues)} possible contradiction(s) with the model output — please review:**", ""]
-    for issue in issues:
-        text = getattr(issue, "message", None) or (issue.get("message") if isinstance(issue, Mapping) else None)
-        lines.append(f"- {text or issue}")
+    lines = [f"**{len(contradictions)} possible contradiction(s) with the model output; please review:**", ""]
+    lines += [f"- {c.explanation} Sentence: \"{' '.join(c.sentence.split())}\"" for c in contradictions]
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ explanation drawing
 def overlay_image(explanation: Any, scans: Sequence[Any]) -> np.ndarray | None:
     """Saliency overlay on the explained scan as an RGB array, drawn by medmm.render (None without a heatmap)."""
-    if explanation is None or getattr(explanation, "heatmap", None) is None or not scans:
+    if explanation is None or explanation.heatmap_scan is None or explanation.view is None:
         return None
+    from medmm.explain import METHOD_NAMES
     from medmm.render import figure_to_array, overlay_figure
 
-    return figure_to_array(overlay_figure(explanation, scans))
+    fig = overlay_figure(scans[explanation.view].pixels, explanation.heatmap_scan,
+                         f"{explanation.finding} (p = {explanation.probability:.2f})",
+                         caption=f"{METHOD_NAMES.get(explanation.method, explanation.method)}; research demo, "
+                                 "not a diagnosis")
+    return figure_to_array(fig)
 
 
-def note_tokens(explanation: Any) -> list[tuple[str, float | None]] | None:
-    """``[(token text, score in [-1, 1] or None)]`` for a ``gr.HighlightedText`` (None without notes)."""
-    if explanation is None or not getattr(explanation, "tokens", None):
+def note_tokens(explanation: Any, notes: str | None) -> list[tuple[str, float | None]] | None:
+    """Note words with scores in [-1, 1] for a ``gr.HighlightedText`` (None without notes)."""
+    if explanation is None or not explanation.tokens:
         return None
     from medmm.render import token_highlights
 
-    return token_highlights(explanation)
+    return token_highlights(explanation.tokens, notes)
 
 
 # ------------------------------------------------------------------------------------------------ session

@@ -103,7 +103,9 @@ class TextEncoder(nn.Module):
     def __init__(self, name: str, max_tokens: int = 256, trainable: bool = False) -> None:
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # no "Loading weights" bars in a server log or CLI output
         path = resolve_text_encoder_path(name)
         local = Path(path).exists()
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)

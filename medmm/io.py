@@ -35,7 +35,6 @@ import io
 import logging
 import math
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path

@@ -291,8 +291,8 @@ class SentenceBank:
     mentions: tuple[tuple[Mention, ...], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        counts = np.asarray(self.counts, dtype=np.int64).reshape(-1)
-        imp = np.asarray(self.impression_counts, dtype=np.int64).reshape(-1)
+        counts = np.array(self.counts, dtype=np.int64).reshape(-1)
+        imp = np.array(self.impression_counts, dtype=np.int64).reshape(-1)
         if not (len(self.texts) == len(counts) == len(imp)):
             raise ValueError("texts, counts and impression_counts must have the same length")
         emb = self.embeddings
@@ -301,6 +301,8 @@ class SentenceBank:
             if emb.ndim != 2 or emb.shape[0] != len(self.texts):
                 raise ValueError(f"embeddings must be [N, D] with N={len(self.texts)}, got {emb.shape}")
             emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        for arr in (counts, imp) + ((emb,) if emb is not None else ()):
+            arr.flags.writeable = False          # shared read-only across requests (load_bank caches it)
         object.__setattr__(self, "texts", tuple(str(t) for t in self.texts))
         object.__setattr__(self, "counts", counts)
         object.__setattr__(self, "impression_counts", imp)
@@ -388,13 +390,18 @@ def build_bank(reports: Iterable[tuple[str | None, str | None]],
                         np.array([imp_counts[s] for s in keep], np.int64), emb, info)
 
 
-@functools.lru_cache(maxsize=4)
-def load_bank(path: str | None = None) -> SentenceBank:
-    """The shipped bank (``assets/sentence_bank.npz`` or ``$MEDMM_SENTENCE_BANK``), loaded once per path (read-only)."""
-    resolved = Path(path or os.environ.get(BANK_ENV_VAR) or DEFAULT_BANK_PATH)
+def load_bank(path: str | Path | None = None) -> SentenceBank:
+    """The shipped bank (``assets/sentence_bank.npz`` or ``$MEDMM_SENTENCE_BANK``), loaded once per file (read-only)."""
+    resolved = Path(path or os.environ.get(BANK_ENV_VAR) or DEFAULT_BANK_PATH).resolve()
     if not resolved.exists():
         raise FileNotFoundError(f"sentence bank not found: {resolved} (run scripts/build_sentence_bank.py)")
-    return SentenceBank.load(resolved)
+    stat = resolved.stat()
+    return _load_bank_cached(str(resolved), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_bank_cached(path: str, mtime_ns: int, size: int) -> SentenceBank:
+    return SentenceBank.load(path)
 
 
 # ----------------------------------------------------------------------------------------- report

@@ -188,9 +188,13 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     ddp = None
     if world > 1:
-        ddp = nn.parallel.DistributedDataParallel(_Trainable(model, cfg.finetune_blocks))
-    shard = np.array_split(train_idx, world)[rank] if world > 1 else train_idx  # same size ±1 per rank
-    steps_per_epoch = math.ceil(len(shard) / cfg.batch_size)
+        ddp = nn.parallel.DistributedDataParallel(_Trainable(model, cfg.finetune_blocks), find_unused_parameters=True)
+    # torch's DistributedSampler (also with one replica): every rank gets an equal-length shard of the same
+    # patient-grouped fold, reshuffled each epoch from the shared seed.
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(range(len(train_idx)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
     total = max(1, steps_per_epoch * cfg.epochs)
     warmup = min(50, total // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -202,14 +206,13 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
     g = torch.Generator().manual_seed(cfg.seed + 17 * rank)
     use_amp = batcher.device.startswith("cuda")
     for epoch in range(cfg.epochs):
-        perm = shard[torch.randperm(len(shard), generator=g).numpy()]
+        sampler.set_epoch(epoch)
+        perm = train_idx[np.fromiter(iter(sampler), dtype=np.int64)]
         bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{cfg.epochs}", disable=not show_progress,
                    leave=False)
         running = 0.0
         for step in bar:
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size].tolist()
-            if not idx:
-                continue
             batch = batcher.get(idx, view="random", generator=g, modality_dropout=cfg.modality_dropout)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 if ddp is not None:
@@ -388,7 +391,11 @@ def main(argv: list[str] | None = None) -> int:
                          mean=tuple(model.image_encoder.pretrained_cfg.get("mean", (0.5,) * 3)),
                          std=tuple(model.image_encoder.pretrained_cfg.get("std", (0.5,) * 3)))
     t0 = time.time()
+    if world > 1 and rank != 0:
+        torch.distributed.barrier()  # rank 0 builds and saves the cache first; the others then read it
     image_cache = build_image_cache(model, records, cfg, prep, args.aug_views, out / "cache", device, show)
+    if world > 1 and rank == 0:
+        torch.distributed.barrier()
     text_cache = build_text_cache(model, records)
     log.info("caches ready in %.0f s (%d images, %d notes)", time.time() - t0, len(image_cache),
              int(sum(r.notes is not None for r in records)))
@@ -444,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     img_idx = np.array([i for i, r in enumerate(records) if r.image])
     ood = OODReference.fit(image_embeddings(final, batcher, img_idx, cfg)) if len(img_idx) > 10 else None
     total_meter.__exit__(None, None, None)
+    _write_rank_summary(out, rank, final, metrics)
     if rank != 0:
         return 0
     summary = {
@@ -463,6 +471,18 @@ def main(argv: list[str] | None = None) -> int:
     (out / "metrics.json").write_text(json.dumps({"metrics": metrics, "training": summary}, indent=2, default=float))
     log.info("checkpoint written to %s; metrics in %s", ckpt, out / "metrics.json")
     return 0
+
+
+def _write_rank_summary(out: Path, rank: int, model: MedMM, metrics: dict) -> None:
+    """Per-rank fingerprint of the result (final weights + metrics), so distributed runs can show agreement."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        if not k.startswith("text_encoder."):
+            h.update(k.encode())
+            h.update(v.detach().float().cpu().numpy().round(5).tobytes())
+    summary = {"rank": rank, "weights_sha256": h.hexdigest(),
+               "pneumonia_auc": ((metrics.get("findings") or {}).get("Pneumonia") or {}).get("auc")}
+    (out / f"rank{rank}.json").write_text(json.dumps(summary, indent=2, default=float))
 
 
 def _headline(metrics: dict) -> dict:
