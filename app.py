@@ -14,7 +14,6 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 
@@ -142,27 +141,26 @@ with gr.Blocks(title="medmm: chest X-ray + notes decision support (research demo
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
-            files_in = gr.File(label="Scans: chest radiographs (PNG, JPEG, DICOM with or without .dcm) or one CT series",
+            files_in = gr.File(label="Scans: PNG, JPEG or DICOM (any extension); a CT series as several files",
                                file_count="multiple", file_types=None, height=140, elem_id="scans")
-            notes_in = gr.Textbox(label="Clinical notes (optional; no names or identifiers please)", lines=4,
+            notes_in = gr.Textbox("", label="Clinical notes (optional; no names or identifiers please)", lines=4,
                                   max_lines=12, placeholder="e.g. 3 days of fever and productive cough, crackles right base.",
                                   elem_id="notes")
             with gr.Row():
                 finding_in = gr.Dropdown(fmt.finding_choices(PIPELINE.findings), value=fmt.MOST_PROBABLE,
-                                         label="Finding to explain")
+                                         label="Finding to explain", scale=2)
                 method_in = gr.Radio([(METHOD_NAMES[m], m) for m in METHODS], value=METHODS[0],
-                                     label="Explanation method")
+                                     label="Explanation method", scale=3)
             analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze")
         with gr.Column(scale=6):
-            warnings_md = gr.Markdown("Results appear here after **Analyze**.", elem_id="warnings",
+            warnings_md = gr.Markdown("Results appear here after **Analyze**.", label="Warnings", elem_id="warnings",
                                       elem_classes=["medmm-warning"])
-            with gr.Row(equal_height=False):
-                findings_label = gr.Label(label="Findings (calibrated probability)", num_top_classes=5,
-                                          elem_id="findings", scale=1)
-                with gr.Column(scale=1):
-                    findings_table = gr.Dataframe(headers=fmt.FINDINGS_HEADERS, label="Operating point",
-                                                  interactive=False, elem_id="findings-table")
-                    positive_md = gr.Markdown()
+            findings_label = gr.Label(label="Findings (calibrated probability)", num_top_classes=5,
+                                      show_heading=False, elem_id="findings")
+            findings_table = gr.Dataframe(headers=fmt.FINDINGS_HEADERS, interactive=False,
+                                          label="Operating point (stored threshold per finding)",
+                                          elem_id="findings-table")
+            positive_md = gr.Markdown(label="Positive findings")
 
     example_rows, example_labels = fmt.example_rows(EXAMPLES_DIR, fmt.MOST_PROBABLE, METHODS[0])
     gr.Examples(example_rows, inputs=[files_in, notes_in, finding_in, method_in], example_labels=example_labels,
@@ -172,31 +170,33 @@ with gr.Blocks(title="medmm: chest X-ray + notes decision support (research demo
         with gr.Column(scale=5):
             overlay_image = gr.Image(label="Saliency overlay (where the model looked for the explained finding)",
                                      interactive=False, height=360, format="png", elem_id="overlay")
-            explanation_md = gr.Markdown()
+            explanation_md = gr.Markdown(label="Explanation details")
             tokens_text = gr.HighlightedText(label="Note words: red supports, blue argues against the finding",
                                              show_legend=False, elem_id="tokens")
-            modality_label = gr.Label(label="Modality contribution (leave-one-out share)", elem_id="modality")
+            modality_label = gr.Label(label="Modality contribution (leave-one-out share)", show_heading=False,
+                                      elem_id="modality")
         with gr.Column(scale=5):
-            report_box = gr.Textbox(label="Draft report (editable; machine draft, requires clinician review)",
+            report_box = gr.Textbox(label="Draft report (editable; requires clinician review)",
                                     lines=14, max_lines=30, interactive=True, elem_id="report")
-            check_btn = gr.Button("Check consistency", elem_id="check")
-            consistency_md = gr.Markdown(elem_id="consistency")
+            check_btn = gr.Button("Check consistency", size="md", elem_id="check")
+            consistency_md = gr.Markdown(label="Consistency check", elem_id="consistency")
             with gr.Row():
                 download_text = gr.DownloadButton("Report (.txt)", size="sm")
                 download_json = gr.DownloadButton("Result (JSON)", size="sm")
                 download_sr = gr.DownloadButton("DICOM SR", size="sm")
             with gr.Accordion("Energy for this request", open=True):
-                energy_md = gr.Markdown(elem_id="energy")
+                energy_md = gr.Markdown(label="Energy", elem_id="energy")
 
     with gr.Accordion("Scan as loaded (windowing applied) and safe metadata", open=False):
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 viewer_image = gr.Image(label="Scan as the model received it", interactive=False, height=400,
-                                        format="png", image_mode="L")
+                                        format="png", image_mode="L", elem_id="viewer")
                 scan_slider = gr.Slider(1, 2, value=1, step=1, label="Scan", visible=False)
                 slice_slider = gr.Slider(1, 2, value=1, step=1, label="Slice", visible=False)
             with gr.Column(scale=5):
-                metadata_df = gr.Dataframe(label="Scan metadata (no identifiers)", interactive=False, wrap=True)
+                metadata_df = gr.Dataframe(label="Scan metadata (no identifiers)", interactive=False, wrap=True,
+                                           elem_id="metadata")
 
     analyze_btn.click(
         analyze, [files_in, notes_in, finding_in, method_in],
@@ -222,4 +222,5 @@ CSS = """
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
     demo.launch(max_file_size=MAX_FILE_SIZE, css=CSS, footer_links=["api"])

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 DISCLAIMER = ("Research decision support, not a diagnosis. Model outputs and drafted reports require review "
               "by a qualified clinician before any use.")
 MOST_PROBABLE = "most probable"
-FINDINGS_HEADERS = ["Finding", "Probability", "Operating threshold", "Positive"]
+FINDINGS_HEADERS = ["Finding", "Probability", "Threshold", "Positive"]
 POSITIVE_ROW_STYLE = "background-color: #fde2e1; font-weight: 600"
 EXPORT_NAMES = {"text": "medmm_report.txt", "json": "medmm_result.json", "sr": "medmm_report_sr.dcm"}
 
@@ -177,8 +177,12 @@ def explanation_markdown(explanation: Any) -> str:
         return ""
     from medmm.explain import METHOD_NAMES
 
-    lines = [f"**{METHOD_NAMES.get(explanation.method, explanation.method)}** for **{explanation.finding}** "
-             f"(p = {explanation.probability:.2f}); map shows positive evidence for this finding."]
+    target = f"**{explanation.finding}** (p = {explanation.probability:.2f})"
+    if explanation.heatmap_scan is None:
+        lines = [f"No scan: only the note words are explained, for {target}."]
+    else:
+        lines = [f"**{METHOD_NAMES.get(explanation.method, explanation.method)}** for {target}; the map shows "
+                 "positive evidence for this finding."]
     m = explanation.modality or {}
     if m.get("p_both") is not None:
         lines.append(f"p(image + notes) {_p(m['p_both'])} · image only {_p(m.get('p_image_only'))} · "

@@ -63,7 +63,10 @@ def _same(finding: str) -> dict[str, dict[str, str]]:
 
 
 # Report-only abnormality: asserting it makes the study abnormal (No Finding negative); negating it says nothing.
-_ABNORMAL_EFFECTS = {"positive": {"No Finding": "negative"}, "uncertain": {"No Finding": "uncertain"}, "negative": {}}
+# A hedged abnormality ("possible small effusion") is "possibly abnormal", which the three statuses cannot say
+# about "No Finding" (its 'uncertain' means "possibly normal"), so it has no finding effect; see
+# ``asserts_abnormality``.
+_ABNORMAL_EFFECTS = {"positive": {"No Finding": "negative"}, "uncertain": {}, "negative": {}}
 # Whole-study normal statements: "the lungs are clear", "normal chest".
 _NORMAL_STUDY_EFFECTS = {
     "positive": {"No Finding": "positive", "Pneumonia": "negative"},
@@ -112,7 +115,7 @@ CONCEPTS: tuple[Concept, ...] = (
     ), {
         "negative": {"No Finding": "positive", "Pneumonia": "negative"},
         "positive": {"No Finding": "negative"},
-        "uncertain": {"No Finding": "uncertain"},
+        "uncertain": {},
     }),
     Concept("lungs_clear", (
         r"(?:the\s+|both\s+)?lungs?\s+(?:are\s+|is\s+|remain\s+|appear\s+|appears\s+)?(?:grossly\s+|now\s+)?"
@@ -251,6 +254,11 @@ class Mention:
     def finding_effects(self) -> dict[str, str]:
         """What this mention says about each modelled finding."""
         return dict(CONCEPT_BY_NAME[self.concept].effects.get(self.status, {}))
+
+    def asserts_abnormality(self) -> bool:
+        """True for an asserted or hedged abnormality outside the pneumonia family (effusion, nodule, "acute process")."""
+        concept = CONCEPT_BY_NAME[self.concept]
+        return self.status != "negative" and (concept.kind == "abnormal" or concept.name == "acute_abnormality")
 
 
 def _lower_same_length(text: str) -> str:
@@ -415,17 +423,23 @@ def binary_labels(text: str, *, uncertain_as_positive: bool = True) -> dict[str,
 
     A pneumonia-family finding is present if any sentence asserts it (uncertain counts as present by default,
     CheXpert "U-ones"); a subtype or COVID-19 implies Pneumonia. "No Finding" is present only if some sentence
-    states a normal study, no sentence asserts or hedges an abnormality, and no pneumonia-family finding is present.
+    states (or, with U-ones, hedges) a normal study, no sentence asserts or hedges an abnormality, and no
+    pneumonia-family finding is present.
     """
     present = {"positive", "uncertain"} if uncertain_as_positive else {"positive"}
     out = {f: 0 for f in FINDINGS}
     nf_pos = nf_against = False
     for sentence in split_sentences(text):
-        labels = label_sentence(sentence)
+        mentions = find_mentions(sentence)
+        nf_against |= any(m.asserts_abnormality() for m in mentions)
+        labels: dict[str, str] = {}
+        for m in mentions:
+            for f, s in m.finding_effects().items():
+                _merge(labels, f, s)
         for f, s in labels.items():
             if f == "No Finding":
-                nf_pos |= s == "positive"
-                nf_against |= s in ("negative", "uncertain")
+                nf_pos |= s in present
+                nf_against |= s == "negative"
             elif s in present:
                 out[f] = 1
     if out["COVID-19"] or out["Bacterial pneumonia"] or out["Viral pneumonia"]:

@@ -57,7 +57,8 @@ class MedMM(nn.Module):
     def encode_images(self, pixels: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, V, 3, H, W]`` (V views per request) -> masked mean of per-view features ``[B, F]``."""
         b, v = pixels.shape[:2]
-        feats = self.image_encoder(pixels.flatten(0, 1)).view(b, v, -1)  # [B, V, F]
+        x = pixels.flatten(0, 1).contiguous(memory_format=torch.channels_last)  # NHWC: ~2x faster convs on CPU
+        feats = self.image_encoder(x).view(b, v, -1)  # [B, V, F]
         if view_mask is None:
             return feats.mean(1)
         w = view_mask.to(feats.dtype)[..., None]

@@ -65,6 +65,7 @@ class Pipeline:
 
     def __init__(self, model, meta, ood, device: str = "cpu") -> None:
         self.model, self.meta, self.ood, self.device = model, meta, ood, device
+        self.model.image_encoder.to(memory_format=torch.channels_last)  # matches encode_images' NHWC input
         self.findings: tuple[str, ...] = meta.findings
         self.temperatures = torch.tensor([meta.temperatures[f] for f in self.findings], dtype=torch.float32)
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # sha256(notes) -> embedding

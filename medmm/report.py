@@ -106,7 +106,7 @@ def _finding_template(finding: str, band: str, prob: float, image: bool) -> str:
 
 # ----------------------------------------------------------------------------------------- notes -> indication
 _CONTROL_KEEP = {"\n", "\t"}
-_EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})+")  # anchored: linear time
 _URL_RE = re.compile(r"\b(?:https?://|www\.)\S+", re.I)
 _PHONE_RE = re.compile(r"(?<![\w/])(?:\+?\d{1,3}[\s.-]?)?(?:\(\d{3}\)|\d{3})[\s.-]?\d{3}[\s.-]?\d{4}(?![\w/])")
 _SSN_RE = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
@@ -257,7 +257,7 @@ def _bank_usable(sentence: str, mentions: Sequence[Mention]) -> bool:
     for m in mentions:
         concept = CONCEPT_BY_NAME[m.concept]
         effects = m.finding_effects()
-        if concept.kind == "abnormal" and m.status != "negative":
+        if m.asserts_abnormality():
             return False
         if concept.kind == "normal" and m.status != "positive":
             return False
@@ -481,7 +481,7 @@ def _eligible(mentions: Sequence[Mention], bands: dict[str, str], normal_prose: 
         return False
     for m in mentions:
         kind = CONCEPT_BY_NAME[m.concept].kind
-        if kind == "abnormal" and (m.status != "negative" or not normal_prose):
+        if m.asserts_abnormality() or (kind == "abnormal" and not normal_prose):
             return False
         if kind == "normal" and (m.status != "positive" or not normal_prose):
             return False
@@ -694,7 +694,8 @@ def check_consistency(report_text: str, prediction: Prediction, *, include_uncer
     """Contradictions between a (possibly edited) report and the model's findings, one per sentence and finding.
 
     Flags a sentence that asserts a finding the model predicted negative, or negates one it predicted positive.
-    With ``include_uncertain`` a hedged mention of a finding predicted negative is flagged too. Indication,
+    With ``include_uncertain`` a hedged mention of a finding predicted negative is flagged too, as is a hedged
+    abnormality ("possible small effusion") when the model predicted "No Finding". Indication,
     history, comparison, technique and note/disclaimer sections are not checked (they state the question, not
     the answer); without section headers the whole text is checked.
     """
@@ -706,10 +707,19 @@ def check_consistency(report_text: str, prediction: Prediction, *, include_uncer
         for sentence in split_sentences(text):
             per_finding: dict[str, tuple[str, str]] = {}
             rank = {"positive": 3, "uncertain": 2, "negative": 1}
-            for m in find_mentions(sentence):
+            mentions = find_mentions(sentence)
+            for m in mentions:
                 for f, s in m.finding_effects().items():
                     if f not in per_finding or rank[s] > rank[per_finding[f][0]]:
                         per_finding[f] = (s, m.text)
+            hedged = next((m for m in mentions if m.asserts_abnormality() and m.status == "uncertain"), None)
+            if include_uncertain and hedged is not None and bands.get("No Finding") in POSITIVE_BANDS \
+                    and "No Finding" not in per_finding:
+                p, t = float(prediction.findings["No Finding"]), float(prediction.thresholds["No Finding"])
+                out.append(Contradiction(
+                    "No Finding", "uncertain", bands["No Finding"], p, t, sentence, hedged.text, section,
+                    f"The report raises a possible abnormality ('{hedged.text}'), but the model predicted No Finding "
+                    f"{bands['No Finding']} (p={p:.2f} >= threshold {t:.2f})."))
             for f in FINDINGS:
                 if f not in per_finding or f not in bands:
                     continue

@@ -79,9 +79,9 @@ LABELLER_CASES = [
     ("XXXX patchy right lower lobe infiltrate consistent with pneumonia.", {"Pneumonia": P}),
     ("Vague patchy opacity in the right midlung which may represent early pneumonia.",
      {"Pneumonia": U, "No Finding": N}),
-    ("Streaky opacities in the right lower lobe, atelectasis versus infiltrate.", {"Pneumonia": U, "No Finding": U}),
+    ("Streaky opacities in the right lower lobe, atelectasis versus infiltrate.", {"Pneumonia": U}),
     ("Superimposed infection cannot be entirely excluded.", {"Pneumonia": U}),
-    ("This could represent pneumonia or a tumor.", {"Pneumonia": U, "No Finding": U}),
+    ("This could represent pneumonia or a tumor.", {"Pneumonia": U}),
     ("Left basilar opacity, suspicious for pneumonia.", {"Pneumonia": U, "No Finding": N}),
     ("Cannot exclude early pneumonia.", {"Pneumonia": U}),
     ("Previously seen right lower lobe pneumonia has resolved.", {"Pneumonia": N}),
@@ -282,6 +282,9 @@ def test_check_consistency_flags_edited_report(shipped_bank: SentenceBank) -> No
     strict = check_consistency(text, positive, include_uncertain=True)
     assert ("Viral pneumonia", U) in {(c.finding, c.report_status) for c in strict}
     assert json.dumps([c.to_dict() for c in strict])
+    hedged = check_consistency("IMPRESSION: Possible small left pleural effusion.", negative, include_uncertain=True)
+    assert [(c.finding, c.report_status, c.evidence) for c in hedged] == [("No Finding", U, "pleural effusion")]
+    assert check_consistency("IMPRESSION: Possible small left pleural effusion.", negative) == []
 
 
 def test_report_sections_parsing() -> None:

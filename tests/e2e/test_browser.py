@@ -90,7 +90,7 @@ def test_gradio_client_predict_and_check(server: tuple[str, Path]) -> None:
     assert {c["label"] for c in label["confidences"]} == {"No Finding", "Pneumonia", "Bacterial pneumonia",
                                                           "Viral pneumonia", "COVID-19"}
     assert all(0.0 <= c["confidence"] <= 1.0 for c in label["confidences"])
-    assert table["headers"] == ["Finding", "Probability", "Operating threshold", "Positive"]
+    assert table["headers"] == ["Finding", "Probability", "Threshold", "Positive"]
     assert len(table["data"]) == 5
     for section in ("INDICATION:", "FINDINGS:", "IMPRESSION:"):
         assert section in report
@@ -117,7 +117,8 @@ def test_gradio_client_bad_file_is_a_clear_error(server: tuple[str, Path], tmp_p
 def test_browser_analyze_shows_findings_and_report(server: tuple[str, Path]) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium) for browser tests")
-    from playwright.sync_api import expect, sync_playwright
+    playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    expect, sync_playwright = playwright.expect, playwright.sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
@@ -128,11 +129,11 @@ def test_browser_analyze_shows_findings_and_report(server: tuple[str, Path]) -> 
             expect(page.locator("#disclaimer")).to_contain_text("not a diagnosis")
             page.locator("#scans input[type=file]").set_input_files(str(IMAGE))
             page.locator("#notes textarea").fill(NOTES)
-            expect(page.locator("#scans")).to_contain_text(IMAGE.name, timeout=30_000)   # upload finished
+            expect(page.locator("#scans")).to_contain_text(IMAGE.stem, timeout=30_000)   # upload finished
             page.locator("#analyze").click()
             expect(page.locator("#report textarea")).to_have_value(re.compile("IMPRESSION:"), timeout=RESULT_TIMEOUT_MS)
             expect(page.locator("#findings")).to_contain_text("Pneumonia")
-            expect(page.locator("#findings-table")).to_contain_text("Operating threshold")
+            expect(page.locator("#findings-table")).to_contain_text("Threshold")
             expect(page.locator("#energy")).to_contain_text("CO2e")
             expect(page.locator("#overlay img")).to_be_visible()
 
@@ -142,6 +143,10 @@ def test_browser_analyze_shows_findings_and_report(server: tuple[str, Path]) -> 
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / "screenshot.png"
             page.screenshot(path=str(shot), full_page=True)
+
+            page.get_by_text("Scan as loaded").click()                    # viewer + safe metadata
+            expect(page.locator("#viewer img")).to_be_visible(timeout=30_000)
+            expect(page.locator("#metadata")).to_contain_text("jpeg")
         finally:
             browser.close()
     docs_img = ROOT / "docs" / "img"

@@ -1,0 +1,257 @@
+"""The Gradio app's handlers called directly (no server, no browser), and the pure formatting in medmm.app_format.
+
+One real analysis (example radiograph + notes, Grad-CAM) is shared by the module; a second one runs the example
+DICOM without notes. Everything asserts values a clinician would see: all findings with probabilities, the overlay
+pixels, the report's sections, the energy figures, clear errors, no identifiers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # app.py lives at the repository root
+    sys.path.insert(0, str(ROOT))
+
+gr = pytest.importorskip("gradio")
+import app  # noqa: E402  (loads the default checkpoint once for the module)
+from medmm import app_format as fmt  # noqa: E402
+from medmm.prediction import Prediction  # noqa: E402
+
+EXAMPLES = ROOT / "assets" / "examples"
+IMAGE = EXAMPLES / "02_child_bacterial_pneumonia.jpeg"
+NOTES = (EXAMPLES / "02_child_bacterial_pneumonia.txt").read_text(encoding="utf-8")
+DICOM = EXAMPLES / "04_adult_dicom_dx.dcm"
+FINDINGS = tuple(app.PIPELINE.findings)
+
+
+def _no_progress(*args, **kwargs) -> None:
+    return None
+
+
+@pytest.fixture(scope="module")
+def analyzed() -> dict:
+    return app.analyze([str(IMAGE)], NOTES, fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+
+
+def _error_message(excinfo: pytest.ExceptionInfo) -> str:
+    return excinfo.value.message
+
+
+# ------------------------------------------------------------------------------------------------ analyze
+def test_analyze_example_gives_every_finding_with_probability_and_operating_point(analyzed: dict) -> None:
+    label = analyzed[app.findings_label]
+    assert tuple(label) == FINDINGS
+    assert all(0.0 <= p <= 1.0 for p in label.values())
+    table = analyzed[app.findings_table].data            # pandas Styler -> its DataFrame
+    assert list(table.columns) == fmt.FINDINGS_HEADERS
+    assert list(table["Finding"]) == list(FINDINGS)
+    session = analyzed[app.state]
+    pred = session.prediction
+    for _, row in table.iterrows():
+        f = row["Finding"]
+        assert row["Probability"] == pytest.approx(pred.findings[f], abs=5e-4)
+        assert row["Threshold"] == pytest.approx(pred.thresholds[f], abs=5e-4)
+        assert row["Positive"].startswith("YES") == (f in pred.positive)
+
+
+def test_analyze_example_draws_overlay_tokens_and_modalities(analyzed: dict) -> None:
+    overlay = analyzed[app.overlay_image]
+    assert isinstance(overlay, np.ndarray) and overlay.ndim == 3 and overlay.shape[2] == 3
+    assert overlay.dtype == np.uint8 and overlay.std() > 5        # an actual picture, not a blank canvas
+    tokens = analyzed[app.tokens_text]
+    scored = [(t, s) for t, s in tokens if s is not None]
+    assert scored and all(-1.0 <= s <= 1.0 for _, s in scored)
+    assert "".join(t for t, _ in tokens).split() == NOTES.split()  # the notes, in order, nothing invented
+    shares = analyzed[app.modality_label]
+    assert set(shares) == {"image", "notes"} and sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
+    assert "Grad-CAM" in analyzed[app.explanation_md]
+
+
+def test_analyze_example_drafts_report_and_energy(analyzed: dict) -> None:
+    report = analyzed[app.report_box]
+    assert report.index("INDICATION:") < report.index("FINDINGS:") < report.index("IMPRESSION:")
+    assert "not a diagnosis" in report
+    energy = analyzed[app.energy_md]
+    assert " J**" in energy and "Wh" in energy and "g CO2e" in energy and "Method:" in energy
+    for stage in ("load", "inference", "explanation", "report"):
+        assert f"| {stage} |" in energy
+    assert "UNTRAINED" in analyzed[app.warnings_md]              # the shipped wiring checkpoint is untrained
+
+
+def test_analyze_example_writes_downloads_in_gradio_cache(analyzed: dict) -> None:
+    from gradio.utils import get_upload_folder
+    from pydicom import dcmread
+
+    text, js, sr = (Path(analyzed[c]) for c in (app.download_text, app.download_json, app.download_sr))
+    assert text.parent == js.parent == sr.parent
+    assert text.parent.parent == Path(get_upload_folder())    # per-request folder that delete_cache cleans
+    assert text.read_text(encoding="utf-8") == analyzed[app.report_box]
+    payload = json.loads(js.read_text(encoding="utf-8"))
+    assert set(payload["findings"]) == set(FINDINGS) and payload["report_edited"] is False
+    assert "not a diagnosis" in payload["disclaimer"]
+    ds = dcmread(sr)
+    assert ds.Modality == "SR" and ds.VerificationFlag == "UNVERIFIED" and str(ds.PatientName) == ""
+
+
+def test_analyze_dicom_without_extension_shows_safe_metadata_and_viewer(tmp_path: Path) -> None:
+    no_ext = tmp_path / "IMG0001"                         # DICOM files often have no extension
+    shutil.copyfile(DICOM, no_ext)
+    out = app.analyze([str(no_ext)], "", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+    meta = dict((row[0], row[1]) for row in out[app.metadata_df]["data"])
+    assert meta["Format"] == "dicom" and meta["Modality"] == "DX" and meta["Size (rows x columns)"] == "1024 x 1024"
+    shown = json.dumps({k.elem_id or str(i): str(v) for i, (k, v) in enumerate(out.items()) if k is not app.state})
+    assert "Covid0000" not in shown                       # the fixture's PatientName/PatientID never reach the UI
+    viewer = out[app.viewer_image]
+    assert viewer.shape == (1024, 1024) and viewer.dtype == np.uint8
+    assert out[app.tokens_text] is None                   # no notes, no token highlights
+    assert set(out[app.modality_label]) == {"image"}
+
+
+# ------------------------------------------------------------------------------------------------ errors
+def test_text_file_renamed_png_is_a_clear_error(tmp_path: Path) -> None:
+    fake = tmp_path / "chest.png"
+    fake.write_text("this is a text file, not an X-ray\n")
+    with pytest.raises(gr.Error) as excinfo:
+        app.analyze([str(fake)], "cough", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+    message = _error_message(excinfo)
+    assert "not an image" in message and "text" in message
+    assert "chest.png" not in message                     # file names may carry identifiers
+
+
+@pytest.mark.parametrize("files,notes", [(None, ""), ([], "   \n\t "), (None, None)])
+def test_empty_input_is_a_clear_error(files, notes) -> None:
+    with pytest.raises(gr.Error) as excinfo:
+        app.analyze(files, notes, fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+    assert "at least one scan or some clinical notes" in _error_message(excinfo)
+
+
+def test_unexpected_failure_shows_generic_message_and_logs_type_only(monkeypatch, caplog) -> None:
+    def boom(*args, **kwargs):
+        raise RuntimeError("SECRET-PATIENT-DETAIL")
+
+    monkeypatch.setattr(app, "run_request", boom)
+    with caplog.at_level(logging.INFO), pytest.raises(gr.Error) as excinfo:
+        app.analyze(None, "SECRET-NOTES", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+    assert _error_message(excinfo) == app.GENERIC_ERROR
+    assert "RuntimeError" in caplog.text
+    assert "SECRET" not in caplog.text
+
+
+# ------------------------------------------------------------------------------------------------ follow-up actions
+def test_consistency_check_flags_edited_report(analyzed: dict) -> None:
+    session = analyzed[app.state]
+    assert "No contradictions" in app.check_report(analyzed[app.report_box], session)  # the draft agrees
+    pred = session.prediction
+    negated = next(f for f in pred.positive if f != "No Finding")
+    edited = f"FINDINGS: The lungs are clear.\n\nIMPRESSION: No {negated.lower()}."
+    result = app.check_report(edited, session)
+    assert "contradiction" in result and negated in result
+    with pytest.raises(gr.Error):
+        app.check_report(edited, None)
+    with pytest.raises(gr.Error):
+        app.check_report("  ", session)
+
+
+def test_export_uses_edited_text(analyzed: dict) -> None:
+    from pydicom import dcmread
+
+    session = analyzed[app.state]
+    edited = analyzed[app.report_box].replace("FINDINGS:", "FINDINGS: Clinician-edited sentence.", 1)
+    text, js, sr = app.export(edited, session)
+    assert Path(text).read_text(encoding="utf-8") == edited
+    assert json.loads(Path(js).read_text(encoding="utf-8"))["report_edited"] is True
+    sr_text = " ".join(str(item.TextValue) for item in dcmread(sr).ContentSequence)
+    assert "Clinician-edited sentence." in sr_text
+    assert app.export(edited, None) == (None, None, None)
+
+
+def test_viewer_slices_through_a_series() -> None:
+    volume = np.stack([np.full((4, 5), v, np.uint8) for v in (10, 20, 30)])   # [D, H, W]
+    single = np.zeros((1, 6, 6), np.uint8)
+    session = fmt.SessionResult(prediction=None, report=None, payload={}, stacks=(single, volume))
+    image, slider = app.select_scan(2, session)
+    assert image[0, 0] == 20 and slider.maximum == 3 and slider.visible
+    assert app.show_slice(2, 3, session)[0, 0] == 30
+    assert app.show_slice(2, 99, session)[0, 0] == 30                        # clamped
+    assert app.show_slice(1, 1, session).shape == (6, 6)
+    assert app.show_slice(1, 1, None) is None
+
+
+# ------------------------------------------------------------------------------------------------ app_format (pure)
+def _prediction(**probs: float) -> Prediction:
+    findings = {f: probs.get(f.replace(" ", "_").replace("-", "_"), 0.1) for f in FINDINGS}
+    thresholds = {f: 0.5 for f in FINDINGS}
+    positive = tuple(f for f in FINDINGS if findings[f] >= thresholds[f])
+    return Prediction(findings=findings, thresholds=thresholds, positive=positive, modalities=("image",))
+
+
+def test_findings_rows_flag_positive_with_band() -> None:
+    pred = _prediction(Pneumonia=0.9, COVID_19=0.55)
+    rows = {r[0]: r for r in fmt.findings_rows(pred)}
+    assert rows["Pneumonia"][1:] == [0.9, 0.5, "YES (likely)"]
+    assert rows["COVID-19"][3] == "YES (possible)"
+    assert rows["No Finding"][3] == "no"
+    style_block = fmt.findings_table(pred).to_html().split("</style>")[0]
+    assert fmt.POSITIVE_ROW_STYLE.split(";")[0] in style_block
+    highlighted = {int(r) for r in re.findall(r"_row(\d+)_col\d+", style_block)}
+    assert highlighted == {FINDINGS.index("Pneumonia"), FINDINGS.index("COVID-19")}   # positive rows only
+    assert "**Pneumonia**" in fmt.positive_summary(pred)
+
+
+def test_energy_markdown_lists_totals_method_and_stages() -> None:
+    energy = {"joules": 12.5, "wh": 12.5 / 3600, "gco2e": 12.5 * 475 / 3.6e6, "method": "rapl",
+              "uncertainty": "±10%", "grid_intensity_g_per_kwh": 475.0,
+              "stages": {"inference": {"joules": 10.0, "duration_s": 0.5}, "report": {"joules": 2.5, "duration_s": 0.1}}}
+    text = fmt.energy_markdown(energy, latency_s=0.61)
+    assert "**12.5 J** = 0.00347 Wh" in text and "0.00165 g CO2e" in text and "`rapl`" in text
+    assert "| inference | 10 | 0.50 |" in text and "latency 0.61 s" in text
+
+
+def test_metadata_table_shows_only_whitelisted_fields() -> None:
+    meta = {"source_format": "dicom", "modality": "CR", "view": "PA", "rows": 10, "columns": 12, "frames": 1,
+            "pixel_spacing_mm": [0.139, 0.139], "bits_stored": 12, "inverted": True, "notes": [],
+            "patient_name": "SECRET^NAME", "study_date": "20200101"}
+    table = fmt.metadata_table([meta])
+    flat = json.dumps(table)
+    assert table["headers"] == ["Field", "Scan 1"] and "SECRET" not in flat and "20200101" not in flat
+    values = dict(table["data"])
+    assert values["Pixel spacing (mm)"] == "0.139 x 0.139" and values["Inverted for display (MONOCHROME1)"] == "yes"
+    assert fmt.metadata_table([])["data"] == [["Scans", "none (notes only)"]]
+
+
+def test_warnings_and_consistency_markdown() -> None:
+    assert fmt.warnings_markdown([]) == "No warnings for this request."
+    assert "- OOD" in fmt.warnings_markdown(["OOD", ""])
+    assert "No contradictions" in fmt.consistency_markdown([])
+    c = SimpleNamespace(explanation="The report rules out Pneumonia.", sentence="No\n pneumonia.")
+    assert '- The report rules out Pneumonia. Sentence: "No pneumonia."' in fmt.consistency_markdown([c])
+
+
+def test_viewer_stack_and_explain_request() -> None:
+    scan = SimpleNamespace(pixels=np.array([[0.0, 0.5], [1.0, 2.0]], np.float32), volume_pixels=None)
+    assert fmt.viewer_stack(scan).tolist() == [[[0, 128], [255, 255]]]
+    ct = SimpleNamespace(pixels=np.zeros((2, 2)), volume_pixels=np.ones((3, 2, 2), np.float32))
+    assert fmt.viewer_stack(ct).shape == (3, 2, 2)
+    assert fmt.explain_request(fmt.MOST_PROBABLE, "ig") == {"finding": None, "method": "ig"}
+    assert fmt.explain_request("COVID-19", "occlusion")["finding"] == "COVID-19"
+
+
+def test_example_rows_pair_images_with_notes() -> None:
+    rows, labels = fmt.example_rows(EXAMPLES)
+    assert len(rows) >= 3 and len(rows) == len(labels)
+    by_label = dict(zip(labels, rows))
+    assert by_label["child bacterial pneumonia"][0] == [str(IMAGE)]
+    assert by_label["child bacterial pneumonia"][1] == NOTES.strip()
+    assert by_label["notes only"][0] is None and by_label["notes only"][1]
+    assert any(r[0] and r[0][0].endswith(".dcm") for r in rows)
+    assert sum(p.stat().st_size for p in EXAMPLES.iterdir()) < 3 * 1024 * 1024

@@ -1,0 +1,262 @@
+"""medmm.explain (attributions, sanity checks, CLI) and medmm.render (figures without pyplot).
+
+A tiny model (fused_dim 32, random image encoder, 96 px input) keeps the whole file well under a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medmm.checkpoint import CheckpointMeta
+from medmm.config import ModelConfig, Preprocessing
+from medmm.explain import (ExplainError, Explanation, _ImageScorer, _TextScorer, cli_explain, explain,
+                           merge_wordpieces, occlusion_geometry, reference_image, spearman)
+from medmm.io import Scan, ScanMetadata
+from medmm.labels import FINDINGS
+from medmm.model import create_model
+from medmm.pipeline import InputError, Pipeline
+from medmm.render import figure_to_array, figure_to_png, overlay_figure, token_highlights
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 96
+NOTES = "Fever 39.5C, cough; crackles right base. Tachypnoea."
+
+
+def _scan(h: int = 100, w: int = 160, seed: int = 0) -> Scan:
+    """A non-square synthetic 'film': smooth background, two bright blobs, a little noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
+    img = 0.3 + 0.2 * yy + 0.5 * np.exp(-((xx - 0.3) ** 2 + (yy - 0.5) ** 2) / 0.01)
+    img += 0.4 * np.exp(-((xx - 0.75) ** 2 + (yy - 0.4) ** 2) / 0.02) + 0.03 * rng.standard_normal((h, w))
+    meta = ScanMetadata(source_format="png", modality=None, view=None, photometric_interpretation=None,
+                        bits_stored=8, pixel_spacing_mm=None, transfer_syntax=None, rows=h, columns=w, frames=1,
+                        windowing=None, inverted=False)
+    return Scan(pixels=np.clip(img, 0, 1).astype(np.float32), metadata=meta)
+
+
+@pytest.fixture(scope="module")
+def pipe() -> Pipeline:
+    torch.manual_seed(0)
+    cfg = ModelConfig(fused_dim=32)
+    model = create_model(cfg, pretrained=False).eval()
+    meta = CheckpointMeta(model=cfg, preprocessing=Preprocessing(input_size=SIZE), findings=FINDINGS,
+                          temperatures={f: 1.5 for f in FINDINGS}, thresholds={f: 0.5 for f in FINDINGS},
+                          trained=True, name="tiny-test")
+    return Pipeline(model, meta, None, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def both(pipe):
+    inputs = pipe.prepare([_scan()], NOTES)
+    return inputs, pipe.predict_prepared(inputs)
+
+
+@pytest.fixture(scope="module")
+def image_only(pipe):
+    inputs = pipe.prepare([_scan()], None)
+    return inputs, pipe.predict_prepared(inputs)
+
+
+@pytest.fixture(scope="module")
+def gradcam_sanity(pipe, both) -> Explanation:
+    inputs, pred = both
+    return explain(pipe, inputs, pred, method="gradcam", sanity=True, faithfulness_steps=4)
+
+
+# ------------------------------------------------------------------------------------------------ explain
+def test_gradcam_shapes_aspect_and_default_finding(gradcam_sanity, both):
+    exp, (_, pred) = gradcam_sanity, both
+    assert exp.finding == max(pred.findings, key=pred.findings.get)  # default: the most probable
+    assert exp.probability == pytest.approx(pred.findings[exp.finding])
+    assert exp.target == "calibrated_logit" and exp.method == "gradcam" and exp.view == 0
+    assert exp.heatmap.shape == (SIZE, SIZE) and exp.attributions.shape == (SIZE, SIZE)
+    assert exp.heatmap_scan.shape == (100, 160)  # the scan's own aspect ratio, not the square model grid
+    for a in (exp.heatmap, exp.heatmap_scan, exp.attributions):
+        assert np.isfinite(a).all()
+    assert exp.heatmap.min() >= 0 and exp.heatmap.max() <= 1
+    assert exp.timings_s["total_s"] > 0 and "image_s" in exp.timings_s and "sanity_s" in exp.timings_s
+    json.dumps(exp.to_summary())  # JSON-ready
+
+
+def test_scorers_reproduce_the_pipeline(pipe, both):
+    """The attribution forward passes compute exactly what the pipeline predicts (calibrated logits)."""
+    inputs, pred = both
+    model, temps = pipe.model, pipe.temperatures
+    with torch.no_grad():
+        img = model.encode_images(inputs.pixels)
+        txt = model.encode_text(inputs.input_ids, inputs.attention_mask)
+        expected = model.forward_features(img, txt) / temps
+        by_image = _ImageScorer(model, temps, 1)(inputs.pixels[:, 0], txt)
+        by_text = _TextScorer(model, temps)(inputs.input_ids, inputs.attention_mask, img)
+    torch.testing.assert_close(by_image, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(by_text, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(torch.sigmoid(expected)[0].numpy(), [pred.findings[f] for f in FINDINGS], rtol=1e-4)
+
+
+def test_randomization_changes_the_map_and_faithfulness_is_reported(gradcam_sanity):
+    stages = gradcam_sanity.sanity["randomization"]["stages"]
+    assert [s["stage"] for s in stages[:3]] == ["head", "fusion+projections", "conv_head"]
+    assert stages[-1]["stage"] == "stem"
+    # once the whole network is re-drawn the map must be far from the original (honest bound; typically ~0)
+    final = stages[-1]["spearman"]
+    assert np.isfinite(final) and final < 0.9
+    assert min(s["spearman"] for s in stages if np.isfinite(s["spearman"])) < 0.9
+    faith = gradcam_sanity.sanity["faithfulness"]
+    for key in ("deletion_auc", "deletion_auc_random", "insertion_auc", "insertion_auc_random"):
+        assert 0.0 <= faith[key] <= 1.0
+    assert len(faith["deletion_curve"]) == len(faith["fraction"]) == faith["steps"] + 1
+    assert faith["deletion_curve"][0] == pytest.approx(gradcam_sanity.probability, abs=1e-4)
+
+
+def test_integrated_gradients_completeness(pipe, image_only, gradcam_sanity):
+    inputs, pred = image_only
+    exp = explain(pipe, inputs, pred, finding="Pneumonia", method="ig", n_steps=32)
+    c = exp.sanity["ig_completeness"]
+    assert c["sum_attributions"] == pytest.approx(c["f_input"] - c["f_baseline"], abs=1e-6 + abs(c["delta"]) * 1.01)
+    assert c["relative_error"] < 0.1
+    assert exp.attributions.sum() == pytest.approx(c["sum_attributions"], rel=1e-3, abs=1e-5)
+    assert np.isfinite(exp.heatmap).all() and exp.heatmap_scan.shape == (100, 160)
+    assert gradcam_sanity.sanity["notes_ig_completeness"]["relative_error"] < 0.05  # token IG, 16 steps
+
+
+def test_occlusion_and_black_baseline(pipe, image_only):
+    inputs, pred = image_only
+    exp = explain(pipe, inputs, pred, finding="COVID-19", method="occlusion", baseline="black",
+                  occlusion_window=32, occlusion_stride=32)  # 3 x 3 windows keep the test fast
+    assert exp.finding == "COVID-19" and exp.heatmap.shape == (SIZE, SIZE)
+    assert exp.sanity["occlusion"] == {"window_px": 32, "stride_px": 32}
+    assert np.isfinite(exp.attributions).all() and len(np.unique(exp.attributions)) <= 9
+    ref = reference_image(inputs.pixels[:, 0], "black", black=[-1.0, -1.0, -1.0])
+    assert torch.all(ref == -1.0)
+    assert occlusion_geometry(224) == (32, 16) and occlusion_geometry(SIZE) == (14, 7)
+
+
+def test_tokens_reassemble_the_notes_words(gradcam_sanity):
+    words = [w for w, _ in gradcam_sanity.tokens]
+    assert "".join(words) == NOTES.replace(" ", "")  # every character is in exactly one word, original case
+    assert "Tachypnoea" in words  # several WordPiece pieces merged back into one word
+    scores = np.array([s for _, s in gradcam_sanity.tokens])
+    assert np.isfinite(scores).all() and np.abs(scores).max() == pytest.approx(1.0)
+
+
+def test_merge_wordpieces_sums_pieces(pipe):
+    tok = pipe.model.text_encoder.tokenizer
+    ids = tok("tachypnoea now")["input_ids"]
+    pieces = tok.convert_ids_to_tokens(ids)
+    assert any(p.startswith("##") for p in pieces)
+    scores = np.arange(len(ids), dtype=float)
+    merged = merge_wordpieces(tok, ids, scores)  # no text: pieces joined without '##'
+    n_word = sum(1 for p in pieces[1:-1] if p != "now")
+    assert merged[0] == ("tachypnoea", pytest.approx(sum(range(1, 1 + n_word))))
+    assert merged[1] == ("now", pytest.approx(len(ids) - 2))
+
+
+def test_modality_contribution_both_and_single(pipe, image_only, gradcam_sanity):
+    m = gradcam_sanity.modality
+    assert m["present"] == ["image", "notes"]
+    assert m["p_both"] == pytest.approx(gradcam_sanity.probability, abs=1e-5)
+    assert m["delta_image"] == pytest.approx(m["p_both"] - m["p_notes_only"])
+    assert m["share_image"] + m["share_notes"] == pytest.approx(1.0)
+
+    e = explain(pipe, *image_only, finding="Pneumonia")
+    assert e.tokens == [] and e.modality["p_both"] is None and e.modality["p_notes_only"] is None
+    assert e.modality["share_image"] == 1.0 and e.modality["share_notes"] == 0.0
+    assert e.modality["p_image_only"] == pytest.approx(e.probability, abs=1e-5)
+
+    notes_only = pipe.prepare([], NOTES)
+    e = explain(pipe, notes_only, None, finding="Pneumonia", method="ig")  # prediction computed when None
+    assert e.heatmap is None and e.heatmap_scan is None and e.view is None and e.tokens
+    assert e.modality["share_notes"] == 1.0 and e.modality["p_notes_only"] == pytest.approx(e.probability, abs=1e-5)
+
+
+def test_several_views_explain_the_chosen_one(pipe):
+    inputs = pipe.prepare([_scan(), _scan(80, 60, seed=1)], None)
+    e = explain(pipe, inputs, pipe.predict_prepared(inputs), view=1)
+    assert e.view == 1 and e.heatmap_scan.shape == (80, 60) and "scan 2 of 2" in e.notes[0]
+    with pytest.raises(ExplainError, match="View 5"):
+        explain(pipe, inputs, pipe.predict_prepared(inputs), view=5)
+
+
+def test_unknown_finding_or_method_is_a_clear_error(pipe, image_only):
+    inputs, pred = image_only
+    with pytest.raises(ExplainError, match="Unknown finding 'Cardiomegaly'.*Pneumonia"):
+        explain(pipe, inputs, pred, finding="Cardiomegaly")
+    with pytest.raises(ValueError, match="gradcam, ig, occlusion"):
+        explain(pipe, inputs, pred, method="lime")
+    assert issubclass(ExplainError, InputError) and issubclass(ExplainError, ValueError)
+    assert explain(pipe, inputs, pred, finding="pneumonia").finding == "Pneumonia"  # case-insensitive
+
+
+def test_spearman_helper():
+    a = np.arange(20.0)
+    assert spearman(a, a * 3 + 1) == pytest.approx(1.0)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    assert np.isnan(spearman(a, np.zeros(20)))
+
+
+def test_cli_writes_all_outputs(pipe, tmp_path, capsys):
+    from PIL import Image
+
+    png = tmp_path / "film.png"
+    Image.fromarray((_scan().pixels * 255).astype(np.uint8)).save(png)
+    out = tmp_path / "out"
+    assert cli_explain(pipe, [str(png)], "cough and fever", finding="Pneumonia", method="gradcam", out_dir=out,
+                       randomize_stages=2, faithfulness_steps=2) == 0
+    assert {p.name for p in out.iterdir()} == {"overlay.png", "attributions.npy", "tokens.json", "summary.json"}
+    assert (out / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert np.load(out / "attributions.npy").shape == (SIZE, SIZE)
+    assert [t["word"] for t in json.loads((out / "tokens.json").read_text())] == ["cough", "and", "fever"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finding"] == "Pneumonia" and summary["method"] == "gradcam"
+    assert {"randomization", "faithfulness"} <= set(summary["sanity"]) and "share_image" in summary["modality"]
+    assert [s["stage"] for s in summary["sanity"]["randomization"]["stages"]] == ["head", "fusion+projections"]
+    assert "Pneumonia" in capsys.readouterr().out
+    with pytest.raises(ExplainError):
+        cli_explain(pipe, [str(png)], None, finding="nope", method="gradcam", out_dir=out)
+
+
+# ------------------------------------------------------------------------------------------------ render
+def test_overlay_figure_png_and_array():
+    scan = _scan(100, 160).pixels
+    heat = np.zeros((SIZE, SIZE), np.float32)
+    heat[30:60, 20:50] = 1.0
+    fig = overlay_figure(scan, heat, "Pneumonia: p = 0.83", caption="Grad-CAM; not a diagnosis")
+    assert len(fig.axes) == 2  # image + colour bar
+    assert fig.axes[0].get_title() == "Pneumonia: p = 0.83"
+    png = figure_to_png(fig)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    arr = figure_to_array(fig)
+    assert arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[2] == 3
+    assert arr.shape[1] > arr.shape[0]  # a wide scan gives a wide figure
+    with pytest.raises(ValueError):
+        overlay_figure(scan[None], heat, "x")
+
+
+def test_token_highlights_keep_the_text_gaps():
+    tokens = [("Fever", 0.5), ("39.5C", -0.2), (",", 0.0), ("cough", 1.0)]
+    hl = token_highlights(tokens, "Fever 39.5C, cough")
+    assert "".join(t for t, _ in hl) == "Fever 39.5C, cough"
+    assert hl[0] == ("Fever", 0.5) and (" ", None) in hl
+    assert token_highlights([("a", 2.0), ("b", -0.5)]) == [("a", 1.0), (" ", None), ("b", -0.5)]
+
+
+def test_render_never_imports_pyplot():
+    source = (ROOT / "medmm" / "render.py").read_text()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            assert not any("pyplot" in a.name for a in node.names)
+        if isinstance(node, ast.ImportFrom):
+            assert "pyplot" not in (node.module or "") and not any(a.name == "pyplot" for a in node.names)
+    code = ("import sys, numpy as np\n"
+            "from medmm.render import overlay_figure, figure_to_png\n"
+            "figure_to_png(overlay_figure(np.zeros((20, 30)), np.ones((8, 8)), 't'))\n"
+            "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
