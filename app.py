@@ -13,6 +13,8 @@ import html
 import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
@@ -36,20 +38,23 @@ EXAMPLES_DIR = ROOT / "assets" / "examples"
 MAX_FILE_SIZE = "50mb"
 QUEUE_CONCURRENCY = 1           # one analysis at a time: torch already uses both cores of a small CPU box
 STATE_TTL_S = 3600
-GENERIC_ERROR = "The analysis failed unexpectedly. Please check the inputs and try again."
+GENERIC_ERROR = "The request failed unexpectedly. Please check the inputs and try again."
 
 PIPELINE = Pipeline.from_checkpoint(os.environ.get("MEDMM_CHECKPOINT") or DEFAULT_CHECKPOINT)
 
 
 # ------------------------------------------------------------------------------------------------ handlers
-def _run(files: list[str] | None, notes: str | None, finding: str | None, method: str) -> RequestResult:
-    """``run_request`` with every failure turned into a ``gr.Error`` a clinician can act on (no PHI in logs)."""
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn every failure into a ``gr.Error`` a clinician can act on; log unexpected ones by type only (no PHI)."""
     try:
-        return run_request(PIPELINE, list(files or []), notes, explain=fmt.explain_request(finding, method))
+        yield
+    except gr.Error:
+        raise
     except (ScanError, InputError) as exc:  # messages are user-facing and identifier-free by contract
         raise gr.Error(html.escape(str(exc)), print_exception=False) from None
     except Exception as exc:  # noqa: BLE001 - never show or log an unexpected exception's message
-        log.error("analysis failed: %s", type(exc).__name__)
+        log.error("request failed: %s", type(exc).__name__)
         raise gr.Error(GENERIC_ERROR, print_exception=False) from None
 
 
@@ -69,8 +74,13 @@ def analyze(files: list[str] | None, notes: str | None, finding: str | None, met
             progress: gr.Progress = gr.Progress()) -> dict:
     """Predict, explain and draft a report for the uploaded scans and notes."""
     progress(0.1, desc="Loading scans, predicting, explaining, drafting")
-    result = _run(files, notes, finding, method)
-    session = fmt.session_result(result)
+    with _user_errors():
+        result = run_request(PIPELINE, list(files or []), notes, explain=fmt.explain_request(finding, method))
+        return _present(result, fmt.session_result(result))
+
+
+def _present(result: RequestResult, session: fmt.SessionResult) -> dict:
+    """Every output component's value for one analysis (formatting itself lives in medmm.app_format)."""
     stacks, exp = session.stacks, result.explanation
     text_file, json_file, sr_file = _exports(session, session.draft_text)
     return {
@@ -102,17 +112,20 @@ def _slice_slider(stack: np.ndarray | None) -> gr.Slider:
 def check_report(report_text: str, session: fmt.SessionResult | None) -> str:
     """List contradictions between the (edited) report text and the model output."""
     if session is None:
-        raise gr.Error("Analyze a study first: the check compares the report with the model output.")
+        raise gr.Error("Analyze a study first: the check compares the report with the model output.",
+                       print_exception=False)
     if not (report_text or "").strip():
-        raise gr.Error("The report is empty.")
-    return fmt.consistency_markdown(check_consistency(report_text, session.prediction))
+        raise gr.Error("The report is empty.", print_exception=False)
+    with _user_errors():
+        return fmt.consistency_markdown(check_consistency(report_text, session.prediction))
 
 
 def export(report_text: str, session: fmt.SessionResult | None) -> tuple[str | None, str | None, str | None]:
     """Rewrite the downloads with the report text as currently shown (clinician edits included)."""
     if session is None:
         return None, None, None
-    return _exports(session, report_text or "")
+    with _user_errors():
+        return _exports(session, report_text or "")
 
 
 def select_scan(scan_number: float, session: fmt.SessionResult | None) -> tuple[np.ndarray | None, gr.Slider]:

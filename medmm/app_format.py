@@ -261,11 +261,18 @@ class ExportFiles:
     sr: Path | None   # None when the DICOM SR could not be written (logged by exception type only)
 
 
+# first word of a section header (plural "s" dropped) -> Report field (see edited_report for the others)
+_REPORT_FIELD = {"indication": "indication", "clinical": "indication", "history": "indication", "reason": "indication",
+                 "finding": "findings", "body": "findings", "impression": "impression", "conclusion": "impression",
+                 "opinion": "impression"}
+
+
 def edited_report(report: Any, report_text: str) -> Any:
     """The draft ``Report`` with Indication / Findings / Impression taken from the (edited) text.
 
-    Text without recognised section headers goes into Findings as a whole; the disclaimer and the model outputs
-    stay as drafted (they are not the clinician's to edit).
+    Text without section headers goes into Findings as a whole, as do other sections (comparison, technique,
+    recommendations), prefixed with their name; the disclaimer and the model outputs stay as drafted (they are
+    not the clinician's to edit).
     """
     from dataclasses import replace
 
@@ -275,9 +282,14 @@ def edited_report(report: Any, report_text: str) -> Any:
         return report
     sections: dict[str, str] = {}
     for name, text in report_sections(report_text):
-        key = "impression" if name.startswith(("impression", "conclusion", "opinion")) else             "indication" if name.startswith(("indication", "clinical", "history", "reason")) else             "findings" if name in ("findings", "body") else None
-        if key:
-            sections[key] = " ".join(filter(None, [sections.get(key, ""), " ".join(text.split())]))
+        head = name.split()[0].rstrip("s")
+        if head in ("note", "disclaimer"):
+            continue
+        text = " ".join(text.split())
+        key = _REPORT_FIELD.get(head)
+        if key is None:  # comparison, technique, recommendations...: kept, under their own name, in Findings
+            key, text = "findings", f"{name.capitalize()}: {text}"
+        sections[key] = " ".join(filter(None, [sections.get(key, ""), text]))
     return replace(report, indication=sections.get("indication", ""), findings=sections.get("findings", ""),
                    impression=sections.get("impression", ""), sentences=())
 

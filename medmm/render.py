@@ -23,7 +23,7 @@ DEFAULT_CMAP = "inferno"  # perceptually uniform; its dark end fades into the fi
 
 def overlay_figure(scan_pixels: np.ndarray, heatmap: np.ndarray, title: str, *, caption: str | None = None,
                    cmap: str = DEFAULT_CMAP, max_alpha: float = 0.65, width_in: float = 6.0,
-                   dpi: int = 100) -> "Figure":
+                   max_height_in: float = 8.0, dpi: int = 100) -> "Figure":
     """The scan at its own aspect ratio with ``heatmap`` (values in [0, 1]) laid over it, and a colour bar.
 
     ``heatmap`` may have any shape: it is stretched over the scan's full extent, which is the exact inverse of the
@@ -41,6 +41,7 @@ def overlay_figure(scan_pixels: np.ndarray, heatmap: np.ndarray, title: str, *, 
         raise ValueError(f"expected 2-D scan and heatmap, got {scan.shape} and {heat.shape}")
     h, w = scan.shape
     extent = (0, w, h, 0)  # both layers share pixel coordinates of the scan
+    width_in = min(width_in, (max_height_in - 0.9) / (0.86 * h / w))  # portrait scans: narrower, not taller
     fig = Figure(figsize=(width_in, width_in * h / w * 0.86 + 0.9), dpi=dpi, layout="constrained")
     ax = fig.add_subplot()
     ax.imshow(scan, cmap="gray", vmin=0.0, vmax=1.0, extent=extent, interpolation="antialiased")
@@ -49,7 +50,8 @@ def overlay_figure(scan_pixels: np.ndarray, heatmap: np.ndarray, title: str, *, 
     ax.set_ylim(h, 0)
     ax.set_axis_off()
     ax.set_title(title, fontsize=12)
-    bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap), ax=ax, fraction=0.046, pad=0.02)
+    cax = ax.inset_axes([1.03, 0.0, 0.045, 1.0])  # axes coordinates: exactly the image's height
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cmap), cax=cax)
     bar.set_label("relative attribution (positive evidence)", fontsize=9)
     bar.ax.tick_params(labelsize=8)
     if caption:

@@ -49,6 +49,7 @@ NOT_PROVIDED = "Not provided."
 DEFAULT_BANK_PATH = Path(__file__).resolve().parents[1] / "assets" / "sentence_bank.npz"
 BANK_ENV_VAR = "MEDMM_SENTENCE_BANK"
 MAX_INDICATION_CHARS = 1000
+MAX_REPORT_CHARS = 100_000           # check_consistency reads at most this much of an edited report
 
 PNEUMONIA_FAMILY: tuple[str, ...] = ("Pneumonia", "Bacterial pneumonia", "Viral pneumonia", "COVID-19")
 SUBTYPES: tuple[str, ...] = ("COVID-19", "Viral pneumonia", "Bacterial pneumonia")
@@ -590,11 +591,11 @@ def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank |
                 findings.append(templated("findings", T_NORMAL_FALLBACK[slot]))
         slot_order = {"heart": 0, "lungs": 1, "pleura": 2}
 
-        def _position(s: DraftSentence) -> tuple[int, int]:
+        def _position(s: DraftSentence) -> int:
             if s.text == T_NO_IMAGE:
-                return (-1, 0)
+                return -1
             mentions = bank.mentions[s.bank_index] if s.bank_index is not None else find_mentions(s.text)
-            return (min((slot_order[x] for x in _slots(mentions) if x in slot_order), default=3), 0)
+            return min((slot_order[x] for x in _slots(mentions) if x in slot_order), default=3)
 
         findings.sort(key=_position)  # conventional order: heart, lungs, pleura (stable sort keeps rank ties)
     elif pneu is not None and not (pneu == "negative" and sub_pos):
@@ -620,10 +621,13 @@ def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank |
     if inconsistent:
         impression.append(templated("impression", T_INCONSISTENT))
     if normal_prose:
-        pick = next((i for i in eligible if "impression" in _slots(bank.mentions[i])
-                     and bank.labels(i).get("No Finding") == "positive" and bank.texts[i] not in used), None)
+        candidates = [i for i in eligible if "impression" in _slots(bank.mentions[i])
+                      and bank.labels(i).get("No Finding") == "positive" and bank.texts[i] not in used]
+        pick = next((i for i in candidates if in_impression[i]), candidates[0] if candidates else None)
         impression.append(retrieved("impression", pick) if pick is not None
                           else templated("impression", T_NORMAL_IMPRESSION))
+    elif nf == "likely" and not inconsistent:   # Pneumonia not among the model's outputs
+        impression.append(templated("impression", _finding_template("No Finding", "likely", probs["No Finding"], image)))
     elif nf == "possible" and not inconsistent:
         impression.append(templated("impression", _finding_template("No Finding", "possible", probs["No Finding"], image)))
     elif nf == "negative" and not pf_pos:
@@ -701,7 +705,11 @@ def check_consistency(report_text: str, prediction: Prediction, *, include_uncer
     """
     bands = _bands(prediction)
     out: list[Contradiction] = []
-    for section, text in report_sections(report_text or ""):
+    report_text = report_text or ""
+    if len(report_text) > MAX_REPORT_CHARS:
+        logger.warning("report text longer than %d characters: only the start is checked", MAX_REPORT_CHARS)
+        report_text = report_text[:MAX_REPORT_CHARS]
+    for section, text in report_sections(report_text):
         if section.startswith(_UNCHECKED_SECTIONS):
             continue
         for sentence in split_sentences(text):
@@ -753,8 +761,9 @@ def _code(ds_cls: Any, value: str, scheme: str, meaning: str) -> Any:
 def to_dicom_sr(report: Report, prediction: Prediction, path_or_buffer: str | Path | BinaryIO) -> Any:
     """Write ``report`` as a DICOM Basic Text SR (UNVERIFIED, PARTIAL) and return the pydicom Dataset.
 
-    The Patient module is written with empty values and no input identifiers are copied (the scrubbed
-    indication is the only notes-derived text). Fresh UIDs every call; Explicit VR Little Endian file meta.
+    The Patient module is written with empty values and no input identifiers are copied (the indication, the
+    only notes-derived text, is scrubbed again here in case an edit re-introduced identifiers). Fresh UIDs every
+    call; Explicit VR Little Endian file meta.
     """
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence as DicomSequence
@@ -831,7 +840,8 @@ def to_dicom_sr(report: Report, prediction: Prediction, path_or_buffer: str | Pa
     outputs = "; ".join(f"{m['finding']} {m['probability']:.2f} (threshold {m['threshold']:.2f}, {m['band']})"
                         for m in report.model_outputs)
     items = [
-        text_item(("121109", "DCM", "Indications for Procedure"), report.indication),
+        # scrubbed again: an edited report's indication may have had identifiers typed back in
+        text_item(("121109", "DCM", "Indications for Procedure"), scrub_identifiers(report.indication)),
         text_item(("121070", "DCM", "Findings"), report.findings),
         text_item(("121072", "DCM", "Impressions"), report.impression),
         text_item(("121106", "DCM", "Comment"), report.disclaimer),

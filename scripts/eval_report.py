@@ -10,14 +10,14 @@ Protocol
   patient key). The sentence bank *and* the predictor are built from the other 80% only (no leakage).
 * Input: the ``indication`` text only (no image). Prediction: per-finding logistic regression on
   ``embed_texts(indication)``, sigmoid-calibrated (5-fold), trained on the IU MeSH labels
-  (``medmm.labels.iu_report_labels``; unknown entries are skipped), threshold = max F1 on out-of-fold
-  probabilities. Findings without positive training labels (IU has no subtype or COVID-19 labels) get
+  (``medmm.labels.iu_report_labels``; unknown entries are skipped), threshold = Youden's J on out-of-fold
+  probabilities (the project's operating point). Findings without positive training labels (IU has no subtype or COVID-19 labels) get
   probability 0.
 * Draft -> compare with the real findings + impression:
   - label agreement: ``medmm.labeler.binary_labels`` on both texts (uncertain counts as present), micro/macro F1;
   - BLEU-4 (sacrebleu, corpus, lower-cased, 13a tokens) and ROUGE-L F (rouge-score), with ``XXXX`` removed from
-    the references and meta sentences (no-image caveat, inconsistency warning, organism caveat) and the
-    "(model probability ...)" suffixes removed from the drafts.
+    the references and meta sentences (no-image caveat, inconsistency warning, organism caveat, "no descriptive
+    findings") and the "(model probability ...)" suffixes removed from the drafts.
 * Baselines on the same split: constant normal draft; drafts from the true MeSH labels ("oracle labels");
   nearest-neighbour retrieval of a whole training report by indication embedding.
 
@@ -34,7 +34,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -45,11 +45,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from build_sentence_bank import DEFAULT_REPORTS, build_from_rows, read_reports  # noqa: E402
 from medmm.labeler import binary_labels  # noqa: E402
 from medmm.labels import FINDINGS, iu_report_labels  # noqa: E402
+from medmm.metrics import youden_threshold  # noqa: E402
 from medmm.prediction import Prediction  # noqa: E402
-from medmm.report import (T_INCONSISTENT, T_NO_IMAGE, T_SUBTYPE_CAVEAT, SentenceBank, draft_report)  # noqa: E402
+from medmm.report import T_EMPTY_FINDINGS, T_INCONSISTENT, T_NO_IMAGE, T_SUBTYPE_CAVEAT, draft_report  # noqa: E402
 
 log = logging.getLogger("eval_report")
-META_SENTENCES = {T_NO_IMAGE, T_INCONSISTENT, T_SUBTYPE_CAVEAT}
+META_SENTENCES = {T_NO_IMAGE, T_INCONSISTENT, T_SUBTYPE_CAVEAT, T_EMPTY_FINDINGS}
 _PROB_RE = re.compile(r"\s*\(model probability [0-9.]+\)")
 
 
@@ -83,7 +84,6 @@ class NotesPredictor:
     def fit(self, x: np.ndarray, y: np.ndarray) -> "NotesPredictor":
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.linear_model import LogisticRegression
-        from sklearn.metrics import f1_score
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
         for j, finding in enumerate(FINDINGS):
@@ -99,9 +99,7 @@ class NotesPredictor:
             model = CalibratedClassifierCV(base, method="sigmoid", cv=5)
             folds = StratifiedKFold(5, shuffle=True, random_state=self.seed)
             oof = cross_val_predict(model, x[known], yj, cv=folds, method="predict_proba")[:, 1]
-            grid = np.unique(np.round(oof, 4))
-            f1s = [f1_score(yj, oof >= t, zero_division=0) for t in grid]
-            self.thresholds[finding] = float(grid[int(np.argmax(f1s))])
+            self.thresholds[finding] = youden_threshold(yj, oof)   # the project's operating point
             self.models[finding] = model.fit(x[known], yj)
         return self
 
@@ -153,6 +151,17 @@ def evaluate(name: str, refs: list[str], hyps: list[str]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ main
+def embed_sorted(texts: list[str]) -> np.ndarray:
+    """``embed_texts`` in length order (less padding per batch), returned in input order."""
+    from medmm.encoders import embed_texts
+
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    emb = embed_texts([texts[i] for i in order], batch_size=64)
+    out = np.empty_like(emb)
+    out[order] = emb
+    return out
+
+
 def torch_threads() -> None:
     """Use every core for the text encoder (CPU runs)."""
     import os
@@ -175,8 +184,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if not args.reports.exists():
         parser.error(f"reports not found: {args.reports} (needs ../shared/data/iu_reports)")
-    from medmm.encoders import embed_texts
-
     start = time.perf_counter()
     torch_threads()
     rows = read_reports(args.reports)
@@ -187,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("train %d reports, test %d reports with a findings/impression", len(train), len(test))
 
     bank = build_from_rows(train, min_count=2, source="IU reports, train split only")
-    x_train = embed_texts([r["indication"] or "" for r in train], batch_size=128)
-    x_test = embed_texts([r["indication"] or "" for r in test], batch_size=128)
+    need_train = args.checkpoint is None or not args.no_baselines   # LR training / nearest-neighbour baseline
+    x_train = embed_sorted([r["indication"] or "" for r in train]) if need_train else None
+    x_test = embed_sorted([r["indication"] or "" for r in test])
     refs = [reference_text(r) for r in test]
     has_notes = [bool((r["indication"] or "").replace("XXXX", "").strip(" .")) for r in test]
 

@@ -255,3 +255,17 @@ def test_example_rows_pair_images_with_notes() -> None:
     assert by_label["notes only"][0] is None and by_label["notes only"][1]
     assert any(r[0] and r[0][0].endswith(".dcm") for r in rows)
     assert sum(p.stat().st_size for p in EXAMPLES.iterdir()) < 3 * 1024 * 1024
+
+
+def test_edited_report_maps_sections_and_keeps_disclaimer() -> None:
+    from medmm.report import Report
+
+    draft = Report("draft indication", "draft findings", "draft impression")
+    assert fmt.edited_report(draft, draft.to_text()) is draft
+    edited = fmt.edited_report(draft, "INDICATION: cough\n\nFINDINGS: Clear lungs.\n\nCOMPARISON: none.\n\n"
+                                      "IMPRESSION: Normal.\n\nNOTE: my own note")
+    assert (edited.indication, edited.findings, edited.impression) == ("cough", "Clear lungs. Comparison: none.",
+                                                                        "Normal.")
+    assert edited.disclaimer == draft.disclaimer and "my own note" not in edited.to_text()
+    free = fmt.edited_report(draft, "Free text without headers.")
+    assert (free.indication, free.findings, free.impression) == ("", "Free text without headers.", "")

@@ -42,6 +42,15 @@ def _scan(h: int = 100, w: int = 160, seed: int = 0) -> Scan:
     return Scan(pixels=np.clip(img, 0, 1).astype(np.float32), metadata=meta)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine two OpenMP threads contend and run several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def pipe() -> Pipeline:
     torch.manual_seed(0)

@@ -197,6 +197,18 @@ def test_draft_hedges_possible_band() -> None:
     assert report.indication == NOT_PROVIDED
 
 
+def test_draft_with_partial_or_nan_outputs(shipped_bank: SentenceBank) -> None:
+    partial = Prediction(findings={"No Finding": 0.9}, thresholds={"No Finding": 0.5}, positive=("No Finding",),
+                         modalities=("image",))
+    report = draft_report(partial, None, shipped_bank)
+    assert label_text(report.impression) == {"No Finding": P, "Pneumonia": N}
+    assert check_consistency(report.to_text(), partial) == []
+    nan = make_prediction((0.9, float("nan"), 0.1, 0.1, 0.1))
+    report = draft_report(nan, None, shipped_bank)
+    assert "Pneumonia" not in [m["finding"] for m in report.model_outputs]
+    assert check_consistency(report.to_text(), nan) == []
+
+
 def test_draft_notes_only_says_no_image(shipped_bank: SentenceBank) -> None:
     report = draft_report(make_prediction(NORMAL, modalities=("notes",)), "dyspnea", shipped_bank)
     assert report.findings.startswith("No image was provided")
@@ -341,8 +353,11 @@ def test_dicom_sr_round_trip(tmp_path: Path) -> None:
     assert report.disclaimer in comments
     assert all(item.RelationshipType == "CONTAINS" and item.ValueType == "TEXT" for item in ds.ContentSequence)
 
+    from dataclasses import replace
+
     buf = io.BytesIO()
-    second = to_dicom_sr(report, pred, buf)
+    second = to_dicom_sr(replace(report, indication="Dr. Who, MRN 7654321, cough"), pred, buf)
+    assert b"Who" not in buf.getvalue() and b"7654321" not in buf.getvalue()
     assert second.SOPInstanceUID != ds.SOPInstanceUID and second.StudyInstanceUID != ds.StudyInstanceUID
     buf.seek(0)
     assert pydicom.dcmread(buf).ContentSequence[1].TextValue == report.findings

@@ -116,6 +116,8 @@ def test_gradio_client_bad_file_is_a_clear_error(server: tuple[str, Path], tmp_p
 
 def test_browser_analyze_shows_findings_and_report(server: tuple[str, Path]) -> None:
     if not CHROMIUM.exists():
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"{CHROMIUM} missing in CI: `make test` installs it with apt (see Makefile)")
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium) for browser tests")
     playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     expect, sync_playwright = playwright.expect, playwright.sync_playwright

@@ -1,0 +1,566 @@
+#!/usr/bin/env python
+"""Load test of the Gradio app's ``/predict`` endpoint: concurrent users, answer isolation, latency, memory.
+
+What it checks, and why:
+
+* N concurrent ``gradio_client`` users (own client each) send DIFFERENT scans (distinct real radiographs from
+  ../shared/data/kermany224, else generated images with distinct content), each request's notes carrying a unique
+  token. Every response must belong to its own request: its findings must equal a single-user reference prediction
+  for the same (scan, notes) computed in-process with the same checkpoint (to ``--atol``, default 1e-5), and, when
+  the response carries text, the unique token must be echoed (the report's Indication) and no other request's token
+  may appear. A shared-state bug (e.g. a cache keyed wrongly, a global "last image") shows up as a mismatch.
+* no request errors; p50/p95 latency and throughput under load;
+* memory: the server's RSS (``/proc/PID/status``) is sampled while a few hundred requests run; the slope
+  (MB per 100 requests, least squares over the second half of the samples) must stay under ``--rss-slope-mb``.
+
+The app is started from ``app.py`` on a free localhost port (``GRADIO_SERVER_NAME=127.0.0.1``,
+``GRADIO_SERVER_PORT``) unless ``--url`` is given (then memory is sampled only with ``--server-pid``). The
+``/predict`` signature is discovered with ``Client.view_api()``: file/image parameters get the scan, the first
+text parameter gets the notes, others their defaults. Prints one JSON object; exit status 1 when a check fails.
+
+    .venv/bin/python scripts/load_test.py                       # 8 users, 300 requests (or 300 s), JSON out
+    .venv/bin/python scripts/load_test.py --users 4 --requests 40 --seconds 120
+    .venv/bin/python scripts/load_test.py --url http://127.0.0.1:7860 --server-pid 1234
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+log = logging.getLogger("load_test")
+
+FILE_COMPONENTS = {"image", "file", "files", "uploadbutton", "imageeditor", "imageslider"}
+TEXT_COMPONENTS = {"textbox", "textarea", "text"}
+
+
+# ============================================================================================ server
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(app: Path, port: int, log_path: Path, timeout_s: float) -> subprocess.Popen:
+    """Start ``app.py`` bound to 127.0.0.1:port and wait until it answers HTTP (or raise with its log tail)."""
+    env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
+               GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    logf = open(log_path, "w")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen([sys.executable, str(app)], cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited with {proc.returncode} before serving; log tail:\n{_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - localhost only
+                if r.status < 500:
+                    return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError(f"app did not answer on {url} within {timeout_s:.0f} s; log tail:\n{_tail(log_path)}")
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    """Terminate the server we started (by its pid only)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of ``pid`` plus its children (a server may fork workers), MB; None if unreadable."""
+    try:
+        import psutil
+
+        p = psutil.Process(pid)
+        return round(sum(q.memory_info().rss for q in [p, *p.children(recursive=True)]) / 2**20, 1)
+    except Exception:  # noqa: BLE001 - psutil missing or process gone: fall back to /proc
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+        except OSError:
+            return None
+    return None
+
+
+# ============================================================================================ inputs
+def scan_files(n: int, workdir: Path, seed: int = 0) -> list[Path]:
+    """``n`` different scans: real Kermany JPEGs (alternating NORMAL/PNEUMONIA) when present, else generated PNGs."""
+    root = SHARED_DATA / "kermany224" / "train"
+    normal = sorted((root / "NORMAL").glob("*.jpeg")) if root.exists() else []
+    pneu = sorted((root / "PNEUMONIA").glob("*.jpeg")) if root.exists() else []
+    if normal and pneu:
+        rng = random.Random(seed)
+        picks = rng.sample(normal, min(len(normal), (n + 1) // 2)) + rng.sample(pneu, min(len(pneu), n // 2))
+        if len(picks) >= n:
+            return picks[:n]
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng(seed + i)
+        yy, xx = np.mgrid[0:256, 0:256] / 256
+        img = 0.5 + 0.3 * np.sin((3 + i % 5) * xx + i) * np.cos((2 + i % 3) * yy) + rng.normal(0, 0.05, xx.shape)
+        path = workdir / f"generated_{i:03d}.png"
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(path)
+        out.append(path)
+    return out
+
+
+def unique_token(i: int, rng: random.Random) -> str:
+    """Letters only (the report's identifier scrubber leaves words alone, not long numbers)."""
+    return "tok" + "".join(rng.choice(string.ascii_lowercase) for _ in range(8)) + _alpha(i)
+
+
+def _alpha(i: int) -> str:
+    s = ""
+    while True:
+        s = chr(ord("a") + i % 26) + s
+        i = i // 26 - 1
+        if i < 0:
+            return s
+
+
+def notes_for(token: str) -> str:
+    return f"Cough and fever for three days, crackles at the right base. Reference {token}."
+
+
+# ============================================================================================ API discovery
+@dataclass
+class Endpoint:
+    api_name: str
+    params: list[dict[str, Any]]
+    returns: list[dict[str, Any]]
+
+    def build_args(self, scan: Path, notes: str) -> list[Any]:
+        """Positional arguments for ``Client.predict``: scan into file params, notes into the first text param."""
+        from gradio_client import handle_file
+
+        args: list[Any] = []
+        text_done = False
+        for p in self.params:
+            comp = str(p.get("component", "")).lower()
+            label = str(p.get("label") or p.get("parameter_name") or "").lower()
+            if comp in FILE_COMPONENTS or _is_file_type(p):
+                wants_list = comp == "files" or "list" in json.dumps(p.get("type", {})).lower()
+                args.append([handle_file(str(scan))] if wants_list else handle_file(str(scan)))
+            elif (comp in TEXT_COMPONENTS or label.startswith("notes")) and not text_done:
+                args.append(notes)
+                text_done = True
+            elif p.get("parameter_has_default"):
+                args.append(p.get("parameter_default"))
+            else:
+                args.append(None)
+        if not text_done:
+            raise RuntimeError(f"{self.api_name}: no text parameter for the notes in {self.params}")
+        return args
+
+
+def _is_file_type(p: dict[str, Any]) -> bool:
+    t = json.dumps(p.get("python_type", {})).lower() + json.dumps(p.get("type", {})).lower()
+    return "filepath" in t or "filedata" in t
+
+
+def discover(client: Any, api_name: str) -> Endpoint:
+    info = client.view_api(print_info=False, return_format="dict")
+    named = info.get("named_endpoints", {})
+    if api_name not in named:
+        raise RuntimeError(f"the app has no {api_name} endpoint; it has: {sorted(named)}")
+    ep = named[api_name]
+    return Endpoint(api_name, list(ep.get("parameters", [])), list(ep.get("returns", [])))
+
+
+# ============================================================================================ response parsing
+def extract_findings(obj: Any, findings: set[str]) -> tuple[dict[str, float], bool] | None:
+    """The findings->probability mapping in a response, preferring full precision.
+
+    Looks everywhere: dicts keyed by finding names, a ``gr.Label`` payload (``confidences``), JSON strings, and
+    downloaded ``.json`` files (the app's result export). A mapping found under a ``"findings"`` key (the
+    ``RequestResult.to_json()`` payload) wins over display values, which apps round. Returns
+    ``(mapping, exact)``; ``exact`` is False when only display values were found.
+    """
+    candidates: list[tuple[dict[str, float], bool]] = []
+
+    def walk(o: Any, under_findings: bool = False, depth: int = 0) -> None:
+        if depth > 12:
+            return
+        if isinstance(o, dict):
+            if "confidences" in o and isinstance(o["confidences"], list):
+                got = {c.get("label"): c.get("confidence") for c in o["confidences"] if isinstance(c, dict)}
+                if findings <= set(got):
+                    candidates.append(({k: float(got[k]) for k in findings}, False))
+            numeric = {k: v for k, v in o.items() if k in findings and isinstance(v, (int, float))}
+            if len(numeric) == len(findings):
+                candidates.append(({k: float(v) for k, v in numeric.items()}, under_findings))
+            for k, v in o.items():
+                walk(v, k == "findings", depth + 1)
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                walk(v, False, depth + 1)
+        elif isinstance(o, str):
+            s = o.strip()
+            if s[:1] in "{[":
+                try:
+                    walk(json.loads(s), under_findings, depth + 1)
+                except ValueError:
+                    pass
+            elif s.endswith(".json") and len(s) < 4096 and Path(s).is_file():
+                try:
+                    walk(json.loads(Path(s).read_text()), False, depth + 1)
+                except (OSError, ValueError):
+                    pass
+
+    walk(obj)
+    if not candidates:
+        return None
+    exact = [c for c in candidates if c[1]]
+    return exact[0] if exact else candidates[0]
+
+
+def display_tolerance(values: dict[str, float]) -> float:
+    """Half a unit in the last decimal the values show (e.g. 5e-5 for 4-decimal display rounding)."""
+    for d in range(1, 7):
+        if all(abs(v - round(v, d)) < 1e-12 for v in values.values()):
+            return 0.5 * 10 ** -d + 1e-9
+    return 0.0
+
+
+def all_text(obj: Any, limit: int = 2_000_000) -> str:
+    """Every string in a response (and small text files it points to), for token checks."""
+    parts: list[str] = []
+
+    def walk(o: Any) -> None:
+        if sum(map(len, parts)) > limit:
+            return
+        if isinstance(o, str):
+            parts.append(o)
+            if len(o) < 4096 and o.endswith((".txt", ".md", ".json", ".html")) and Path(o).is_file():
+                try:
+                    parts.append(Path(o).read_text(errors="replace")[:200_000])
+                except OSError:
+                    pass
+        elif isinstance(o, dict):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, (list, tuple)):
+            for v in o:
+                walk(v)
+
+    walk(obj)
+    return "\n".join(parts)
+
+
+# ============================================================================================ load
+@dataclass
+class Outcome:
+    index: int
+    user: int
+    latency_s: float
+    ok: bool
+    error: str = ""
+    findings_max_diff: float | None = None
+    token_echoed: bool | None = None
+    foreign_tokens: list[str] = field(default_factory=list)
+    exact: bool | None = None  # findings compared at full precision (else display-rounded values)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    k = (len(v) - 1) * q / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return v[lo] + (v[hi] - v[lo]) * (k - lo)
+
+
+def slope_per_100(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of RSS (MB) against completed requests, scaled to MB per 100 requests."""
+    if len(points) < 3:
+        return None
+    xs, ys = zip(*points)
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    return 100 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from gradio_client import Client
+
+    result: dict[str, Any] = {"users": args.users, "requests_target": args.requests, "seconds_limit": args.seconds}
+    failures: list[str] = []
+    tmp = tempfile.TemporaryDirectory(prefix="medmm-load-")
+    workdir = Path(tmp.name)
+    proc = None
+    try:
+        n_scans = max(args.users * 2, min(args.scans, max(args.requests, 1)))
+        scans = scan_files(n_scans, workdir, args.seed)
+        result["scans"] = {"count": len(scans), "source": "kermany224" if "kermany" in str(scans[0]) else "generated"}
+        rng = random.Random(args.seed)
+        total = args.requests + args.users  # + one warm-up request per user
+        plan = [(scans[i % len(scans)], unique_token(i, rng)) for i in range(total)]
+        # rotate notes against scans so that two requests never share both
+        reference: dict[int, dict[str, float]] = {}
+        if not args.no_reference:
+            reference, findings_names = reference_predictions(plan, args.checkpoint)
+        else:
+            findings_names = set()
+
+        pid = args.server_pid
+        if args.url:
+            url = args.url
+        else:
+            port = free_port()
+            server_log = workdir / "server.log"
+            t = time.perf_counter()
+            proc = start_app(REPO / args.app, port, server_log, args.startup_timeout)
+            result["server_startup_s"] = round(time.perf_counter() - t, 2)
+            url, pid = f"http://127.0.0.1:{port}/", proc.pid
+        result["url"] = url
+
+        probe = Client(url, verbose=False, download_files=str(workdir / "downloads"))
+        endpoint = discover(probe, args.api_name)
+        result["endpoint"] = {"api_name": endpoint.api_name,
+                              "parameters": [f"{p.get('label') or p.get('parameter_name')}:{p.get('component')}"
+                                             for p in endpoint.params],
+                              "returns": [f"{r.get('label')}:{r.get('component')}" for r in endpoint.returns]}
+
+        outcomes: list[Outcome] = []
+        lock = threading.Lock()
+        next_index = iter(range(args.users, total))
+        rss_points: list[tuple[float, float]] = []
+        done_count = [0]
+        stop = threading.Event()
+        deadline = [math.inf]
+        tokens = [tok for _, tok in plan]
+
+        def one(client: Any, i: int, user: int) -> Outcome:
+            scan, tok = plan[i]
+            t0 = time.perf_counter()
+            try:
+                resp = client.predict(*endpoint.build_args(scan, notes_for(tok)), api_name=endpoint.api_name)
+            except Exception as e:  # noqa: BLE001 - every failure is recorded, none stops the run
+                return Outcome(i, user, time.perf_counter() - t0, False, f"{type(e).__name__}: {str(e)[:300]}")
+            out = Outcome(i, user, time.perf_counter() - t0, True)
+            text = all_text(resp)
+            if text:
+                out.token_echoed = tok in text
+                # only tokens of requests that were in flight could leak; search a window around i
+                out.foreign_tokens = [t for t in tokens[max(0, i - 4 * args.users): i + 4 * args.users]
+                                      if t != tok and t in text]
+            if reference:
+                found = extract_findings(resp, findings_names)
+                if found is None:
+                    out.ok, out.error = False, "no findings mapping found in the response"
+                else:
+                    got, exact = found
+                    diff = max(abs(got[f] - reference[i][f]) for f in findings_names)
+                    # display-rounded values: compare beyond their rounding only
+                    out.findings_max_diff = diff if exact else max(0.0, diff - display_tolerance(got))
+                    out.exact = exact
+            return out
+
+        def user_loop(user: int) -> None:
+            try:
+                client = Client(url, verbose=False, download_files=str(workdir / "downloads"))
+            except Exception as e:  # noqa: BLE001
+                with lock:
+                    outcomes.append(Outcome(user, user, 0.0, False, f"client: {type(e).__name__}: {e}"))
+                barrier.wait()
+                return
+            warm = one(client, user, user)  # warm-up request: not in the latency figures
+            with lock:
+                outcomes.append(warm)
+            barrier.wait()
+            while not stop.is_set() and time.monotonic() < deadline[0]:
+                with lock:
+                    i = next(next_index, None)
+                if i is None:
+                    return
+                o = one(client, i, user)
+                with lock:
+                    outcomes.append(o)
+                    done_count[0] += 1
+
+        barrier = threading.Barrier(args.users + 1)
+        threads = [threading.Thread(target=user_loop, args=(u,), daemon=True) for u in range(args.users)]
+        for th in threads:
+            th.start()
+        barrier.wait(timeout=args.startup_timeout + 600)
+        rss_warm = rss_mb(pid) if pid else None
+        t_start = time.perf_counter()
+        deadline[0] = time.monotonic() + args.seconds
+        while any(th.is_alive() for th in threads):
+            if pid:
+                r = rss_mb(pid)
+                if r is not None:
+                    rss_points.append((done_count[0], r))
+            for th in threads:
+                th.join(timeout=args.sample_interval / max(1, len(threads)))
+        wall = time.perf_counter() - t_start
+        rss_end = rss_mb(pid) if pid else None
+
+        main = [o for o in outcomes if o.index >= args.users]
+        lat = [o.latency_s for o in main if o.ok]
+        errors = [o for o in outcomes if not o.ok]
+        mismatched = [o for o in outcomes if o.findings_max_diff is not None and o.findings_max_diff > args.atol]
+        leaked = [o for o in outcomes if o.foreign_tokens]
+        texts = [o for o in outcomes if o.token_echoed is not None]
+        missing_token = [o for o in texts if not o.token_echoed]
+        result["requests"] = {"completed": len(main), "warmup": len(outcomes) - len(main), "errors": len(errors),
+                              "findings_checked": sum(o.findings_max_diff is not None for o in outcomes),
+                              "findings_mismatched": len(mismatched),
+                              "findings_full_precision": sum(bool(o.exact) for o in outcomes),
+                              "max_findings_diff": max((o.findings_max_diff or 0.0 for o in outcomes), default=None),
+                              "token_echo_checked": len(texts), "token_missing": len(missing_token),
+                              "foreign_token_responses": len(leaked)}
+        result["latency_s"] = {"p50": _r(percentile(lat, 50)), "p95": _r(percentile(lat, 95)),
+                               "max": _r(max(lat) if lat else None), "mean": _r(sum(lat) / len(lat) if lat else None)}
+        result["throughput_rps"] = _r(len(main) / wall if wall > 0 else None)
+        result["wall_s"] = round(wall, 2)
+        # second half only: per-thread malloc arenas and lazy imports grow RSS early, then plateau; a leak keeps going
+        slope = slope_per_100(rss_points[len(rss_points) // 2:])
+        result["memory"] = {"server_pid": pid, "rss_after_warmup_mb": rss_warm, "rss_end_mb": rss_end,
+                            "rss_growth_mb": _r(rss_end - rss_warm) if rss_warm and rss_end else None,
+                            "rss_slope_mb_per_100_requests": _r(slope), "tolerance_mb_per_100": args.rss_slope_mb,
+                            "samples": len(rss_points)}
+        if errors:
+            failures.append(f"{len(errors)} request(s) failed, e.g. {errors[0].error}")
+        if mismatched:
+            o = mismatched[0]
+            failures.append(f"{len(mismatched)} response(s) differ from their own single-user reference "
+                            f"(max diff {max(x.findings_max_diff for x in mismatched):.2e} > {args.atol:g}), "
+                            f"e.g. request {o.index}")
+        if leaked:
+            failures.append(f"{len(leaked)} response(s) contain another request's token, e.g. request "
+                            f"{leaked[0].index}: {leaked[0].foreign_tokens[:3]}")
+        if texts and missing_token and args.require_token:
+            failures.append(f"{len(missing_token)} response(s) with text do not echo their own token")
+        if not reference and not texts:
+            failures.append("nothing to check answers against (no reference, no text in responses)")
+        if len(main) == 0:
+            failures.append("no request completed within the time limit")
+        if slope is not None and slope > args.rss_slope_mb and len(main) >= args.min_slope_requests:
+            failures.append(f"server RSS grows {slope:.1f} MB per 100 requests (> {args.rss_slope_mb} tolerated)")
+        if pid and len(main) < args.min_slope_requests:
+            result["memory"]["note"] = (f"fewer than {args.min_slope_requests} requests: the slope is indicative only "
+                                        "(not checked)")
+        if proc is not None:
+            result["server_alive_at_end"] = proc.poll() is None
+            if proc.poll() is not None:
+                failures.append(f"the server died (exit {proc.returncode}); log tail: {_tail(workdir / 'server.log', 5)}")
+    except Exception as e:  # noqa: BLE001 - report as JSON, not a traceback
+        failures.append(f"{type(e).__name__}: {e}")
+    finally:
+        if proc is not None:
+            stop_app(proc)
+        tmp.cleanup()
+    result["failures"] = failures
+    result["ok"] = not failures
+    return result
+
+
+def reference_predictions(plan: list[tuple[Path, str]], checkpoint: str | None) -> tuple[dict[int, dict[str, float]], set[str]]:
+    """Single-user, in-process predictions for every planned request (same checkpoint as the app).
+
+    ``Pipeline.predict`` = calibrate(forward_features(image features, text features)); image features are computed
+    once per distinct scan and text features once per request, which is the same arithmetic (checked against
+    ``predict`` on the first requests) at a fraction of the cost.
+    """
+    import torch
+
+    from medmm.checkpoint import DEFAULT_CHECKPOINT
+    from medmm.pipeline import Pipeline
+
+    pipe = Pipeline.from_checkpoint(checkpoint or DEFAULT_CHECKPOINT, device="cpu")
+    ref: dict[int, dict[str, float]] = {}
+    image_feats: dict[Path, torch.Tensor] = {}
+    with torch.inference_mode():
+        for i, (scan, tok) in enumerate(plan):
+            if scan not in image_feats:
+                image_feats[scan] = pipe.image_features(pipe.prepare([scan]))
+            txt = pipe.text_features(pipe.prepare([], notes_for(tok)))
+            probs = pipe.calibrate(pipe.model.forward_features(image_feats[scan], txt))[0].float().cpu().numpy()
+            ref[i] = {f: float(p) for f, p in zip(pipe.findings, probs)}
+        for i in range(min(4, len(plan))):  # the shortcut must equal the real thing
+            full = pipe.predict([plan[i][0]], notes_for(plan[i][1])).findings
+            diff = max(abs(full[f] - ref[i][f]) for f in full)
+            if diff > 1e-6:
+                raise RuntimeError(f"reference shortcut differs from Pipeline.predict by {diff:.2e}")
+    names = set(pipe.findings)
+    del pipe
+    return ref, names
+
+
+def _r(v: float | None, nd: int = 4) -> float | None:
+    return None if v is None else round(float(v), nd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--url", default=None, help="an already running app (default: start app.py on a free port)")
+    ap.add_argument("--server-pid", type=int, default=None, help="with --url: the server's pid, for RSS sampling")
+    ap.add_argument("--app", default="app.py", help="app file to start, relative to the repo root")
+    ap.add_argument("--api-name", default="/predict")
+    ap.add_argument("--users", type=int, default=8, help="concurrent users (one gradio_client each)")
+    ap.add_argument("--requests", type=int, default=300, help="requests after warm-up (the memory slope needs a few hundred)")
+    ap.add_argument("--seconds", type=float, default=300.0, help="stop sending new requests after this long")
+    ap.add_argument("--scans", type=int, default=64, help="distinct scans to cycle through")
+    ap.add_argument("--checkpoint", default=None, help="checkpoint for the in-process reference (the app's)")
+    ap.add_argument("--no-reference", action="store_true", help="skip the in-process reference (remote app)")
+    ap.add_argument("--atol", type=float, default=1e-5, help="max |app - reference| per finding")
+    ap.add_argument("--require-token", action="store_true", help="fail when a text response lacks its own token")
+    ap.add_argument("--rss-slope-mb", type=float, default=10.0, help="tolerated RSS growth, MB per 100 requests")
+    ap.add_argument("--min-slope-requests", type=int, default=100, help="check the slope only after this many")
+    ap.add_argument("--sample-interval", type=float, default=1.0, help="RSS sampling period, seconds")
+    ap.add_argument("--startup-timeout", type=float, default=300.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="also write the JSON here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    result = run(args)
+    text = json.dumps(result, indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
