@@ -135,10 +135,58 @@ def machine_info(device: str) -> dict[str, Any]:
         "device": device,
         "loadavg_1m_start": round(load[0], 2),
         "mkldnn": torch.backends.mkldnn.is_available(),
+        "env": {k: os.environ[k] for k in _THREAD_ENV if k in os.environ},
     }
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+_THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "GOMP_SPINCOUNT", "MALLOC_ARENA_MAX",
+               "MEDMM_TORCH_THREADS")
+
+# ============================================================================================ OpenMP env
+_OMP_CHILD_CODE = r"""
+import json, sys, time, torch, timm
+m = timm.create_model(sys.argv[1], pretrained=False, num_classes=0).eval()
+x = torch.randn(1, 3, 224, 224)
+out = []
+with torch.inference_mode():
+    for _ in range(3):
+        m(x)
+    for _ in range(int(sys.argv[2])):
+        t = time.perf_counter(); m(x); out.append(time.perf_counter() - t)
+print(json.dumps({"threads": torch.get_num_threads(), "samples": out}))
+"""
+OMP_VARIANTS: dict[str, dict[str, str]] = {
+    "default": {},
+    "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "OMP_NUM_THREADS=1": {"OMP_NUM_THREADS": "1"},
+}
+
+
+def omp_env_experiment(arch: str, repeats: int, rounds: int = 2) -> dict[str, Any]:
+    """Bare backbone p50 in child processes under OpenMP settings that only take effect at start-up.
+
+    Why: on a shared CPU, OpenMP threads that spin-wait at barriers (libgomp's default) lose their time slice to
+    other processes and a 2-thread forward can be many times slower than a 1-thread one. Rounds alternate the
+    variants so that background load drifts hit them alike.
+    """
+    samples: dict[str, list[float]] = {k: [] for k in OMP_VARIANTS}
+    threads: dict[str, int] = {}
+    for _ in range(rounds):
+        for name, extra in OMP_VARIANTS.items():
+            env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
+            env.update(extra)
+            try:
+                proc = subprocess.run([sys.executable, "-c", _OMP_CHILD_CODE, arch, str(repeats)], env=env,
+                                      capture_output=True, text=True, timeout=600)
+                got = json.loads(proc.stdout.strip().splitlines()[-1])
+            except (subprocess.TimeoutExpired, ValueError, IndexError) as e:
+                return {"error": f"{type(e).__name__}: {e}"}
+            samples[name] += got["samples"]
+            threads[name] = got["threads"]
+    return {name: {**summarize(v), "threads": threads.get(name)} for name, v in samples.items()}
 
 
 # ============================================================================================ cold start
@@ -293,6 +341,18 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
+def _pipeline_with_backbone(pipeline: Any, backbone: nn.Module) -> Any:
+    """A shallow copy of ``pipeline`` whose model is a deep copy with ``backbone`` as the timm model (own cache)."""
+    import threading
+    from collections import OrderedDict
+
+    clone = copy.copy(pipeline)
+    clone.model = copy.deepcopy(pipeline.model)
+    clone.model.image_encoder.model = backbone
+    clone._text_cache, clone._text_lock = OrderedDict(), threading.Lock()
+    return clone
+
+
 def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max())
 
@@ -330,6 +390,18 @@ def _experiments(pipeline: Any, bare: nn.Module, png: Path, repeats: int) -> dic
     base = out["backbone_variants"]["nchw"]["p50_ms"]
     out["backbone_variants_speedup"] = {k: round(base / v["p50_ms"], 2) for k, v in out["backbone_variants"].items()}
 
+    # the whole image-only request with the proposed backbone changes, on a copy of the pipeline
+    variants_req = {"as_shipped": pipeline, "bn_folded": _pipeline_with_backbone(pipeline, folded),
+                    "bn_folded_channels_last": _pipeline_with_backbone(pipeline, folded_cl)}
+    req = time_interleaved({k: (lambda p=p: p.predict([png])) for k, p in variants_req.items()}, repeats)
+    bare_p50 = time_fn(lambda: bare(x), repeats)["p50_ms"]
+    out["whole_request_png_variants"] = req
+    out["whole_request_png_variants_overhead_ratio"] = {k: round(v["p50_ms"] / bare_p50, 3) for k, v in req.items()}
+    ref_probs = pipeline.predict([png]).findings
+    out["whole_request_png_variants_max_prob_diff"] = {
+        k: max(abs(p.predict([png]).findings[f] - ref_probs[f]) for f in ref_probs) for k, p in variants_req.items()}
+    del variants_req
+
     # intra-op threads: 1 vs every usable core (contention makes the many-thread case slow: barrier waits)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     threads: dict[str, Any] = {}
@@ -337,8 +409,10 @@ def _experiments(pipeline: Any, bare: nn.Module, png: Path, repeats: int) -> dic
         res = _with_threads(n, lambda: time_interleaved({"bare_backbone": lambda: bare(x),
                                                          "whole_request_png": lambda: pipeline.predict([png])},
                                                         repeats))
+        res["overhead_ratio"] = round(res["whole_request_png"]["p50_ms"] / res["bare_backbone"]["p50_ms"], 3)
         threads[str(n)] = res
     out["threads"] = threads
+    out["omp_env_bare_backbone"] = omp_env_experiment(pipeline.model.image_encoder.name, repeats)
 
     # int8 dynamic quantisation of the text encoder's Linear layers (the image encoder is conv-only)
     te = pipeline.model.text_encoder
@@ -585,9 +659,16 @@ def format_table(r: dict[str, Any]) -> str:
         for k, v in ex["backbone_variants"].items():
             lines.append(f"  backbone {k:<26} p50 {v['p50_ms']:8.2f} ms  x{ex['backbone_variants_speedup'][k]:.2f}"
                          f"  max|diff| {ex['backbone_variants_max_abs_diff'].get(k, 0.0):.1e}")
+        for k, v in ex["whole_request_png_variants"].items():
+            lines.append(f"  whole PNG request, {k:<24} p50 {v['p50_ms']:8.2f} ms  overhead_ratio "
+                         f"{ex['whole_request_png_variants_overhead_ratio'][k]:.2f}  max|dprob| "
+                         f"{ex['whole_request_png_variants_max_prob_diff'][k]:.1e}")
         for n, v in ex["threads"].items():
             lines.append(f"  threads={n:<3} bare backbone p50 {v['bare_backbone']['p50_ms']:8.2f} ms, "
-                         f"whole PNG request p50 {v['whole_request_png']['p50_ms']:8.2f} ms")
+                         f"whole PNG request p50 {v['whole_request_png']['p50_ms']:8.2f} ms, ratio {v['overhead_ratio']:.2f}")
+        for k, v in ex.get("omp_env_bare_backbone", {}).items():
+            if isinstance(v, dict):
+                lines.append(f"  subprocess {k:<26} ({v['threads']} threads) bare backbone p50 {v['p50_ms']:8.2f} ms")
         q = ex.get("text_encoder_int8", {})
         if "fp32" in q:
             lines.append(f"  text encoder fp32 p50 {q['fp32']['p50_ms']:.2f} ms, int8 dynamic {q['int8_dynamic']['p50_ms']:.2f}"

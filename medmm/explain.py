@@ -101,7 +101,8 @@ class _ImageScorer:
     def __call__(self, pixels: torch.Tensor, text_feat: torch.Tensor | None = None,
                  other_views: torch.Tensor | None = None) -> torch.Tensor:
         enc = self.model.image_encoder.model
-        feat = enc.forward_head(self.tap(enc.forward_features(pixels)))  # [N, F]
+        x = pixels.contiguous(memory_format=torch.channels_last)  # as MedMM.encode_images (NHWC convs on CPU)
+        feat = enc.forward_head(self.tap(enc.forward_features(x)))  # [N, F]
         n = feat.shape[0]
         if other_views is not None:  # the pipeline averages view features; the others enter as a constant sum
             feat = (feat + _rows(other_views, n)) / self.n_views
@@ -218,6 +219,10 @@ def explain(pipeline: "Pipeline", inputs: "ModelInputs", prediction: "Prediction
             exp.heatmap = display_heatmap(raw, method)
             exp.heatmap_scan = resize_map(exp.heatmap, inputs.scans[view].pixels.shape)
             exp.sanity.update(extra)
+            err = extra.get("ig_completeness", {}).get("relative_error", 0.0)
+            if err > 0.1:
+                exp.notes.append(f"Integrated Gradients did not converge well (completeness error {err:.0%}); "
+                                 "more steps (n_steps) give a more reliable map.")
             if not exp.heatmap.any():
                 exp.notes.append(f"{METHOD_NAMES[method]} found no positive evidence for {finding} in this scan.")
             exp.timings_s["image_s"] = time.perf_counter() - t
@@ -266,7 +271,8 @@ def _image_features(model: nn.Module, inputs: "ModelInputs") -> tuple[torch.Tens
     if inputs.pixels is None:
         return None, None
     b, v = inputs.pixels.shape[:2]
-    per_view = model.image_encoder(inputs.pixels.flatten(0, 1)).view(b, v, -1)
+    x = inputs.pixels.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+    per_view = model.image_encoder(x).view(b, v, -1)
     return per_view.mean(1), per_view
 
 

@@ -82,6 +82,11 @@ def build_image_cache(model: MedMM, records: list[Record], cfg: TrainConfig, pre
     if path.is_file():
         log.info("reusing cached image features %s", path)
         return torch.load(path, weights_only=True)
+    derived = _derive_from_earlier_cut(model, records, cfg, aug_views, cache_dir, device)
+    if derived is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(derived, path)
+        return derived
     idx = [i for i, r in enumerate(records) if r.image]
     out: dict[int, torch.Tensor] = {}
     batch_size = 32
@@ -100,6 +105,29 @@ def build_image_cache(model: MedMM, records: list[Record], cfg: TrainConfig, pre
     cache_dir.mkdir(parents=True, exist_ok=True)
     torch.save(out, path)
     return out
+
+
+@torch.inference_mode()
+def _derive_from_earlier_cut(model: MedMM, records: list[Record], cfg: TrainConfig, aug_views: int, cache_dir: Path,
+                             device: str) -> dict[int, torch.Tensor] | None:
+    """A cache cut *earlier* in the network (more tail blocks) already on disk is advanced through the extra
+    frozen blocks instead of decoding and encoding every image again (same images, views and seed)."""
+    blocks = model.image_encoder.model.blocks
+    for earlier in range(len(blocks), cfg.finetune_blocks, -1):
+        other = cache_dir / f"stem_{cache_key(replace(cfg, finetune_blocks=earlier), model.cfg, records, aug_views)}.pt"
+        if not other.is_file():
+            continue
+        log.info("deriving the cache for %d tail block(s) from %s", cfg.finetune_blocks, other)
+        cache = torch.load(other, weights_only=True)
+        extra = blocks[len(blocks) - earlier : len(blocks) - cfg.finetune_blocks].eval()
+        keys = list(cache)
+        for s in range(0, len(keys), 32):  # batched, NHWC like the weights: small NCHW batches are ~10x slower
+            chunk = keys[s : s + 32]
+            x = torch.cat([cache[i] for i in chunk]).float().to(device).contiguous(memory_format=torch.channels_last)
+            y = extra(x).half().cpu().contiguous().split([len(cache[i]) for i in chunk])
+            cache.update({i: t.clone() for i, t in zip(chunk, y)})
+        return cache
+    return None
 
 
 @torch.inference_mode()
@@ -413,13 +441,14 @@ def main(argv: list[str] | None = None) -> int:
     energy_folds: list[dict] = []
     if cfg.folds >= 2:
         folds = patient_folds(records, cfg.folds, cfg.seed)
+        run_key = cache_key(cfg, model_cfg, records, args.aug_views) + json.dumps(cfg.to_dict(), sort_keys=True)
         oof = {c: np.full((len(records), len(FINDINGS)), np.nan, np.float32) for c in ("full", "image_only", "notes_only")}
         for k in range(cfg.folds):
             path = out / "folds" / f"fold{k}.npz"
             val_idx, train_idx = np.where(folds == k)[0], np.where(folds != k)[0]
-            if path.is_file():  # resume
+            if path.is_file():  # resume: only a fold of the same records, split and settings
                 saved = np.load(path)
-                if np.array_equal(saved["val_idx"], val_idx):
+                if np.array_equal(saved["val_idx"], val_idx) and str(saved.get("run_key", "")) == run_key:
                     for c in oof:
                         oof[c][val_idx] = saved[c]
                     energy_folds.append(json.loads(str(saved["energy"])))
@@ -434,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             energy_folds.append(meter.record.to_dict())
             if rank == 0:
                 np.savez(path, val_idx=val_idx, full=full, image_only=img_only, notes_only=txt_only,
-                         energy=json.dumps(meter.record.to_dict()))
+                         energy=json.dumps(meter.record.to_dict()), run_key=run_key)
             known = ~np.isnan(labels[val_idx, 1])
             log.info("fold %d: Pneumonia AUC %.4f (%d val records), energy %.0f J (%s)", k,
                      roc_auc(labels[val_idx, 1][known], full[known, 1]), len(val_idx),

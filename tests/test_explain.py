@@ -238,8 +238,10 @@ def test_overlay_figure_png_and_array():
     heat = np.zeros((SIZE, SIZE), np.float32)
     heat[30:60, 20:50] = 1.0
     fig = overlay_figure(scan, heat, "Pneumonia: p = 0.83", caption="Grad-CAM; not a diagnosis")
-    assert len(fig.axes) == 2  # image + colour bar
-    assert fig.axes[0].get_title() == "Pneumonia: p = 0.83"
+    (ax,) = fig.axes
+    assert len(ax.child_axes) == 1  # image + colour bar (an inset so it matches the image's height)
+    assert ax.child_axes[0].get_ylabel().startswith("relative attribution")
+    assert ax.get_title() == "Pneumonia: p = 0.83"
     png = figure_to_png(fig)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     arr = figure_to_array(fig)
