@@ -195,6 +195,8 @@ import json, resource, sys, time
 t0 = time.perf_counter()
 import torch
 t_torch = time.perf_counter()
+if int(sys.argv[3]) > 0:
+    torch.set_num_threads(int(sys.argv[3]))
 from medmm.pipeline import Pipeline
 t_import = time.perf_counter()
 pipe = Pipeline.from_checkpoint(sys.argv[1])
@@ -212,13 +214,16 @@ print(json.dumps({"import_torch_s": t_torch - t0, "import_medmm_s": t_import - t
 """
 
 
-def cold_start(checkpoint: str | Path, scan: str | Path, timeout_s: float = 600.0) -> dict[str, Any]:
-    """Import + checkpoint load + first request in a fresh interpreter (OS file cache warm, as on a restart)."""
+def cold_start(checkpoint: str | Path, scan: str | Path, timeout_s: float = 600.0, threads: int | None = None) -> dict[str, Any]:
+    """Import + checkpoint load + first request in a fresh interpreter (OS file cache warm, as on a restart).
+
+    The child uses ``threads`` intra-op threads when given (as the parent does with ``--threads``)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     t = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-c", _COLD_START_CODE, str(checkpoint), str(scan)], cwd=REPO_ROOT,
+        proc = subprocess.run([sys.executable, "-c", _COLD_START_CODE, str(checkpoint), str(scan),
+                               str(threads or 0)], cwd=REPO_ROOT,
                               env=env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {"error": f"cold start took longer than {timeout_s:.0f} s"}
@@ -470,7 +475,7 @@ def run_bench(checkpoint: str | Path | None = None, repeats: int = 20, *, cold: 
                             "in_process_load_s": round(load_s, 3)}
         if cold:
             log.info("cold start (subprocess)")
-            result["cold_start"] = cold_start(checkpoint, files["png"])
+            result["cold_start"] = cold_start(checkpoint, files["png"], threads=threads)
 
         stages: dict[str, dict[str, float]] = {}
         prep = pipe.meta.preprocessing

@@ -459,7 +459,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["memory"] = {"server_pid": pid, "rss_after_warmup_mb": rss_warm, "rss_end_mb": rss_end,
                             "rss_growth_mb": _r(rss_end - rss_warm) if rss_warm and rss_end else None,
                             "rss_slope_mb_per_100_requests": _r(slope), "tolerance_mb_per_100": args.rss_slope_mb,
-                            "samples": len(rss_points)}
+                            "samples": len(rss_points),
+                            # (requests done, MB), thinned to ~20 points: shows a plateau vs a steady climb
+                            "trace": [list(p) for p in rss_points[:: max(1, len(rss_points) // 20)]]}
         if errors:
             failures.append(f"{len(errors)} request(s) failed, e.g. {errors[0].error}")
         if mismatched:
