@@ -29,7 +29,8 @@ ScanInput = Union[str, Path, bytes, Scan]
 MAX_NOTES_CHARS = 20_000       # more than any clinical indication; longer input is cut (with a warning)
 MAX_SCANS = 8                  # views per request
 RADIOGRAPH_MODALITIES = {None, "CR", "DX", "DR", "RG", "OT", "SC", "XC"}
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0 controls and lone UTF-16 surrogates (valid in JSON, e.g. "\ud800", but not encodable text)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 class InputError(ValueError):
