@@ -11,7 +11,7 @@ What it checks, and why:
   may appear. A shared-state bug (e.g. a cache keyed wrongly, a global "last image") shows up as a mismatch.
 * no request errors; p50/p95 latency and throughput under load;
 * memory: the server's RSS (``/proc/PID/status``) is sampled while a few hundred requests run; the slope
-  (MB per 100 requests, least squares over the second half of the samples) must stay under ``--rss-slope-mb``.
+  (MB per 100 requests, least squares over the second half of the samples) must stay under ``--rss-slope-mb`` (20).
 
 The app is started from ``app.py`` on a free localhost port (``GRADIO_SERVER_NAME=127.0.0.1``,
 ``GRADIO_SERVER_PORT``) unless ``--url`` is given (then memory is sampled only with ``--server-pid``). The
@@ -548,7 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-reference", action="store_true", help="skip the in-process reference (remote app)")
     ap.add_argument("--atol", type=float, default=1e-5, help="max |app - reference| per finding")
     ap.add_argument("--require-token", action="store_true", help="fail when a text response lacks its own token")
-    ap.add_argument("--rss-slope-mb", type=float, default=10.0, help="tolerated RSS growth, MB per 100 requests")
+    # 20 MB/100 = 0.2 MB per request: far below one retained scan (a 1024^2 float32 image is 4 MB), above the
+    # +-10 MB allocator noise of a 1.4 GB server seen over a few hundred requests
+    ap.add_argument("--rss-slope-mb", type=float, default=20.0, help="tolerated RSS growth, MB per 100 requests")
     ap.add_argument("--min-slope-requests", type=int, default=100, help="check the slope only after this many")
     ap.add_argument("--sample-interval", type=float, default=1.0, help="RSS sampling period, seconds")
     ap.add_argument("--startup-timeout", type=float, default=300.0)
