@@ -555,11 +555,12 @@ def run_bench(checkpoint: str | Path | None = None, repeats: int = 20, *, cold: 
         result["overhead_ratio_by_input"] = {k[len("whole_request."):]: round(v["p50_ms"] / bare_p50, 3)
                                              for k, v in stages.items() if k.startswith("whole_request.")}
         result["overhead_target"] = OVERHEAD_TARGET
+        result["memory"]["rss_end_mb"] = rss_mb()
+        result["memory"]["peak_rss_mb"] = peak_rss_mb()  # before the experiments' model copies
         if run_experiments:
             log.info("experiments")
             result["experiments"] = experiments(pipe, bare, files["png"], repeats)
-        result["memory"]["rss_end_mb"] = rss_mb()
-        result["memory"]["peak_rss_mb"] = peak_rss_mb()
+            result["memory"]["peak_rss_incl_experiments_mb"] = peak_rss_mb()
         load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
         result["machine"]["loadavg_1m_end"] = round(load[0], 2)
         busy = max(result["machine"]["loadavg_1m_start"], load[0])
