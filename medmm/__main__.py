@@ -42,11 +42,14 @@ def cmd_predict(args) -> int:
         if not args.out:
             raise CliError("--manifest needs --out OUT.csv")
         return _predict_manifest(args)
+    from medmm.io import load_scans
+
     notes = _notes_arg(args)
     if not args.images and not notes:
         raise CliError("give at least one IMAGE or --notes")
+    scans = load_scans([Path(p) for p in args.images]) if args.images else []  # bad files fail before the model loads
     pipe = _pipeline(args.checkpoint)
-    result = run_request(pipe, [Path(p) for p in args.images], notes)
+    result = run_request(pipe, scans, notes)
     if args.report_out and result.report is not None:
         Path(args.report_out).write_text(result.report.to_text(), encoding="utf-8")
     payload = result.to_json()

@@ -322,28 +322,13 @@ def fresh_backbone(pipeline: Any) -> nn.Module:
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Copy of an EfficientNet/MobileNet-style timm model with eval BatchNorm folded into the preceding conv.
+    """Copy of a timm EfficientNet-style model with BatchNorm folded (``ImageEncoder.fold_batchnorm_``)."""
+    from medmm.encoders import ImageEncoder
 
-    timm pairs each conv with a ``BatchNormAct2d`` sibling (``conv_stem``/``bn1``, ``conv_pw``/``bn1``,
-    ``conv_dw``/``bn2``, ``conv_pwl``/``bn3``, ``conv_head``/``bn2``); the BN becomes ``w' = w * g / sqrt(v + eps)``,
-    ``b' = (b - m) * g / sqrt(v + eps) + beta`` and only its activation is kept. Inference only.
-    """
-    model = copy.deepcopy(model).eval()
-    pairs: list[tuple[nn.Module, str, str]] = []
-    for parent in model.modules():
-        names = [n for n, _ in parent.named_children()]
-        convs = [n for n in names if n.startswith("conv_") and isinstance(getattr(parent, n), nn.Conv2d)]
-        bns = [n for n in names if n.startswith("bn") and isinstance(getattr(parent, n), nn.BatchNorm2d)]
-        if convs and len(convs) == len(bns):
-            pairs += list(zip([parent] * len(convs), convs, bns))
-    for parent, cname, bname in pairs:
-        conv, bn = getattr(parent, cname), getattr(parent, bname)
-        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-        bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        conv.weight = nn.Parameter(conv.weight.detach() * scale[:, None, None, None], requires_grad=False)
-        conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias.detach(), requires_grad=False)
-        setattr(parent, bname, nn.Sequential(getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity())))
-    return model
+    holder = ImageEncoder.__new__(ImageEncoder)
+    nn.Module.__init__(holder)
+    holder.model = copy.deepcopy(model)
+    return holder.fold_batchnorm_().model
 
 
 def _pipeline_with_backbone(pipeline: Any, backbone: nn.Module) -> Any:

@@ -76,6 +76,7 @@ class Pipeline:
     def from_checkpoint(cls, path: str | Path = DEFAULT_CHECKPOINT, device: str | None = None) -> "Pipeline":
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, meta, ood = load_checkpoint(path, device=device)
+        model.image_encoder.fold_batchnorm_()  # inference only: same outputs (<1e-5), ~1.2x faster backbone
         if not meta.trained:
             log.warning("checkpoint %s is UNTRAINED: predictions are meaningless", path)
         return cls(model, meta, ood, device)

@@ -95,3 +95,25 @@ def test_clip_loss_prefers_aligned_pairs():
     loss = ClipLoss()
     assert float(loss.logit_scale.detach().exp()) == pytest.approx(1 / 0.07, rel=1e-5)
     assert loss(a, a) < loss(a, torch.randn(16, 32))
+
+
+def test_batchnorm_folding_keeps_outputs(model):
+    import copy
+
+    reference = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(0)
+    for m in reference.image_encoder.modules():  # non-trivial statistics, so folding has something to fold
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+    folded = copy.deepcopy(reference)
+    folded.image_encoder.fold_batchnorm_()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.image_encoder.modules())
+    x = torch.randn(2, 1, 3, 64, 64)
+    with torch.inference_mode():
+        ref, out = reference(x), folded(x)
+        torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+        assert not torch.allclose(ref, model(x), atol=1e-3)  # the statistics really mattered
