@@ -233,10 +233,12 @@ def _load_scan(source: Any, filename: str | None) -> Scan:
 def _load_scans(sources: list[Any]) -> list[Scan]:
     if not sources:
         raise ScanError("no files were given")
-    blobs = [_numbered(i, len(sources), lambda s=s: _read_source(s)[0]) for i, s in enumerate(sources)]
+    read = [_numbered(i, len(sources), lambda s=s: _read_source(s)) for i, s in enumerate(sources)]
+    blobs = [blob for blob, _ in read]
     if len(blobs) > 1 and _one_series(blobs):
         return [_load_series(blobs)]
-    return [_numbered(i, len(blobs), lambda b=b: _load_scan(b, None)) for i, b in enumerate(blobs)]
+    # the file name (when there is one) is kept only as an extension hint for the "content vs extension" note
+    return [_numbered(i, len(read), lambda r=r: _load_scan(r[0], r[1])) for i, r in enumerate(read)]
 
 
 def _numbered(index: int, total: int, func: Callable[[], _T]) -> _T:

@@ -271,3 +271,13 @@ def test_render_never_imports_pyplot():
             "figure_to_png(overlay_figure(np.zeros((20, 30)), np.ones((8, 8)), 't'))\n"
             "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
+
+
+def test_token_highlights_leave_punctuation_unscored():
+    from medmm.render import token_highlights
+
+    out = token_highlights([("fever", 0.8), (",", 0.5), ("cough", -0.2), (".", 0.1)], "fever, cough.")
+    assert "".join(t for t, _ in out) == "fever, cough."
+    scores = dict(out)
+    assert scores["fever"] == 0.8 and scores["cough"] == -0.2
+    assert scores[","] is None and scores["."] is None

@@ -965,3 +965,17 @@ def test_fuzz_mutated_files_load_or_raise_scan_error(base: int, seed: int, cut: 
             return
     assert_valid_scan(scan)
     assert_no_secret(repr(scan.metadata))
+
+
+def test_load_scans_keeps_the_extension_hint(tmp_path):
+    """A PNG saved as .dcm loads by content, and the pipeline-facing loader still says the extension is wrong."""
+    from PIL import Image
+
+    from medmm.io import load_scans
+
+    path = tmp_path / "scan.dcm"
+    Image.fromarray((np.arange(64 * 64) % 251).astype(np.uint8).reshape(64, 64)).save(path, format="PNG")
+    (scan,) = load_scans([path])
+    assert scan.metadata.source_format == "png"
+    assert any(".dcm" in n and "png" in n.lower() for n in scan.metadata.notes), scan.metadata.notes
+    assert "scan" not in " ".join(scan.metadata.notes)  # only the extension, never the file name
