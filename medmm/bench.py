@@ -37,10 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from medmm.data import SHARED_DATA
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 BATCH_SIZES = (1, 8, 32)
 EXPLAIN_METHODS = ("gradcam", "ig", "occlusion")
 TYPICAL_NOTES = ("58-year-old with fever, productive cough and right basal crackles for three days; "

@@ -9,7 +9,6 @@ import hashlib
 import logging
 import re
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from medmm.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from medmm.io import Scan, ScanError, load_scans
+from medmm.io import Scan, load_scans
 from medmm.prediction import Prediction
 from medmm.transforms import to_model_input
 
@@ -168,9 +167,3 @@ class Pipeline:
                         "sha256": self.meta.weights_sha256},
         )
 
-
-def timed(fn, *args, **kwargs):
-    """Call ``fn`` and return ``(result, seconds)``."""
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0
