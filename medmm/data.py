@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medmm.labels import (FINDINGS, covid_collection_labels, empty_labels, iu_report_labels, kermany_labels,
+from medmm.labels import (FINDINGS, covid_collection_labels, iu_report_labels, kermany_labels,
                           kermany_patient_id, labels_from_dict)
 
 log = logging.getLogger(__name__)
@@ -147,4 +147,4 @@ def label_matrix(records: list[Record]) -> np.ndarray:
     return np.stack([r.labels for r in records]) if records else np.zeros((0, len(FINDINGS)), np.float32)
 
 
-__all__ = ["Record", "load_records", "patient_folds", "label_matrix", "manifest_records", "empty_labels"]
+__all__ = ["Record", "load_records", "patient_folds", "label_matrix", "manifest_records"]

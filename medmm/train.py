@@ -281,11 +281,11 @@ def predict_logits(model: MedMM, batcher: Batcher, idx: np.ndarray, cfg: TrainCo
     out = []
     for s in range(0, len(idx), 256):
         batch = batcher.get(idx[s : s + 256].tolist(), view="clean", drop=drop)
-        if drop == "notes" and batch[0] is None or drop == "image" and not bool(batch[4].any()):
-            out.append(np.full((len(batch[2]), len(FINDINGS)), np.nan, np.float32))
-            continue
-        logits, _ = forward_batch(model, batch, cfg.finetune_blocks)
-        out.append(logits.float().cpu().numpy())
+        present = (batch[3] > 0) | (batch[4] > 0)  # rows left with no modality after the drop have no prediction
+        logits = np.full((len(present), len(FINDINGS)), np.nan, np.float32)
+        if present.any():
+            logits[present.cpu().numpy()] = forward_batch(model, batch, cfg.finetune_blocks)[0][present].float().cpu().numpy()
+        out.append(logits)
     return np.concatenate(out) if out else np.zeros((0, len(FINDINGS)), np.float32)
 
 
