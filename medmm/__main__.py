@@ -19,11 +19,15 @@ class CliError(Exception):
     """Turned into a one-line message on stderr and exit code 2."""
 
 
-def _pipeline(checkpoint: str | None):
+def _pipeline(checkpoint: str | None, runtime: str | None = None):
     from medmm.checkpoint import DEFAULT_CHECKPOINT
     from medmm.pipeline import Pipeline
+    from medmm.runtime import RuntimeUnavailable
 
-    pipe = Pipeline.from_checkpoint(checkpoint or DEFAULT_CHECKPOINT)
+    try:
+        pipe = Pipeline.from_checkpoint(checkpoint or DEFAULT_CHECKPOINT, runtime=runtime)
+    except RuntimeUnavailable as e:
+        raise CliError(str(e)) from None
     if not pipe.meta.trained:
         print("warning: the checkpoint is UNTRAINED; outputs are placeholders", file=sys.stderr)
     return pipe
@@ -48,7 +52,7 @@ def cmd_predict(args) -> int:
     if not args.images and not notes:
         raise CliError("give at least one IMAGE or --notes")
     scans = load_scans([Path(p) for p in args.images]) if args.images else []  # bad files fail before the model loads
-    pipe = _pipeline(args.checkpoint)
+    pipe = _pipeline(args.checkpoint, getattr(args, "runtime", None))
     result = run_request(pipe, scans, notes)
     if args.report_out and result.report is not None:
         Path(args.report_out).write_text(result.report.to_text(), encoding="utf-8")
@@ -74,7 +78,7 @@ def _predict_manifest(args) -> int:
     from medmm.io import ScanError
     from medmm.pipeline import InputError
 
-    pipe = _pipeline(args.checkpoint)
+    pipe = _pipeline(args.checkpoint, getattr(args, "runtime", None))
     manifest = Path(args.manifest)
     try:
         rows = list(csv.DictReader(manifest.open(newline="", encoding="utf-8")))
@@ -103,7 +107,7 @@ def _predict_manifest(args) -> int:
 def cmd_evaluate(args) -> int:
     from medmm.evaluate import evaluate_manifest
 
-    pipe = _pipeline(args.checkpoint)
+    pipe = _pipeline(args.checkpoint, getattr(args, "runtime", None))
     result = evaluate_manifest(pipe, args.manifest, n_boot=args.bootstrap)
     text = json.dumps(result, indent=2, default=float)
     if args.out:
@@ -115,7 +119,8 @@ def cmd_evaluate(args) -> int:
 def cmd_explain(args) -> int:
     from medmm.explain import cli_explain
 
-    return cli_explain(_pipeline(args.checkpoint), args.images, _notes_arg(args), finding=args.finding,
+    pipe = _pipeline(args.checkpoint, getattr(args, "runtime", None))
+    return cli_explain(pipe, args.images, _notes_arg(args), finding=args.finding,
                        method=args.method, out_dir=Path(args.out))
 
 
@@ -123,6 +128,16 @@ def cmd_bench(args) -> int:
     from medmm.bench import cli_bench
 
     return cli_bench(args)
+
+
+RUNTIME_CHOICES = ("auto", "torch", "onnxruntime", "openvino")  # = medmm.runtime.CHOICES (that imports torch)
+
+
+def _runtime_arg(parser: argparse.ArgumentParser, bench: bool = False) -> None:
+    parser.add_argument("--runtime", default=None, choices=RUNTIME_CHOICES,
+                        help=("encoder runtime of the pipeline under test; every installed runtime is also timed "
+                              "side by side" if bench else "encoder runtime for inference")
+                        + " (default: $MEDMM_RUNTIME or auto = the fastest installed; explanations always use torch)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-out", default=None, help="write the drafted report text to this file")
     p.add_argument("--manifest", default=None, help="CSV with columns image and optional notes")
     p.add_argument("--out", default=None, help="output CSV for --manifest")
+    _runtime_arg(p)
     p.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="metrics (AUC, sensitivity, specificity, F1 with CIs) on a labelled manifest")
@@ -146,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default=None)
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     e.add_argument("--out", default=None, help="also write the JSON here")
+    _runtime_arg(e)
     e.set_defaults(func=cmd_evaluate)
 
     x = sub.add_parser("explain", help="saliency overlay, token attributions and modality contributions")
@@ -156,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--method", default="gradcam", choices=["gradcam", "ig", "occlusion"])
     x.add_argument("--checkpoint", default=None)
     x.add_argument("--out", required=True, help="output folder")
+    _runtime_arg(x)
     x.set_defaults(func=cmd_explain)
 
     b = sub.add_parser("bench", help="latency / throughput / memory benchmark")
@@ -163,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--checkpoint", default=None)
     b.add_argument("--repeats", type=int, default=20)
     b.add_argument("--out", default=None)
+    _runtime_arg(b, bench=True)
     b.set_defaults(func=cmd_bench)
     return ap
 

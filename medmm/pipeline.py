@@ -63,22 +63,35 @@ class ModelInputs:
 class Pipeline:
     """Loaded once per process; ``predict`` is safe to call from several threads (no per-request state on self)."""
 
-    def __init__(self, model, meta, ood, device: str = "cpu") -> None:
+    def __init__(self, model, meta, ood, device: str = "cpu", runtime=None) -> None:
         self.model, self.meta, self.ood, self.device = model, meta, ood, device
         self.model.image_encoder.to(memory_format=torch.channels_last)  # matches encode_images' NHWC input
         self.findings: tuple[str, ...] = meta.findings
         self.temperatures = torch.tensor([meta.temperatures[f] for f in self.findings], dtype=torch.float32)
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # sha256(notes) -> embedding
         self._text_lock = threading.Lock()
+        # medmm.runtime.EncoderRuntime: encoder forwards through ONNX Runtime / OpenVINO; None = torch
+        self.runtime = runtime
+        self._tok_cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()  # sha256 -> ids, mask
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path = DEFAULT_CHECKPOINT, device: str | None = None) -> "Pipeline":
+    def from_checkpoint(cls, path: str | Path = DEFAULT_CHECKPOINT, device: str | None = None,
+                        runtime: str | None = None) -> "Pipeline":
+        """``runtime``: ``auto`` | ``torch`` | ``onnxruntime`` | ``openvino`` (default ``$MEDMM_RUNTIME`` or auto;
+        see medmm.runtime). Explanations always use the torch model."""
+        from medmm import runtime as rt
+
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, meta, ood = load_checkpoint(path, device=device)
         model.image_encoder.fold_batchnorm_()  # inference only: same outputs (<1e-5), ~1.2x faster backbone
         if not meta.trained:
             log.warning("checkpoint %s is UNTRAINED: predictions are meaningless", path)
-        return cls(model, meta, ood, device)
+        encoders = rt.build(runtime, model, meta, device)
+        return cls(model, meta, ood, device, runtime=None if encoders.name == "torch" else encoders)
+
+    @property
+    def runtime_name(self) -> str:
+        return "torch" if self.runtime is None else self.runtime.name
 
     # ------------------------------------------------------------------------------------------------ inputs
     def prepare(self, scans: Sequence[ScanInput] = (), notes: str | None = None) -> ModelInputs:
@@ -101,11 +114,27 @@ class Pipeline:
                                     "chest radiographs only, so its output for this scan is not meaningful.")
         input_ids = attention_mask = None
         if notes:
-            tok = self.model.text_encoder.tokenize([notes])
-            if tok["input_ids"].shape[1] >= self.model.text_encoder.max_tokens:
+            input_ids, attention_mask = self._tokenize(notes)
+            if input_ids.shape[1] >= self.model.text_encoder.max_tokens:
                 warnings.append(f"Only the first {self.model.text_encoder.max_tokens} tokens of the notes were used.")
-            input_ids, attention_mask = tok["input_ids"].to(self.device), tok["attention_mask"].to(self.device)
+            input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         return ModelInputs(loaded, pixels, input_ids, attention_mask, notes, warnings)
+
+    def _tokenize(self, notes: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokenised notes, LRU-cached by sha256 (a re-sent note skips the tokenizer; cached tensors are shared
+        read-only, never modified in place)."""
+        key = hashlib.sha256(notes.encode("utf-8", "surrogatepass")).hexdigest()
+        with self._text_lock:
+            if key in self._tok_cache:
+                self._tok_cache.move_to_end(key)
+                return self._tok_cache[key]
+        tok = self.model.text_encoder.tokenize([notes])
+        out = (tok["input_ids"], tok["attention_mask"])
+        with self._text_lock:
+            self._tok_cache[key] = out
+            while len(self._tok_cache) > 256:
+                self._tok_cache.popitem(last=False)
+        return out
 
     # ------------------------------------------------------------------------------------------------ model
     def text_features(self, inputs: ModelInputs) -> torch.Tensor | None:
@@ -116,7 +145,10 @@ class Pipeline:
             if key in self._text_cache:
                 self._text_cache.move_to_end(key)
                 return self._text_cache[key]
-        feat = self.model.encode_text(inputs.input_ids, inputs.attention_mask)
+        if self.runtime is not None and self.runtime.text is not None:
+            feat = self.runtime.encode_text(inputs.input_ids, inputs.attention_mask)
+        else:
+            feat = self.model.encode_text(inputs.input_ids, inputs.attention_mask)
         with self._text_lock:
             self._text_cache[key] = feat
             while len(self._text_cache) > 256:
@@ -124,7 +156,11 @@ class Pipeline:
         return feat
 
     def image_features(self, inputs: ModelInputs) -> torch.Tensor | None:
-        return None if inputs.pixels is None else self.model.encode_images(inputs.pixels)
+        if inputs.pixels is None:
+            return None
+        if self.runtime is not None and self.runtime.image is not None:
+            return self.runtime.encode_images(inputs.pixels)
+        return self.model.encode_images(inputs.pixels)
 
     def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-finding temperature scaling -> probabilities."""
