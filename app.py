@@ -29,7 +29,7 @@ from medmm.explain import METHOD_NAMES, METHODS  # noqa: E402
 from medmm.io import ScanError  # noqa: E402
 from medmm.pipeline import InputError, Pipeline  # noqa: E402
 from medmm.report import check_consistency  # noqa: E402
-from medmm.service import RequestResult, run_request  # noqa: E402
+from medmm.service import STAGE_LABELS, RequestResult, run_request  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,20 @@ def _exports(session: fmt.SessionResult, report_text: str) -> tuple[str, str, st
 
 def analyze(files: list[str] | None, notes: str | None, finding: str | None, method: str,
             progress: gr.Progress = gr.Progress()) -> dict:
-    """Predict, explain and draft a report for the uploaded scans and notes."""
-    progress(0.1, desc="Loading scans, predicting, explaining, drafting")
+    """Predict, explain and draft a report for the uploaded scans and notes (the ``/predict`` API endpoint).
+
+    Progress moves per stage (load, inference, explanation, report, then drawing the results); a failure
+    raises ``gr.Error`` with a message a clinician can act on.
+    """
+    def on_stage(name: str, index: int, total: int) -> None:
+        progress(index / (total + 1), desc=f"{STAGE_LABELS.get(name, name)} ({index + 1}/{total + 1})")
+
     with _user_errors():
-        result = run_request(PIPELINE, list(files or []), notes, explain=fmt.explain_request(finding, method))
+        request = fmt.explain_request(finding, method)
+        result = run_request(PIPELINE, list(files or []), notes, explain=request, check_explanation=True,
+                             on_stage=on_stage)
+        n = len(result.stage_latency_s)
+        progress(n / (n + 1), desc=f"Drawing the results and exports ({n + 1}/{n + 1})")
         return _present(result, fmt.session_result(result))
 
 
@@ -83,13 +93,14 @@ def _present(result: RequestResult, session: fmt.SessionResult) -> dict:
     """Every output component's value for one analysis (formatting itself lives in medmm.app_format)."""
     stacks, exp = session.stacks, result.explanation
     text_file, json_file, sr_file = _exports(session, session.draft_text)
+    check = result.explanation_check
     return {
         findings_label: fmt.findings_label(result.prediction),
         findings_table: fmt.findings_table(result.prediction),
         positive_md: fmt.positive_summary(result.prediction),
         warnings_md: fmt.warnings_markdown(fmt.all_warnings(session)),
-        overlay_image: fmt.overlay_image(exp, result.inputs.scans),
-        explanation_md: fmt.explanation_markdown(exp),
+        overlay_image: fmt.overlay_image(exp, result.inputs.scans, check),
+        explanation_md: fmt.explanation_markdown(exp, check),
         tokens_text: fmt.note_tokens(exp, result.inputs.notes),
         modality_label: fmt.modality_contribution(exp.modality if exp else None),
         report_box: session.draft_text,
@@ -107,6 +118,37 @@ def _present(result: RequestResult, session: fmt.SessionResult) -> dict:
 def _slice_slider(stack: np.ndarray | None) -> gr.Slider:
     depth = 1 if stack is None else stack.shape[0]
     return gr.Slider(maximum=max(depth, 2), value=depth // 2 + 1, visible=depth > 1)  # a slider needs min < max
+
+
+def clear_outputs() -> list:
+    """A request starts: every output (panels, downloads, state) is emptied, so nothing of the previous
+    patient stays on screen or in a download, whatever happens next."""
+    empty = {
+        findings_label: None, findings_table: fmt.empty_findings_table(), positive_md: "", warnings_md: "",
+        overlay_image: None, explanation_md: "", tokens_text: None, modality_label: None, report_box: "",
+        consistency_md: "", download_text: None, download_json: None, download_sr: None, energy_md: "",
+        metadata_df: fmt.metadata_table(()), viewer_image: None, scan_slider: gr.Slider(value=1, visible=False),
+        slice_slider: gr.Slider(value=1, visible=False), state: None,
+    }
+    return [empty[c] for c in OUTPUTS] + [fmt.RUNNING_STATUS, None]
+
+
+def analyze_ui(files: list[str] | None, notes: str | None, finding: str | None, method: str,
+               progress: gr.Progress = gr.Progress()) -> tuple[list | None, str]:
+    """The Analyze button: run :func:`analyze`; on failure show the message once, in the status panel, and
+    leave every output empty (no error badge over each panel, no stale result)."""
+    try:
+        values = analyze(files, notes, finding, method, progress=progress)
+    except gr.Error as exc:
+        return None, fmt.failed_status(str(exc.message))
+    return [values[c] for c in OUTPUTS], fmt.DONE_STATUS
+
+
+def show_results(pending: list | None) -> list:
+    """Distribute the finished analysis onto the panels (nothing changes after a failure)."""
+    if pending is None:
+        return [gr.skip() for _ in OUTPUTS] + [None]
+    return list(pending) + [None]
 
 
 def check_report(report_text: str, session: fmt.SessionResult | None) -> str:
@@ -148,6 +190,7 @@ with gr.Blocks(title="medmm: chest X-ray + notes decision support (research demo
     state = gr.State(None, time_to_live=STATE_TTL_S)
     gr.Markdown("# medmm: chest radiograph + clinical notes")
     gr.Markdown(f"**{fmt.DISCLAIMER}**", elem_id="disclaimer")
+    gr.Markdown(fmt.landing_markdown(PIPELINE.findings, PIPELINE.meta.training), elem_id="about")
     if not PIPELINE.meta.trained:
         gr.Markdown("**This server runs an UNTRAINED checkpoint: all numbers are placeholders for wiring.**",
                     elem_classes=["medmm-warning"])
@@ -165,14 +208,15 @@ with gr.Blocks(title="medmm: chest X-ray + notes decision support (research demo
                 method_in = gr.Radio([(METHOD_NAMES[m], m) for m in METHODS], value=METHODS[0],
                                      label="Explanation method", scale=3)
             analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze")
+            api_predict = gr.Button("predict (API)", visible=False)   # trigger of the /predict API endpoint only
         with gr.Column(scale=6):
-            warnings_md = gr.Markdown("Results appear here after **Analyze**.", label="Warnings", elem_id="warnings",
-                                      elem_classes=["medmm-warning"])
+            status_md = gr.Markdown(fmt.IDLE_STATUS, elem_id="status")
+            warnings_md = gr.Markdown("", label="Warnings", elem_id="warnings", elem_classes=["medmm-warning"])
             findings_label = gr.Label(label="Findings (calibrated probability)", num_top_classes=5,
                                       show_heading=False, elem_id="findings")
-            findings_table = gr.Dataframe(headers=fmt.FINDINGS_HEADERS, interactive=False,
-                                          label="Operating point (stored threshold per finding)",
-                                          elem_id="findings-table")
+            findings_table = gr.Dataframe(fmt.empty_findings_table(), headers=fmt.FINDINGS_HEADERS, interactive=False,
+                                          label="Operating point (stored threshold per finding)", wrap=True,
+                                          elem_id="findings-table", column_widths=fmt.FINDINGS_COLUMN_WIDTHS)
             positive_md = gr.Markdown(label="Positive findings")
 
     example_rows, example_labels = fmt.example_rows(EXAMPLES_DIR, fmt.MOST_PROBABLE, METHODS[0])
@@ -181,7 +225,8 @@ with gr.Blocks(title="medmm: chest X-ray + notes decision support (research demo
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=5):
-            overlay_image = gr.Image(label="Saliency overlay (where the model looked for the explained finding)",
+            overlay_image = gr.Image(label="Saliency overlay for the explained finding (read its caption: "
+                                           "faithfulness and agreement were checked on this request)",
                                      interactive=False, height=360, format="png", elem_id="overlay")
             explanation_md = gr.Markdown(label="Explanation details")
             tokens_text = gr.HighlightedText(label="Note words: red supports, blue argues against the finding",
@@ -200,6 +245,9 @@ with gr.Blocks(title="medmm: chest X-ray + notes decision support (research demo
             with gr.Accordion("Energy for this request", open=True):
                 energy_md = gr.Markdown(label="Energy", elem_id="energy")
 
+    with gr.Accordion("About this model (model card)", open=False, elem_id="model-card"):
+        gr.Markdown(fmt.model_card_markdown(ROOT / "MODEL_CARD.md"))
+
     with gr.Accordion("Scan as loaded (windowing applied) and safe metadata", open=False):
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
@@ -211,16 +259,23 @@ with gr.Blocks(title="medmm: chest X-ray + notes decision support (research demo
                 metadata_df = gr.Dataframe(label="Scan metadata (no identifiers)", interactive=False, wrap=True,
                                            elem_id="metadata")
 
-    analyze_btn.click(
-        analyze, [files_in, notes_in, finding_in, method_in],
-        [findings_label, findings_table, positive_md, warnings_md, overlay_image, explanation_md, tokens_text,
-         modality_label, report_box, consistency_md, download_text, download_json, download_sr, energy_md,
-         metadata_df, viewer_image, scan_slider, slice_slider, state],
-        api_name="predict")
+    pending = gr.State(None, time_to_live=STATE_TTL_S)   # one finished analysis on its way to the panels
+    OUTPUTS = [findings_label, findings_table, positive_md, warnings_md, overlay_image, explanation_md, tokens_text,
+               modality_label, report_box, consistency_md, download_text, download_json, download_sr, energy_md,
+               metadata_df, viewer_image, scan_slider, slice_slider, state]
+    inputs = [files_in, notes_in, finding_in, method_in]
+    # UI: clear everything -> analyse (progress and any error in the status panel only) -> show the results
+    analyze_btn.click(clear_outputs, None, [*OUTPUTS, status_md, pending], queue=False, show_progress="hidden",
+                      api_visibility="private") \
+        .then(analyze_ui, inputs, [pending, status_md], show_progress_on=[status_md], api_visibility="private") \
+        .then(show_results, pending, [*OUTPUTS, pending], show_progress="hidden", api_visibility="private")
+    # API clients: one call returns every output, a failure is an error (gradio_client raises AppError)
+    api_predict.click(analyze, inputs, OUTPUTS, api_name="predict")
     check_btn.click(check_report, [report_box, state], consistency_md, api_name="check_consistency")
-    report_box.input(export, [report_box, state], [download_text, download_json, download_sr], api_name="export",
-                     trigger_mode="always_last", show_progress="hidden", concurrency_id="light",
-                     concurrency_limit=4)
+    # any change of the report text (typing, paste, a programmatic update) rewrites the three downloads
+    report_box.change(export, [report_box, state], [download_text, download_json, download_sr], api_name="export",
+                      trigger_mode="always_last", show_progress="hidden", concurrency_id="light",
+                      concurrency_limit=4)
     scan_slider.input(select_scan, [scan_slider, state], [viewer_image, slice_slider], api_name="select_scan",
                       show_progress="hidden", concurrency_id="light", concurrency_limit=4)
     slice_slider.input(show_slice, [scan_slider, slice_slider, state], viewer_image, api_name="show_slice",

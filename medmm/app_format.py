@@ -24,6 +24,19 @@ DISCLAIMER = ("Research decision support, not a diagnosis. Model outputs and dra
               "by a qualified clinician before any use.")
 MOST_PROBABLE = "most probable"
 FINDINGS_HEADERS = ["Finding", "Probability", "Threshold", "Positive"]
+FINDINGS_COLUMN_WIDTHS = ["34%", "22%", "22%", "22%"]   # all four columns readable on a 390 px phone screen
+IDLE_STATUS = "Results appear here after **Analyze**."
+RUNNING_STATUS = "**Analysing…** Previous results were cleared."
+DONE_STATUS = "Analysis complete: review the warnings, then the findings and the draft."
+# One line per training source (keys of CheckpointMeta.training["records"]); unknown sources are named as they are.
+TRAINING_SOURCES = {
+    "kermany": "pediatric chest radiographs (Kermany et al. 2018; Guangzhou; children aged 1-5)",
+    "covid": "adult radiographs of the COVID-19 image data collection (many cropped from publications), with notes",
+    "iu": "clinical indications of Indiana University chest X-ray reports (text only, no images)",
+    "nih": "adult NIH ChestX-ray14 radiographs (normal and pneumonia films)",
+    "nih_adult": "adult NIH ChestX-ray14 radiographs (normal and pneumonia films)",
+    "nih_sample": "adult NIH ChestX-ray14 radiographs (one per patient across the archive)",
+}
 POSITIVE_ROW_STYLE = "background-color: #fde2e1; font-weight: 600"
 EXPORT_NAMES = {"text": "medmm_report.txt", "json": "medmm_result.json", "sr": "medmm_report_sr.dcm"}
 
@@ -78,6 +91,42 @@ def findings_table(pred: Prediction):
     positive = frame["Finding"].isin(pred.positive)
     return frame.style.apply(lambda row: [POSITIVE_ROW_STYLE if positive[row.name] else ""] * len(row), axis=1) \
         .format(precision=3)
+
+
+def empty_findings_table():
+    """The operating-point table with its headers and no rows (before and between requests)."""
+    import pandas as pd
+
+    return pd.DataFrame(columns=FINDINGS_HEADERS)
+
+
+def failed_status(message: str) -> str:
+    """The status panel after a failed request: the reason, once, and that nothing is shown for it."""
+    return (f"**The request failed:** {message}\n\nNo result is shown and no report can be downloaded for it "
+            "(the previous results were cleared).")
+
+
+def landing_markdown(findings: Sequence[str], training: Mapping[str, Any] | None) -> str:
+    """What the model outputs, whom it was trained on, and where its model card is (top of the page)."""
+    records = dict((training or {}).get("records") or {})
+    population = "; ".join(f"{n:,} {TRAINING_SOURCES.get(k, k)}" for k, n in records.items()) or "not recorded"
+    return (f"**Outputs:** probabilities for {len(findings)} findings only: {', '.join(findings)}. Nothing else on "
+            "the film (heart, pleura, bones, devices, other lung findings) is assessed by this model.\n\n"
+            f"**Trained on:** {population}. Outside these populations (e.g. adult films other than the COVID-19 "
+            "collection) the outputs are less reliable; see the warnings of each request.\n\n"
+            "**Model card:** open *About this model (model card)* below for the data, metrics and known failure "
+            "modes (also `MODEL_CARD.md` in the repository).")
+
+
+def model_card_markdown(path: str | Path) -> str:
+    """MODEL_CARD.md for display in the app (figures, which the app does not serve, become a pointer)."""
+    import re
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return "The model card (MODEL_CARD.md) is not available on this server."
+    return re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"_(figure: \1, in MODEL_CARD.md in the repository)_", text)
 
 
 def positive_summary(pred: Prediction) -> str:
@@ -171,18 +220,21 @@ def _p(value: Any) -> str:
     return "—" if value is None else f"{float(value):.2f}"
 
 
-def explanation_markdown(explanation: Any) -> str:
-    """What the overlay and the token colours show: method, finding, its probability, modality effects, caveats."""
+def explanation_markdown(explanation: Any, check: Mapping[str, Any] | None = None) -> str:
+    """What the overlay and the token colours show: method, finding, probability, the map's own faithfulness
+    and agreement result (``medmm.saliency_check``), modality effects, caveats."""
     if explanation is None:
         return ""
     from medmm.explain import METHOD_NAMES
+    from medmm.saliency_check import summarise
 
     target = f"**{explanation.finding}** (p = {explanation.probability:.2f})"
     if explanation.heatmap_scan is None:
         lines = [f"No scan: only the note words are explained, for {target}."]
     else:
-        lines = [f"**{METHOD_NAMES.get(explanation.method, explanation.method)}** for {target}; the map shows "
-                 "positive evidence for this finding."]
+        lines = [f"**{METHOD_NAMES.get(explanation.method, explanation.method)}** for {target}: the map shows the "
+                 "areas this method attributes to the finding, which is not proof of where the model looked.",
+                 summarise(check, METHOD_NAMES)]
     m = explanation.modality or {}
     if m.get("p_both") is not None:
         lines.append(f"p(image + notes) {_p(m['p_both'])} · image only {_p(m.get('p_image_only'))} · "
@@ -204,17 +256,28 @@ def consistency_markdown(contradictions: Sequence[Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ explanation drawing
-def overlay_image(explanation: Any, scans: Sequence[Any]) -> np.ndarray | None:
+def overlay_caption(explanation: Any, check: Mapping[str, Any] | None) -> str:
+    """The overlay's own caption: method, then its faithfulness / agreement verdict in plain words."""
+    from medmm.explain import METHOD_NAMES
+    from medmm.saliency_check import verdict
+
+    v = verdict(check)
+    faith = {None: "faithfulness not checked", True: "better than random (deletion test)",
+             False: "NO BETTER THAN RANDOM"}[v["faithful"]]
+    other = METHOD_NAMES.get(check["compared_with"], check["compared_with"]) if check else ""
+    agree = {None: "", True: f"; {other} agrees", False: f"; METHODS DISAGREE ({other})"}[v["agree"]]
+    return f"{METHOD_NAMES.get(explanation.method, explanation.method)}: {faith}{agree}. Not a diagnosis."
+
+
+def overlay_image(explanation: Any, scans: Sequence[Any], check: Mapping[str, Any] | None = None) -> np.ndarray | None:
     """Saliency overlay on the explained scan as an RGB array, drawn by medmm.render (None without a heatmap)."""
     if explanation is None or explanation.heatmap_scan is None or explanation.view is None:
         return None
-    from medmm.explain import METHOD_NAMES
     from medmm.render import figure_to_array, overlay_figure
 
     fig = overlay_figure(scans[explanation.view].pixels, explanation.heatmap_scan,
                          f"{explanation.finding} (p = {explanation.probability:.2f})",
-                         caption=f"{METHOD_NAMES.get(explanation.method, explanation.method)}; research demo, "
-                                 "not a diagnosis")
+                         caption=overlay_caption(explanation, check))
     return figure_to_array(fig)
 
 
@@ -249,8 +312,12 @@ def session_result(result: Any) -> SessionResult:
 
 
 def all_warnings(session: SessionResult) -> list[str]:
-    """Prediction warnings first (untrained, OOD, modality, cut notes), then the report drafter's own."""
-    return list(dict.fromkeys([*session.prediction.warnings, *getattr(session.report, "warnings", ())]))
+    """Every warning of the request (``RequestResult.warnings``: scope, OOD, scans of several patients,
+    internal consistency, drafter), falling back to prediction + report warnings."""
+    found = session.payload.get("warnings") if isinstance(session.payload, Mapping) else None
+    if found is None:
+        found = [*session.prediction.warnings, *getattr(session.report, "warnings", ())]
+    return list(dict.fromkeys(w for w in found if w))
 
 
 # ------------------------------------------------------------------------------------------------ exports
@@ -261,37 +328,11 @@ class ExportFiles:
     sr: Path | None   # None when the DICOM SR could not be written (logged by exception type only)
 
 
-# first word of a section header (plural "s" dropped) -> Report field (see edited_report for the others)
-_REPORT_FIELD = {"indication": "indication", "clinical": "indication", "history": "indication", "reason": "indication",
-                 "finding": "findings", "body": "findings", "impression": "impression", "conclusion": "impression",
-                 "opinion": "impression"}
-
-
 def edited_report(report: Any, report_text: str) -> Any:
-    """The draft ``Report`` with Indication / Findings / Impression taken from the (edited) text.
+    """The draft ``Report`` with every section of the (edited) text: see ``medmm.report.apply_edits``."""
+    from medmm.report import apply_edits
 
-    Text without section headers goes into Findings as a whole, as do other sections (comparison, technique,
-    recommendations), prefixed with their name; the disclaimer and the model outputs stay as drafted (they are
-    not the clinician's to edit).
-    """
-    from dataclasses import replace
-
-    from medmm.report import report_sections
-
-    if report_text == report.to_text():
-        return report
-    sections: dict[str, str] = {}
-    for name, text in report_sections(report_text):
-        head = name.split()[0].rstrip("s")
-        if head in ("note", "disclaimer"):
-            continue
-        text = " ".join(text.split())
-        key = _REPORT_FIELD.get(head)
-        if key is None:  # comparison, technique, recommendations...: kept, under their own name, in Findings
-            key, text = "findings", f"{name.capitalize()}: {text}"
-        sections[key] = " ".join(filter(None, [sections.get(key, ""), text]))
-    return replace(report, indication=sections.get("indication", ""), findings=sections.get("findings", ""),
-                   impression=sections.get("impression", ""), sentences=())
+    return apply_edits(report, report_text)
 
 
 def write_exports(folder: str | Path, session: SessionResult, report_text: str) -> ExportFiles:

@@ -31,12 +31,15 @@ metadata holds only whitelisted, non-identifying fields.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import logging
 import math
 import os
+import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -145,11 +148,17 @@ class ScanMetadata:
     windowing: str | None  # what VOI was applied: "VOI LUT", "window C=.. W=..", "min-max ...", ...
     inverted: bool  # MONOCHROME1 (or an INVERSE presentation LUT) was inverted
     notes: tuple[str, ...] = ()  # data-quality remarks
+    # Salted (per-process random salt) HMACs of the DICOM patient / study identifiers, only so that scans of
+    # one request can be compared (medmm.study); never shown, logged or exported (not in repr or to_dict).
+    patient_key: str | None = field(default=None, repr=False, compare=False, metadata={"private": True})
+    study_key: str | None = field(default=None, repr=False, compare=False, metadata={"private": True})
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (tuples become lists)."""
+        """JSON-friendly dict (tuples become lists); the private comparison keys are left out."""
         out: dict[str, Any] = {}
         for f in fields(self):
+            if f.metadata.get("private"):
+                continue
             value = getattr(self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
@@ -1089,4 +1098,17 @@ def _dicom_metadata(ds: Dataset, header: _Header, frames: int, windowing: str | 
         windowing=windowing,
         inverted=inverted,
         notes=tuple(dict.fromkeys(notes + spacing_notes)),
+        patient_key=_identity_key(ds, ("PatientID", "PatientName", "PatientBirthDate")),
+        study_key=_identity_key(ds, ("StudyInstanceUID",)),
     )
+
+
+_IDENTITY_SALT = secrets.token_bytes(16)
+
+
+def _identity_key(ds: Dataset, keywords: tuple[str, ...]) -> str | None:
+    """Salted HMAC of the named header values (None when all are empty): comparable within this process only."""
+    values = [str(ds.get(k, "") or "").strip() for k in keywords]
+    if not any(values):
+        return None
+    return hmac.new(_IDENTITY_SALT, "\x1f".join(values).encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:16]

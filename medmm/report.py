@@ -14,9 +14,10 @@ What
 Why this shape
 --------------
 A draft is only useful if it cannot silently disagree with the model, and only safe if it does not invent
-findings the model does not predict: retrieved prose about anatomy the model does not model (heart size,
-pleura) is used only when the model predicts "No Finding" ('likely'); otherwise the draft speaks only about the
-modelled findings. Notes text and identifiers are never logged.
+findings the model does not assess: Findings and Impression speak only of the modelled findings (which ones are
+present is ``prediction.positive``); heart, pleura and everything else is stated to be "not assessed by this
+model", never described as normal. Competing subtypes (bacterial and viral both above threshold) are reported as
+"subtype not determined". Notes text and identifiers are never logged.
 """
 
 from __future__ import annotations
@@ -69,11 +70,20 @@ T_SUBTYPE_CAVEAT = ("Radiographic appearance alone does not establish the causat
                     "clinical and microbiological results.")
 T_NF_NEGATIVE = ("The model does not classify this study as normal; review the image for findings outside the "
                  "modelled set.")
-T_NORMAL_FALLBACK = {"lungs": "The lungs are clear.", "heart": "Heart size is normal.",
-                     "pleura": "No pleural effusion or pneumothorax."}
-T_NORMAL_IMPRESSION = "No acute cardiopulmonary abnormality."
+# The model outputs only the FINDINGS; the draft says nothing else about the film except, explicitly, this.
+T_NOT_ASSESSED = ("Heart, mediastinum, pleura, bones, devices and lung findings other than the modelled ones are "
+                  "not assessed by this model.")
+T_NORMAL_MODELLED = "Normal study for the findings this model assesses"
+T_SUBTYPE_UNDETERMINED = ("Subtype not determined: the model cannot tell the competing subtypes apart (several are "
+                          "above threshold; see the per-finding probabilities).")
+W_SUBTYPE_UNDETERMINED = ("Competing pneumonia subtypes are above threshold ({names}): the model cannot tell the "
+                          "subtype; the draft does not name one.")
+W_INCONSISTENT = "Model outputs are internally inconsistent across findings."
+# Bank sentences may speak only of these labeller concepts (the pneumonia family the model outputs).
+MODELLED_CONCEPTS = frozenset({"covid19", "viral_pneumonia", "bacterial_pneumonia", "pneumonia", "infection",
+                               "consolidation"})
+INDICATION_CHARS = 300               # the draft's Indication: a readable summary of the notes, not a copy
 T_NO_CONSOLIDATION = "No focal consolidation."
-T_EMPTY_FINDINGS = "No descriptive findings were drafted; see impression."
 T_OPACITY = {"likely": "Airspace opacity consistent with pneumonia; its location is not determined by the model.",
              "possible": "Subtle airspace opacity cannot be excluded; its location is not determined by the model."}
 
@@ -93,7 +103,7 @@ def _finding_template(finding: str, band: str, prob: float, image: bool) -> str:
         return f"No {where} {_p(prob)}."
     if finding == "No Finding":
         if band == "likely":
-            return f"{T_NORMAL_IMPRESSION[:-1]} {_p(prob)}."
+            return f"{T_NORMAL_MODELLED} (No Finding, model probability {prob:.2f})."
         if band == "possible":
             return f"Possibly a normal study {_p(prob)}."
         return T_NF_NEGATIVE
@@ -424,7 +434,11 @@ class DraftSentence:
 
 @dataclass(frozen=True)
 class Report:
-    """A machine draft: Indication, Findings, Impression and a fixed disclaimer."""
+    """A machine draft: Indication, Findings, Impression, warnings and a fixed disclaimer.
+
+    ``other_sections``: ``(name, text)`` sections a clinician added to an edited report (comparison, technique,
+    recommendations, their own note...), kept in order; empty in a machine draft.
+    """
 
     indication: str
     findings: str
@@ -433,25 +447,79 @@ class Report:
     sentences: tuple[DraftSentence, ...] = ()
     model_outputs: tuple[dict[str, Any], ...] = ()   # finding, probability, threshold, band
     warnings: tuple[str, ...] = ()
+    other_sections: tuple[tuple[str, str], ...] = ()
 
     def to_text(self) -> str:
-        """Plain text with INDICATION / FINDINGS / IMPRESSION / NOTE headers (what ``check_consistency`` parses)."""
-        return (f"INDICATION: {self.indication}\n\nFINDINGS: {self.findings}\n\nIMPRESSION: {self.impression}\n\n"
-                f"NOTE: {self.disclaimer}\n")
+        """Plain text with INDICATION / FINDINGS / IMPRESSION / [WARNINGS] / NOTE headers (``check_consistency``
+        parses them; WARNINGS and NOTE are not checked)."""
+        parts = [f"INDICATION: {self.indication}", f"FINDINGS: {self.findings}", f"IMPRESSION: {self.impression}"]
+        parts += [f"{name.upper()}: {text}" for name, text in self.other_sections]
+        if self.warnings:
+            parts.append("WARNINGS:\n" + "\n".join(f"- {w}" for w in self.warnings))
+        parts.append(f"NOTE: {self.disclaimer}")
+        return "\n\n".join(parts) + "\n"
 
     def to_markdown(self) -> str:
         """Markdown with the notes-derived text escaped (no markup or HTML injection from the notes)."""
-        return (f"**Indication:** {_md_escape(self.indication)}\n\n**Findings:** {_md_escape(self.findings)}\n\n"
-                f"**Impression:** {_md_escape(self.impression)}\n\n> _{_md_escape(self.disclaimer)}_\n")
+        parts = [f"**Indication:** {_md_escape(self.indication)}", f"**Findings:** {_md_escape(self.findings)}",
+                 f"**Impression:** {_md_escape(self.impression)}"]
+        parts += [f"**{_md_escape(name.capitalize())}:** {_md_escape(text)}" for name, text in self.other_sections]
+        if self.warnings:
+            parts.append("**Warnings:**\n\n" + "\n".join(f"- {_md_escape(w)}" for w in self.warnings))
+        parts.append(f"> _{_md_escape(self.disclaimer)}_")
+        return "\n\n".join(parts) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
         return {"indication": self.indication, "findings": self.findings, "impression": self.impression,
                 "disclaimer": self.disclaimer, "sentences": [s.to_dict() for s in self.sentences],
                 "model_outputs": [dict(m) for m in self.model_outputs], "warnings": list(self.warnings),
-                "generator": f"medmm {__version__}"}
+                "other_sections": [list(x) for x in self.other_sections], "generator": f"medmm {__version__}"}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+
+
+# first word of a section header (plural "s" dropped) -> Report field; other sections are kept under their name
+_EDIT_FIELD = {"indication": "indication", "clinical": "indication", "history": "indication", "reason": "indication",
+               "finding": "findings", "body": "findings", "impression": "impression", "conclusion": "impression",
+               "opinion": "impression"}
+_MACHINE_SECTIONS = ("note", "disclaimer", "warning")
+
+
+def apply_edits(report: Report, report_text: str) -> Report:
+    """The draft ``report`` with every section of the (clinician-edited) ``report_text``.
+
+    Indication / Findings / Impression (and their synonyms) replace the drafted ones; text before the first
+    header (or a text without headers) goes into Findings; any other section (comparison, technique,
+    recommendations...) is kept in ``other_sections``. In NOTE / WARNINGS the machine text (disclaimer, model
+    warnings) is recognised and whatever the clinician added there is kept as a "note". The disclaimer, model
+    outputs and warnings stay as drafted (they are not the clinician's to edit).
+    """
+    from dataclasses import replace
+
+    if report_text == report.to_text():
+        return report
+    machine = sorted({" ".join(t.split()) for t in (report.disclaimer, *report.warnings) if t}, key=len, reverse=True)
+    fields: dict[str, list[str]] = {"indication": [], "findings": [], "impression": []}
+    others: list[tuple[str, str]] = []
+    for name, text in report_sections(report_text):
+        text = " ".join(text.split())
+        head = name.split()[0].rstrip("s") if name.split() else "body"
+        if head in _MACHINE_SECTIONS:
+            for m in machine:
+                text = text.replace(f"- {m}", " ").replace(m, " ")
+            text = " ".join(text.split()).strip(" -")
+            if text:
+                others.append(("note", text))
+            continue
+        key = _EDIT_FIELD.get(head)
+        if key is not None:
+            if text:
+                fields[key].append(text)
+        elif text:
+            others.append((name, text))
+    return replace(report, indication=" ".join(fields["indication"]), findings=" ".join(fields["findings"]),
+                   impression=" ".join(fields["impression"]), other_sections=tuple(others), sentences=())
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~])")
@@ -462,29 +530,33 @@ def _md_escape(text: str) -> str:
 
 
 def _bands(prediction: Prediction) -> dict[str, str]:
-    """Band per finding; findings missing from the prediction or with a non-finite probability are left out."""
+    """Band per finding, following ``prediction.positive`` (the pipeline's output rule is the one truth).
+
+    A finding in ``positive`` is 'likely' or 'possible' (its probability band, at least 'possible'); any other is
+    'negative' even when its probability is above the threshold (the pipeline may suppress an incoherent
+    output). Findings missing from the prediction or with a non-finite probability are left out.
+    """
+    positive = set(prediction.positive)
     out = {}
     for f in FINDINGS:
         p, t = prediction.findings.get(f), prediction.thresholds.get(f)
         if p is None or t is None or not (math.isfinite(p) and math.isfinite(t)):
             continue
-        out[f] = prediction.band(f)
+        band = prediction.band(f)
+        out[f] = (band if band in POSITIVE_BANDS else "possible") if f in positive else "negative"
     return out
 
 
-def _eligible(mentions: Sequence[Mention], bands: dict[str, str], normal_prose: bool) -> bool:
-    """A bank sentence may be used iff every statement in it agrees with (and is hedged like) the prediction.
+def _eligible(mentions: Sequence[Mention], bands: dict[str, str]) -> bool:
+    """A bank sentence may be used iff it speaks only of modelled findings, each hedged like the prediction.
 
-    Statements about anatomy the model does not predict (normal heart, no effusion) are allowed only when the
-    model predicts "No Finding" ('likely') coherently; asserted unmodelled abnormalities never are.
+    Prose about anatomy or abnormalities the model has no output for (heart size, effusion, pneumothorax,
+    "the lungs are clear", "no acute cardiopulmonary abnormality") is never used.
     """
     if not mentions:
         return False
     for m in mentions:
-        kind = CONCEPT_BY_NAME[m.concept].kind
-        if m.asserts_abnormality() or (kind == "abnormal" and not normal_prose):
-            return False
-        if kind == "normal" and (m.status != "positive" or not normal_prose):
+        if m.concept not in MODELLED_CONCEPTS or m.asserts_abnormality():
             return False
         for f, s in m.finding_effects().items():
             band = bands.get(f)
@@ -493,19 +565,12 @@ def _eligible(mentions: Sequence[Mention], bands: dict[str, str], normal_prose: 
     return True
 
 
-def _slots(mentions: Sequence[Mention]) -> frozenset[str]:
-    """Which parts of a normal report a sentence covers: lungs / heart / pleura / impression."""
-    out = set()
-    for m in mentions:
-        if m.concept in ("lungs_clear", "consolidation", "pneumonia", "infection") and m.status in ("positive", "negative"):
-            out.add("lungs")
-        elif m.concept == "normal_heart":
-            out.add("heart")
-        elif m.concept in ("pleural_effusion", "pneumothorax"):
-            out.add("pleura")
-        if m.concept in ("acute_abnormality", "normal_chest"):
-            out.add("impression")
-    return frozenset(out)
+def competing_subtypes(bands: dict[str, str]) -> tuple[str, ...]:
+    """Subtypes above threshold that exclude each other (bacterial vs viral / COVID-19); () when coherent."""
+    positive = [f for f in SUBTYPES if bands.get(f) in POSITIVE_BANDS]
+    bacterial = "Bacterial pneumonia" in positive
+    viral = any(f in positive for f in ("Viral pneumonia", "COVID-19"))
+    return tuple(positive) if bacterial and viral else ()
 
 
 def _scores(bank: SentenceBank, query: np.ndarray | None) -> np.ndarray:
@@ -524,15 +589,35 @@ def _scores(bank: SentenceBank, query: np.ndarray | None) -> np.ndarray:
     return np.round(bank.embeddings @ q + 0.05 * freq, 6)
 
 
-def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank | None = None) -> Report:
+def consistency_warnings(prediction: Prediction) -> list[str]:
+    """Internal-consistency warnings of a prediction: incoherent outputs, competing subtypes above threshold."""
+    bands = _bands(prediction)
+    pf_pos = [f for f in PNEUMONIA_FAMILY if bands.get(f) in POSITIVE_BANDS]
+    sub_pos = [f for f in SUBTYPES if bands.get(f) in POSITIVE_BANDS]
+    competing = competing_subtypes(bands)
+    covid_not_viral = bands.get("COVID-19") in POSITIVE_BANDS and bands.get("Viral pneumonia") == "negative" \
+        and not competing
+    out = []
+    if (bands.get("No Finding") in POSITIVE_BANDS and pf_pos) or (bands.get("Pneumonia") == "negative" and sub_pos) \
+            or covid_not_viral:
+        out.append(W_INCONSISTENT)
+    if competing and not any("subtype" in w.lower() for w in prediction.warnings):
+        out.append(W_SUBTYPE_UNDETERMINED.format(names=", ".join(competing)))
+    return out
+
+
+def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank | None = None, *,
+                 extra_warnings: Sequence[str] = ()) -> Report:
     """Draft Indication / Findings / Impression consistent with ``prediction`` (pure and deterministic).
 
-    ``bank=None`` uses the shipped bank (templated wording only, with a warning, if it is missing);
-    ``SentenceBank.empty()`` forces templated wording. Retrieved sentences are ranked by cosine similarity to
-    ``prediction.notes_embedding`` (by frequency when there is none); the notes text itself is only scrubbed
-    into the Indication.
+    The draft speaks only of the modelled findings (``prediction.positive`` decides which are present) and says
+    explicitly that everything else is not assessed. ``bank=None`` uses the shipped bank (templated wording only,
+    with a warning, if it is missing); ``SentenceBank.empty()`` forces templated wording. Retrieved sentences are
+    ranked by cosine similarity to ``prediction.notes_embedding`` (by frequency when there is none); the notes
+    text itself is only scrubbed into the Indication. ``prediction.warnings``, ``extra_warnings`` (e.g. scans
+    from different patients) and the drafter's own warnings end up in ``Report.warnings`` (a WARNINGS section).
     """
-    warnings: list[str] = []
+    warnings: list[str] = [*prediction.warnings, *extra_warnings]
     if bank is None:
         try:
             bank = load_bank()
@@ -546,73 +631,49 @@ def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank |
     nf = bands.get("No Finding")
     pf_pos = [f for f in PNEUMONIA_FAMILY if bands.get(f) in POSITIVE_BANDS]
     sub_pos = [f for f in SUBTYPES if bands.get(f) in POSITIVE_BANDS]
+    competing = competing_subtypes(bands)
     pneu = bands.get("Pneumonia")
-    covid_not_viral = bands.get("COVID-19") in POSITIVE_BANDS and bands.get("Viral pneumonia") == "negative"
+    covid_not_viral = bands.get("COVID-19") in POSITIVE_BANDS and bands.get("Viral pneumonia") == "negative" \
+        and not competing
     inconsistent = bool((nf in POSITIVE_BANDS and pf_pos) or (pneu == "negative" and sub_pos) or covid_not_viral)
-    normal_prose = nf == "likely" and not pf_pos and pneu == "negative"
 
     scores = _scores(bank, prediction.notes_embedding)
     order = sorted(range(len(bank)), key=lambda i: (-scores[i], -int(bank.counts[i]), bank.texts[i]))
-    eligible = [i for i in order if _eligible(bank.mentions[i], bands, normal_prose)]
-    in_impression = {i: bank.impression_counts[i] * 2 > bank.counts[i] for i in eligible}
+    eligible = [i for i in order if _eligible(bank.mentions[i], bands)]
 
     findings: list[DraftSentence] = []
     impression: list[DraftSentence] = []
-    used: set[str] = set()
 
     def retrieved(section: str, i: int) -> DraftSentence:
-        used.add(bank.texts[i])
         return DraftSentence(section, bank.texts[i], "retrieved", i, int(bank.counts[i]), float(scores[i]))
 
     def templated(section: str, text: str) -> DraftSentence:
-        used.add(text)
         return DraftSentence(section, text, "templated")
 
     if not image:
         findings.append(templated("findings", T_NO_IMAGE))
-    if inconsistent:
-        warnings.append("Model outputs are internally inconsistent across findings.")
+    warnings += consistency_warnings(prediction)
 
-    # ---- Findings: normal prose (lungs / heart / pleura) or statements about pneumonia only.
-    if normal_prose:
-        covered: set[str] = set()
-        stated: set[str] = set()      # concepts already written: never say "no pneumothorax" twice
-        for i in eligible:
-            if in_impression[i] or len(covered) == 3:
-                continue
-            new = _slots(bank.mentions[i]) & {"lungs", "heart", "pleura"}
-            concepts = {m.concept for m in bank.mentions[i]}
-            if new and not new & covered and not concepts & stated:
-                findings.append(retrieved("findings", i))
-                covered |= new
-                stated |= concepts
-        for slot in ("lungs", "heart", "pleura"):
-            if slot not in covered:
-                findings.append(templated("findings", T_NORMAL_FALLBACK[slot]))
-        slot_order = {"heart": 0, "lungs": 1, "pleura": 2}
-
-        def _position(s: DraftSentence) -> int:
-            if s.text == T_NO_IMAGE:
-                return -1
-            mentions = bank.mentions[s.bank_index] if s.bank_index is not None else find_mentions(s.text)
-            return min((slot_order[x] for x in _slots(mentions) if x in slot_order), default=3)
-
-        findings.sort(key=_position)  # conventional order: heart, lungs, pleura (stable sort keeps rank ties)
-    elif pneu is not None and not (pneu == "negative" and sub_pos):
+    # ---- Findings: one statement about pneumonia (the only radiographic finding modelled), then the scope.
+    if pneu is not None and not (pneu == "negative" and sub_pos):
         wanted = {"negative": "negative", "possible": "uncertain", "likely": "positive"}[pneu]
-        pick = next((i for i in eligible if not in_impression[i] and bank.labels(i) == {"Pneumonia": wanted}), None)
+        pick = next((i for i in eligible if bank.labels(i) == {"Pneumonia": wanted}
+                     and not (wanted != "negative" and _LOCATION_RE.search(bank.texts[i]))), None)
         if pick is not None:
             findings.append(retrieved("findings", pick))
         elif pneu == "negative":
             findings.append(templated("findings", T_NO_CONSOLIDATION))
         elif image:
             findings.append(templated("findings", T_OPACITY[pneu]))
+    findings.append(templated("findings", T_NOT_ASSESSED))
 
     # ---- Impression: modelled findings, most probable first; then "No Finding".
-    positives = sorted(pf_pos, key=lambda f: (f != "Pneumonia", -probs[f], f))
+    positives = sorted((f for f in pf_pos if f not in competing), key=lambda f: (f != "Pneumonia", -probs[f], f))
     for f in positives:
         impression.append(templated("impression", _finding_template(f, bands[f], probs[f], image)))
-    if sub_pos:
+    if competing:
+        impression.append(templated("impression", T_SUBTYPE_UNDETERMINED))
+    elif sub_pos:
         impression.append(templated("impression", T_SUBTYPE_CAVEAT))
     if pneu in POSITIVE_BANDS:
         for f in SUBTYPES:
@@ -620,34 +681,24 @@ def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank |
                 impression.append(templated("impression", _finding_template(f, "negative", probs[f], image)))
     if inconsistent:
         impression.append(templated("impression", T_INCONSISTENT))
-    if normal_prose:
-        candidates = [i for i in eligible if "impression" in _slots(bank.mentions[i])
-                      and bank.labels(i).get("No Finding") == "positive" and bank.texts[i] not in used]
-        pick = next((i for i in candidates if in_impression[i]), candidates[0] if candidates else None)
-        impression.append(retrieved("impression", pick) if pick is not None
-                          else templated("impression", T_NORMAL_IMPRESSION))
-    elif nf == "likely" and not inconsistent:   # Pneumonia not among the model's outputs
-        impression.append(templated("impression", _finding_template("No Finding", "likely", probs["No Finding"], image)))
-    elif nf == "possible" and not inconsistent:
-        impression.append(templated("impression", _finding_template("No Finding", "possible", probs["No Finding"], image)))
+    if nf in POSITIVE_BANDS and not inconsistent:
+        impression.append(templated("impression", _finding_template("No Finding", nf, probs["No Finding"], image)))
     elif nf == "negative" and not pf_pos:
         impression.append(templated("impression", T_NF_NEGATIVE))
-    if pneu == "negative" and not normal_prose and not sub_pos:
+    if pneu == "negative" and not sub_pos:
         impression.append(templated("impression", _finding_template("Pneumonia", "negative", probs["Pneumonia"], image)))
 
-    if not [s for s in findings if s.text != T_NO_IMAGE]:
-        findings.append(templated("findings", T_EMPTY_FINDINGS))
     if not impression:
         impression.append(templated("impression", "No statement could be drafted for the modelled findings."))
     outputs = tuple({"finding": f, "probability": float(probs[f]), "threshold": float(prediction.thresholds[f]),
                      "band": bands[f]} for f in FINDINGS if f in bands)
     return Report(
-        indication=clean_indication(notes),
+        indication=clean_indication(notes, max_chars=INDICATION_CHARS),
         findings=" ".join(s.text for s in findings),
         impression=" ".join(s.text for s in impression),
         sentences=tuple(findings + impression),
         model_outputs=outputs,
-        warnings=tuple(warnings),
+        warnings=tuple(dict.fromkeys(w for w in warnings if w)),
     )
 
 
@@ -671,12 +722,14 @@ class Contradiction:
 
 
 _SECTION_NAMES = (r"indications?|clinical\s+history|clinical\s+indication|history|reason\s+for\s+(?:exam|examination|study)|"
-                  r"comparison|technique|findings|impressions?|conclusions?|opinion|recommendations?|note|disclaimer")
+                  r"comparison|technique|findings|impressions?|conclusions?|opinion|recommendations?|note|disclaimer|"
+                  r"warnings?")
 _HEADER_RE = re.compile(
     rf"^[ \t>]*(?:#{{1,6}}[ \t]*(?:\*\*|__)?[ \t]*(?P<a>{_SECTION_NAMES})[ \t]*:?[ \t]*(?:\*\*|__)?[ \t]*:?"
     rf"|(?:\*\*|__)?[ \t]*(?P<b>{_SECTION_NAMES})[ \t]*(?:\*\*|__)?[ \t]*:[ \t]*(?:\*\*|__)?)",
     re.I | re.M)
-_UNCHECKED_SECTIONS = ("indication", "clinical", "history", "reason", "comparison", "technique", "note", "disclaimer")
+_UNCHECKED_SECTIONS = ("indication", "clinical", "history", "reason", "comparison", "technique", "note", "disclaimer",
+                       "warning")
 
 
 def report_sections(report_text: str) -> list[tuple[str, str]]:
@@ -750,6 +803,10 @@ def check_consistency(report_text: str, prediction: Prediction, *, include_uncer
 
 # ----------------------------------------------------------------------------------------- DICOM SR
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
+# clinician sections beyond Indication / Findings / Impression -> DCM heading (DICOM CID 7001); others: Comment
+_SR_HEADING = {"recommendation": ("121074", "DCM", "Recommendations"),
+               "technique": ("121064", "DCM", "Current Procedure Descriptions"),
+               "comparison": ("121066", "DCM", "Prior Procedure Descriptions")}
 
 
 def _code(ds_cls: Any, value: str, scheme: str, meaning: str) -> Any:
@@ -844,8 +901,14 @@ def to_dicom_sr(report: Report, prediction: Prediction, path_or_buffer: str | Pa
         text_item(("121109", "DCM", "Indications for Procedure"), scrub_identifiers(report.indication)),
         text_item(("121070", "DCM", "Findings"), report.findings),
         text_item(("121072", "DCM", "Impressions"), report.impression),
-        text_item(("121106", "DCM", "Comment"), report.disclaimer),
     ]
+    for name, text in report.other_sections:   # every clinician section, in order (CID 7001 headings)
+        code = _SR_HEADING.get(name.split()[0].rstrip("s") if name.split() else "")
+        items.append(text_item(code, text) if code else
+                     text_item(("121106", "DCM", "Comment"), f"{name.capitalize()}: {text}"))
+    items.append(text_item(("121106", "DCM", "Comment"), report.disclaimer))
+    if report.warnings:
+        items.append(text_item(("121106", "DCM", "Comment"), "Model warnings: " + " ".join(report.warnings)))
     if outputs:
         items.append(text_item(("121106", "DCM", "Comment"), f"Model outputs: {outputs}."))
     ds.ContentSequence = DicomSequence(items)
@@ -855,6 +918,8 @@ def to_dicom_sr(report: Report, prediction: Prediction, path_or_buffer: str | Pa
 
 __all__ = [
     "BASIC_TEXT_SR", "Contradiction", "DISCLAIMER", "DraftSentence", "NOT_PROVIDED", "Report", "SentenceBank",
-    "build_bank", "check_consistency", "clean_bank_sentence", "clean_indication", "draft_report", "load_bank",
+    "apply_edits", "build_bank", "check_consistency", "clean_bank_sentence", "clean_indication", "competing_subtypes",
+    "consistency_warnings",
+    "draft_report", "load_bank",
     "report_sections", "scrub_identifiers", "to_dicom_sr",
 ]

@@ -261,12 +261,85 @@ def test_example_rows_pair_images_with_notes() -> None:
 def test_edited_report_maps_sections_and_keeps_disclaimer() -> None:
     from medmm.report import Report
 
-    draft = Report("draft indication", "draft findings", "draft impression")
+    draft = Report("draft indication", "draft findings", "draft impression", warnings=("OOD image.",))
     assert fmt.edited_report(draft, draft.to_text()) is draft
     edited = fmt.edited_report(draft, "INDICATION: cough\n\nFINDINGS: Clear lungs.\n\nCOMPARISON: none.\n\n"
-                                      "IMPRESSION: Normal.\n\nNOTE: my own note")
-    assert (edited.indication, edited.findings, edited.impression) == ("cough", "Clear lungs. Comparison: none.",
-                                                                        "Normal.")
-    assert edited.disclaimer == draft.disclaimer and "my own note" not in edited.to_text()
+                                      "IMPRESSION: Normal.\n\nWARNINGS:\n- OOD image.\n\nNOTE: " + draft.disclaimer
+                                      + " my own note")
+    assert (edited.indication, edited.findings, edited.impression) == ("cough", "Clear lungs.", "Normal.")
+    assert edited.other_sections == (("comparison", "none."), ("note", "my own note"))
+    assert edited.disclaimer == draft.disclaimer and edited.warnings == draft.warnings
     free = fmt.edited_report(draft, "Free text without headers.")
     assert (free.indication, free.findings, free.impression) == ("", "Free text without headers.", "")
+
+
+# ------------------------------------------------------------------------------------------------ stale results
+def test_a_new_request_clears_every_output_and_a_failure_leaves_them_empty(analyzed: dict, tmp_path: Path) -> None:
+    cleared = dict(zip([*app.OUTPUTS, app.status_md, app.pending], app.clear_outputs()))
+    assert set(cleared) >= set(analyzed)                        # every output of an analysis is reset
+    for comp in (app.findings_label, app.overlay_image, app.tokens_text, app.modality_label, app.download_text,
+                 app.download_json, app.download_sr, app.viewer_image, app.state, app.pending):
+        assert cleared[comp] is None, comp
+    for comp in (app.positive_md, app.warnings_md, app.explanation_md, app.report_box, app.consistency_md,
+                 app.energy_md):
+        assert cleared[comp] == "", comp
+    assert cleared[app.findings_table].empty and "cleared" in cleared[app.status_md]
+    assert not cleared[app.scan_slider].visible and not cleared[app.slice_slider].visible
+
+    fake = tmp_path / "chest.png"
+    fake.write_text("this is a text file, not an X-ray\n")
+    pending, status = app.analyze_ui([str(fake)], "next patient", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+    assert pending is None and "request failed" in status and "not an image" in status
+    assert all(isinstance(v, type(gr.skip())) for v in app.show_results(None)[:-1])   # panels stay cleared
+
+    ok, status = app.analyze_ui([str(IMAGE)], NOTES, fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+    shown = dict(zip(app.OUTPUTS, app.show_results(ok)))
+    assert "complete" in status and shown[app.report_box].startswith("INDICATION:")
+    assert Path(shown[app.download_text]).read_text(encoding="utf-8") == shown[app.report_box]
+
+
+def test_progress_reports_every_stage_in_order() -> None:
+    seen: list[tuple[float, str]] = []
+    app.analyze([str(IMAGE)], NOTES, fmt.MOST_PROBABLE, "gradcam",
+                progress=lambda frac, desc=None, **kw: seen.append((frac, desc)))
+    descs = [d for _, d in seen]
+    assert [d.split(" (")[0] for d in descs] == ["Loading scans and notes", "Running the model",
+                                                 "Computing and checking the explanation", "Drafting the report",
+                                                 "Drawing the results and exports"]
+    fracs = [f for f, _ in seen]
+    assert fracs == sorted(fracs) and fracs[0] == 0 and fracs[-1] < 1
+
+
+def test_overlay_caption_reports_its_own_check(analyzed: dict) -> None:
+    from medmm.saliency_check import verdict
+
+    session_payload = analyzed[app.state].payload
+    text = analyzed[app.explanation_md]
+    assert "not proof of where the model looked" in text
+    assert ("better than random" in text) or ("NO BETTER THAN RANDOM" in text)
+    exp = SimpleNamespace(method="gradcam")
+    bad = {"compared_with": "ig", "deletion_gain": -0.02, "insertion_gain": 0.0, "agreement_spearman": 0.05,
+           "deletion_auc": 0.738, "deletion_auc_random": 0.755}
+    assert verdict(bad) == {"faithful": False, "agree": False}
+    caption = fmt.overlay_caption(exp, bad)
+    assert "NO BETTER THAN RANDOM" in caption and "METHODS DISAGREE" in caption
+    good = dict(bad, deletion_gain=0.2, agreement_spearman=0.6)
+    assert "NO BETTER" not in fmt.overlay_caption(exp, good) and "agrees" in fmt.overlay_caption(exp, good)
+    assert "not checked" in fmt.overlay_caption(exp, None)
+    assert session_payload["warnings"] is not None
+
+
+def test_scans_of_different_patients_get_a_warning_without_identifiers(tmp_path: Path) -> None:
+    from tests.helpers import require_shared
+
+    other = require_shared("dicom", "txv_siim.dcm")
+    out = app.analyze([str(DICOM), str(other)], "", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+    assert "different patients" in out[app.warnings_md]
+    session = out[app.state]
+    assert any("different patients" in w for w in session.payload["warnings"])
+    assert "different patients" in session.draft_text                  # the report's WARNINGS section too
+    shown = json.dumps({str(i): str(v) for i, v in enumerate(out.values())}) + json.dumps(session.payload, default=str)
+    assert "Covid0000" not in shown and "patient_key" not in shown
+    same = app.analyze([str(other), str(require_shared("dicom", "txv_fake_monohr1.dcm"))], "", fmt.MOST_PROBABLE,
+                       "gradcam", progress=_no_progress)
+    assert "different patients" not in same[app.warnings_md]

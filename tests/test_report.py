@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +22,10 @@ from hypothesis import strategies as st
 from medmm.labeler import binary_labels, find_mentions, label_sentence, label_text, split_sentences
 from medmm.labels import FINDINGS
 from medmm.prediction import Prediction
-from medmm.report import (BASIC_TEXT_SR, DEFAULT_BANK_PATH, DISCLAIMER, NOT_PROVIDED, SentenceBank, build_bank,
-                          check_consistency, clean_bank_sentence, clean_indication, draft_report, load_bank,
-                          report_sections, scrub_identifiers, to_dicom_sr)
+from medmm.report import (BASIC_TEXT_SR, DEFAULT_BANK_PATH, DISCLAIMER, MODELLED_CONCEPTS, NOT_PROVIDED,
+                          T_NOT_ASSESSED, SentenceBank, apply_edits, build_bank, check_consistency,
+                          clean_bank_sentence, clean_indication, draft_report, load_bank, report_sections,
+                          scrub_identifiers, to_dicom_sr)
 from tests.helpers import require_shared
 
 P, N, U = "positive", "negative", "uncertain"
@@ -175,8 +178,12 @@ def test_clean_indication_empty_long_and_control_chars() -> None:
 def test_draft_normal_and_pneumonia(shipped_bank: SentenceBank) -> None:
     normal = draft_report(make_prediction(NORMAL), "Chest pain", shipped_bank)
     assert label_text(normal.impression).get("No Finding") == P
-    assert all(s.source == "retrieved" for s in normal.sentences)
+    assert normal.sentences[0].source == "retrieved" and label_text(normal.sentences[0].text) == {"Pneumonia": N}
     assert normal.disclaimer == DISCLAIMER and DISCLAIMER in normal.to_text()
+    # a normal film: nothing about the heart or pleura is asserted, it is said not to be assessed
+    for claim in ("heart size", "pneumothorax", "effusion", "lungs are clear", "cardiopulmonary"):
+        assert claim not in normal.to_text().lower(), claim
+    assert T_NOT_ASSESSED in normal.findings and "not assessed by this model" in normal.findings
 
     pneu = draft_report(make_prediction(PNEUMONIA), "fever, cough", shipped_bank)
     labels = label_text(pneu.findings + " " + pneu.impression)
@@ -267,12 +274,56 @@ def test_draft_never_contradicts_prediction(probs, thresholds, image, notes, use
     report = draft_report(pred, notes, bank)
     assert check_consistency(report.to_text(), pred, include_uncertain=True) == []
     assert check_consistency(report.to_markdown(), pred, include_uncertain=True) == []
-    # every pneumonia-family finding predicted positive is stated with the band's hedge
+    # every pneumonia-family finding predicted positive is stated with the band's hedge, except competing
+    # subtypes (bacterial and viral both above threshold), which the draft must not name as present
     labels = label_text(report.findings + " " + report.impression)
+    competing = pred.band("Bacterial pneumonia") in BAND_STATUS and (
+        pred.band("Viral pneumonia") in BAND_STATUS or pred.band("COVID-19") in BAND_STATUS)
     for f in ("Pneumonia", "Bacterial pneumonia", "Viral pneumonia", "COVID-19"):
-        if pred.band(f) in BAND_STATUS:
+        if competing and f != "Pneumonia" and pred.band(f) in BAND_STATUS:
+            assert labels.get(f) is None, (f, report.impression)
+        elif pred.band(f) in BAND_STATUS:
             assert labels.get(f) == BAND_STATUS[pred.band(f)], (f, pred.band(f), report.impression)
+    if competing:
+        assert "Subtype not determined" in report.impression and any("cannot tell" in w for w in report.warnings)
     assert report.disclaimer == DISCLAIMER
+
+
+UNMODELLED_WORDS = re.compile(r"heart|cardi|mediastin|pleura|effusion|pneumothora|lungs? (?:is|are) clear|nodul|"
+                              r"mass|edema|bone|osseous|acute", re.I)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(probs=st.tuples(*[probabilities] * len(FINDINGS)), thresholds=st.tuples(*[st.floats(0.05, 0.95)] * len(FINDINGS)),
+       positive=st.one_of(st.none(), st.sets(st.sampled_from(FINDINGS))), image=st.booleans(), notes=NOTES,
+       bank_kind=st.sampled_from(["shipped", "empty", "synthetic"]), warnings=st.lists(st.sampled_from(
+           ["adult radiograph: the model is weak here", "Heart size is not modelled.", ""]), max_size=2))
+def test_draft_never_asserts_unmodelled_findings(probs, thresholds, positive, image, notes, bank_kind, warnings) -> None:
+    """Over random outputs (and random ``positive`` sets, as the pipeline's output rule may produce): Findings and
+    Impression mention only modelled concepts; everything else appears only as "not assessed by this model"."""
+    bank = {"shipped": lambda: load_bank(DEFAULT_BANK_PATH) if DEFAULT_BANK_PATH.exists() else SentenceBank.empty(),
+            "empty": SentenceBank.empty, "synthetic": synthetic_bank}[bank_kind]()
+    pred = make_prediction(probs, dict(zip(FINDINGS, thresholds)), ("image", "notes") if image else ("notes",))
+    pred = replace(pred, warnings=tuple(warnings))
+    if positive is not None:
+        pred = replace(pred, positive=tuple(f for f in FINDINGS if f in positive))
+    report = draft_report(pred, notes, bank)
+    for section in (report.findings, report.impression):
+        for sentence in split_sentences(section):
+            if sentence == T_NOT_ASSESSED:
+                continue
+            concepts = {m.concept for m in find_mentions(sentence)}
+            assert concepts <= MODELLED_CONCEPTS | {"normal_chest"}, (sentence, concepts)
+            assert not UNMODELLED_WORDS.search(sentence), sentence
+    assert T_NOT_ASSESSED in report.findings
+    # which findings are present follows prediction.positive, not the raw probabilities
+    labels = label_text(report.findings + " " + report.impression)
+    for f, status in labels.items():
+        if status == P:
+            assert f in pred.positive, (f, report.impression)
+    assert check_consistency(report.to_text(), pred, include_uncertain=True) == []
+    for w in filter(None, warnings):
+        assert w in report.warnings and w in report.to_text()
 
 
 # ------------------------------------------------------------------------------------------ consistency check
