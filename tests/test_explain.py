@@ -133,7 +133,26 @@ def test_integrated_gradients_completeness(pipe, image_only, gradcam_sanity):
     assert c["relative_error"] < 0.1
     assert exp.attributions.sum() == pytest.approx(c["sum_attributions"], rel=1e-3, abs=1e-5)
     assert np.isfinite(exp.heatmap).all() and exp.heatmap_scan.shape == (100, 160)
-    assert gradcam_sanity.sanity["notes_ig_completeness"]["relative_error"] < 0.05  # token IG, 16 steps
+    assert gradcam_sanity.sanity["notes_ig_completeness"]["method"] == "gradxinput"  # the fast default
+
+
+def test_note_token_methods(pipe, both):
+    """IG on request converges (completeness); the fast gradient x input reports its own completeness honestly,
+    and both rank the same words on top more often than not."""
+    inputs, pred = both
+    ig = explain(pipe, inputs, pred, finding="Pneumonia", notes_method="ig", notes_n_steps=32)
+    fast = explain(pipe, inputs, pred, finding="Pneumonia")
+    c_ig, c_fast = ig.sanity["notes_ig_completeness"], fast.sanity["notes_ig_completeness"]
+    assert c_ig["method"] == "ig" and c_ig["relative_error"] < 0.05
+    assert c_fast["method"] == "gradxinput" and c_fast["f_input"] == pytest.approx(c_ig["f_input"], abs=1e-5)
+    assert c_fast["f_baseline"] == pytest.approx(c_ig["f_baseline"], abs=1e-5)
+    # completeness identity: delta = sum(scores) - (f(x) - f(ref))
+    assert c_fast["delta"] == pytest.approx(c_fast["sum_attributions"] - (c_fast["f_input"] - c_fast["f_baseline"]),
+                                            abs=1e-6)
+    assert [w for w, _ in fast.tokens] == [w for w, _ in ig.tokens]
+    assert all(-1.0 <= s <= 1.0 for _, s in fast.tokens) and max(abs(s) for _, s in fast.tokens) == pytest.approx(1.0)
+    with pytest.raises(ExplainError):
+        explain(pipe, inputs, pred, notes_method="lime")
 
 
 def test_occlusion_and_black_baseline(pipe, image_only):
@@ -217,8 +236,11 @@ def test_cli_writes_all_outputs(pipe, tmp_path, capsys):
     png = tmp_path / "film.png"
     Image.fromarray((_scan().pixels * 255).astype(np.uint8)).save(png)
     out = tmp_path / "out"
+    quick = tmp_path / "quick"
+    assert cli_explain(pipe, [str(png)], "cough and fever", finding="Pneumonia", method="gradcam", out_dir=quick) == 0
+    assert not {"randomization", "faithfulness"} & set(json.loads((quick / "summary.json").read_text())["sanity"])
     assert cli_explain(pipe, [str(png)], "cough and fever", finding="Pneumonia", method="gradcam", out_dir=out,
-                       randomize_stages=2, faithfulness_steps=2) == 0
+                       sanity=True, randomize_stages=2, faithfulness_steps=2) == 0
     assert {p.name for p in out.iterdir()} == {"overlay.png", "attributions.npy", "tokens.json", "summary.json"}
     assert (out / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.load(out / "attributions.npy").shape == (SIZE, SIZE)

@@ -205,3 +205,16 @@ def test_cli_runtime_choices_match_the_module():
     assert RUNTIME_CHOICES == rt.CHOICES
     args = build_parser().parse_args(["predict", "x.png", "--runtime", "torch"])
     assert args.runtime == "torch"
+
+
+def test_occlusion_through_the_runtime_matches_torch(onnx_pipe, torch_pipe, scans):
+    """Occlusion's forward-only perturbations go through the ONNX runtime: same map as the torch model's."""
+    from medmm.explain import explain
+
+    maps = []
+    for p in (onnx_pipe, torch_pipe):
+        inputs = p.prepare([scans[1]])
+        maps.append(explain(p, inputs, p.predict_prepared(inputs), finding="Pneumonia", method="occlusion",
+                            occlusion_stride=32).attributions)
+    scale = float(np.abs(maps[1]).max())
+    assert scale > 0 and np.abs(maps[0] - maps[1]).max() <= 1e-3 * max(scale, 1.0)
