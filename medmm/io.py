@@ -19,11 +19,23 @@ Output ranges
 
 Limits
 ------
-* ``MAX_FILE_BYTES`` (200 MiB): larger files are refused before they are read.
-* ``MAX_PIXELS`` (100 megapixels): width x height (x frames for DICOM; total voxels for a series),
+* ``MAX_FILE_BYTES`` (200 MiB): larger files are refused before they are read; ``MAX_REQUEST_BYTES``
+  (256 MiB) for all the files of one ``load_scans`` call together, from their sizes before any is read.
+* ``MAX_PIXELS`` (50 megapixels): width x height (x frames for DICOM; total voxels for a series),
   checked from the header before any pixel data is decoded (decompression-bomb guard; Pillow's own
-  ``DecompressionBombError`` is caught as well, its global limit is left untouched).
+  ``DecompressionBombError`` is caught as well, its global limit is left untouched). A chest film is
+  at most ~4300 x 4300 (18.5 MP) from a detector and ~21 MP from film digitised at 300 dpi.
+* ``MAX_REQUEST_PIXELS`` (100 megapixels): the same count summed over the files of one ``load_scans``
+  call, from their headers before any of them is decoded.
+* ``MAX_SIDE_PX`` (2048): radiographs (and volume slices) whose long side is larger are downsampled by an
+  integer factor right after decoding (JPEG: during decoding, by libjpeg's DCT scaling), by area
+  averaging (nearest pixel when the DICOM declares padding values, so they stay exact); a note says so.
+  ``Scan.pixels`` therefore never exceeds 2048 x 2048 (16 MB as float32), which bounds everything
+  downstream (model input, saliency maps, viewer). ``ScanMetadata.rows/columns`` stay the file's own.
 * ``MIN_SIDE_PX`` (16): a smaller side is not a usable image.
+
+Peak memory of one load is about 8 bytes per decoded pixel for the largest accepted file (50 MP:
+~0.4 GB), retained memory at most ``MAX_SIDE_PX**2`` floats per scan.
 
 Errors are raised as ``ScanError`` with a one-line message that never contains patient identifiers;
 metadata holds only whitelisted, non-identifying fields.
@@ -54,6 +66,9 @@ __all__ = [
     "CT_DISPLAY_WINDOW",
     "MAX_FILE_BYTES",
     "MAX_PIXELS",
+    "MAX_REQUEST_BYTES",
+    "MAX_REQUEST_PIXELS",
+    "MAX_SIDE_PX",
     "MIN_SIDE_PX",
     "Scan",
     "ScanError",
@@ -65,8 +80,14 @@ __all__ = [
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
 """Largest accepted file (200 MiB); a chest radiograph is rarely above 30 MB."""
-MAX_PIXELS = 100_000_000
-"""Largest accepted image: rows x columns (x frames for DICOM, total voxels for a series)."""
+MAX_REQUEST_BYTES = 256 * 1024 * 1024
+"""Largest total size of the files of one ``load_scans`` call (checked before any is read)."""
+MAX_PIXELS = 50_000_000
+"""Largest accepted image: rows x columns (x frames for DICOM, total voxels for a series), from the header."""
+MAX_REQUEST_PIXELS = 100_000_000
+"""Largest sum of ``MAX_PIXELS``-style counts over the files of one ``load_scans`` call, from their headers."""
+MAX_SIDE_PX = 2048
+"""Loaded pixels are downsampled (integer factor, area average) so that neither side exceeds this."""
 MIN_SIDE_PX = 16
 """Smallest accepted image side in pixels."""
 ROBUST_PERCENTILES = (0.5, 99.5)
@@ -242,12 +263,59 @@ def _load_scan(source: Any, filename: str | None) -> Scan:
 def _load_scans(sources: list[Any]) -> list[Scan]:
     if not sources:
         raise ScanError("no files were given")
+    _check_request_bytes(sources)
     read = [_numbered(i, len(sources), lambda s=s: _read_source(s)) for i, s in enumerate(sources)]
     blobs = [blob for blob, _ in read]
+    _check_request_pixels(blobs)
     if len(blobs) > 1 and _one_series(blobs):
         return [_load_series(blobs)]
     # the file name (when there is one) is kept only as an extension hint for the "content vs extension" note
     return [_numbered(i, len(read), lambda r=r: _load_scan(r[0], r[1])) for i, r in enumerate(read)]
+
+
+def _check_request_bytes(sources: list[Any]) -> None:
+    """Refuse a request whose files add up to more than ``MAX_REQUEST_BYTES``, before reading any of them."""
+    total = 0
+    for source in sources:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            total += len(source)
+        elif isinstance(source, (str, os.PathLike)):
+            try:
+                total += Path(source).stat().st_size
+            except (OSError, ValueError):
+                continue  # reported by the per-file read
+    if total > MAX_REQUEST_BYTES:
+        raise ScanError(f"the files of this request are larger than {MAX_REQUEST_BYTES // (1024 * 1024)} MB together")
+
+
+def header_pixels(data: bytes) -> int:
+    """Pixels a file declares in its header (rows x columns x frames), without decoding; 0 if unreadable."""
+    try:
+        fmt, plugin = _sniff(data)
+    except ScanError:
+        return 0
+    try:
+        if fmt == "dicom":
+            ds, _ = _read_dicom(data, stop_before_pixels=True)
+            return max(int(ds.get("Rows") or 0), 0) * max(int(ds.get("Columns") or 0), 0) * max(
+                int(ds.get("NumberOfFrames") or 1), 1)
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data), formats=[plugin] if plugin else None) as im:
+            width, height = im.size
+            return int(width) * int(height)
+    except Exception:  # noqa: BLE001 - an unreadable header is reported by the per-file load
+        return 0
+
+
+def _check_request_pixels(blobs: list[bytes]) -> None:
+    """Refuse a request whose headers declare more than ``MAX_REQUEST_PIXELS`` in total, before decoding."""
+    if len(blobs) < 2:
+        return  # one file: its own header check (MAX_PIXELS) is stricter
+    total = sum(header_pixels(b) for b in blobs)
+    if total > MAX_REQUEST_PIXELS:
+        raise ScanError(f"the images of this request are too large together ({total / 1e6:.0f} megapixels); "
+                        f"the limit is {MAX_REQUEST_PIXELS // 1_000_000} megapixels per request")
 
 
 def _numbered(index: int, total: int, func: Callable[[], _T]) -> _T:
@@ -470,11 +538,16 @@ def _load_pillow(data: bytes, fmt: str, plugin: str | None) -> Scan:
         try:
             frames = int(getattr(im, "n_frames", 1) or 1)
             im.seek(0)
+            if fmt == "jpeg" and max(width, height) > MAX_SIDE_PX:
+                # libjpeg decodes at 1/2, 1/4 or 1/8 scale directly: the full image is never in memory
+                scale = MAX_SIDE_PX / max(width, height)
+                im.draft(im.mode, (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))))
             im.load()
         except Exception:  # noqa: BLE001 - truncated / corrupt data surfaces here
             raise ScanError(f"corrupt or truncated {label} file") from None
         if frames > 1:
             notes.append(f"first of {frames} frames used")
+        im = _reduce_pillow(im, width, height, notes)
         try:
             orientation = int(im.getexif().get(0x0112, 1) or 1)
         except Exception:  # noqa: BLE001
@@ -487,12 +560,85 @@ def _load_pillow(data: bytes, fmt: str, plugin: str | None) -> Scan:
             except Exception:  # noqa: BLE001
                 notes.append(f"EXIF orientation {orientation} could not be applied")
         pixels, bits, windowing = _pillow_pixels(im, notes)
+        pixels = _cap_side(pixels, notes)  # modes Pillow cannot reduce (I;16, 1, P) arrive here at full size
+    rows, columns = (width, height) if orientation in (5, 6, 7, 8) else (height, width)  # the file's size, oriented
     meta = ScanMetadata(
         source_format=fmt, modality=None, view=None, photometric_interpretation=None, bits_stored=bits,
-        pixel_spacing_mm=None, transfer_syntax=None, rows=int(pixels.shape[0]), columns=int(pixels.shape[1]),
+        pixel_spacing_mm=None, transfer_syntax=None, rows=int(rows), columns=int(columns),
         frames=frames, windowing=windowing, inverted=False, notes=tuple(notes),
     )
     return Scan(pixels=pixels, metadata=meta)
+
+
+_PILLOW_REDUCIBLE = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "RGBa", "I", "F", "CMYK", "YCbCr"})
+
+
+def _reduce_factor(height: int, width: int) -> int:
+    return max(1, math.ceil(max(height, width) / MAX_SIDE_PX))
+
+
+def _downsample_note(width: int, height: int, new_width: int, new_height: int, how: str) -> str:
+    return (f"downsampled from {width}x{height} to {new_width}x{new_height} ({how}; "
+            f"long side limit {MAX_SIDE_PX} px)")
+
+
+def _reduce_pillow(im: Any, width: int, height: int, notes: list[str]) -> Any:
+    """Box-average a loaded Pillow image by an integer factor so that its long side is <= MAX_SIDE_PX."""
+    drafted = im.size != (width, height)
+    k = _reduce_factor(im.size[1], im.size[0])
+    if k > 1 and im.mode not in _PILLOW_REDUCIBLE:
+        if im.mode.startswith("I;16"):
+            im = im.convert("I")  # same values, a mode Pillow can reduce (handled like I;16 afterwards)
+        elif im.mode == "1":
+            im = im.convert("L")
+            notes.append("1-bit (black and white) image read as 8-bit")
+        elif im.mode in ("P", "PA"):
+            im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+            notes.append("palette image converted to grayscale")
+    reduced = k > 1 and im.mode in _PILLOW_REDUCIBLE
+    if reduced:
+        im = im.reduce(k)
+    if drafted or reduced:
+        how = " and ".join(h for h, done in (("JPEG DCT scaling", drafted), ("area average", reduced)) if done)
+        notes.append(_downsample_note(width, height, im.size[0], im.size[1], how))
+    return im
+
+
+def _block_reduce(arr: np.ndarray, k: int, *, nearest: bool = False) -> np.ndarray:
+    """Downsample the first two axes of ``arr`` by ``k``: block mean (float32) or, with ``nearest``, every k-th pixel.
+
+    Edges that do not fill a whole block are averaged over the pixels they have; memory is bounded by working in
+    strips of rows (no full-size float copy).
+    """
+    if k <= 1:
+        return arr
+    if nearest:
+        return np.ascontiguousarray(arr[::k, ::k])
+    h, w = arr.shape[:2]
+    oh, ow = -(-h // k), -(-w // k)
+    out = np.empty((oh, ow) + arr.shape[2:], dtype=np.float32)
+    strip = max(1, 256 // k) * k
+    col_starts = np.arange(0, w, k)
+    counts_w = np.minimum(k, w - col_starts).astype(np.float32)
+    for r0 in range(0, h, strip):
+        block = arr[r0:r0 + strip].astype(np.float32)
+        rows_sum = np.add.reduceat(block, np.arange(0, block.shape[0], k), axis=0)
+        counts_h = np.minimum(k, block.shape[0] - np.arange(0, block.shape[0], k)).astype(np.float32)
+        sums = np.add.reduceat(rows_sum, col_starts, axis=1)
+        shape = (-1, 1) + (1,) * (arr.ndim - 2)
+        out[r0 // k:r0 // k + sums.shape[0]] = sums / counts_h.reshape(shape) / counts_w.reshape((1, -1) + (1,) * (arr.ndim - 2))
+    return out
+
+
+def _cap_side(pixels: np.ndarray, notes: list[str], *, nearest: bool = False) -> np.ndarray:
+    """Area-average ``[H, W(, C)]`` pixels so that the long side is <= MAX_SIDE_PX (noted)."""
+    h, w = pixels.shape[:2]
+    k = _reduce_factor(h, w)
+    if k == 1:
+        return pixels
+    out = _block_reduce(pixels, k, nearest=nearest)
+    notes.append(_downsample_note(w, h, out.shape[1], out.shape[0], "nearest pixel" if nearest else "area average"))
+    return out.astype(pixels.dtype, copy=False) if pixels.dtype.kind == "f" else out
 
 
 def _pillow_pixels(im: Any, notes: list[str]) -> tuple[np.ndarray, int | None, str]:
@@ -905,9 +1051,27 @@ def _dicom_scan(data: bytes) -> Scan:
         notes.append(f"modality {header.modality} is not a chest radiograph modality")
     if header.frames > 1:
         notes.append(f"multi-frame file: first of {header.frames} frames used")
-    stored = _decode(ds, header, 0 if header.frames > 1 else None)
+    stored = _cap_stored(_decode(ds, header, 0 if header.frames > 1 else None), ds, notes)
     pixels, windowing, inverted = _radiograph_pixels(stored, ds, header, notes)
     return Scan(pixels=pixels, metadata=_dicom_metadata(ds, header, header.frames, windowing, inverted, notes))
+
+
+def _cap_stored(stored: np.ndarray, ds: Dataset, notes: list[str]) -> np.ndarray:
+    """Downsample decoded stored values ``[H, W(, 3)]`` so the long side is <= MAX_SIDE_PX, keeping their dtype.
+
+    Block mean rounded to the stored integer type (modality/VOI LUTs then apply as usual); every k-th pixel when the
+    file declares padding values, so that padding stays exactly recognisable.
+    """
+    h, w = stored.shape[:2]
+    k = _reduce_factor(h, w)
+    if k == 1:
+        return stored
+    nearest = "PixelPaddingValue" in ds
+    out = _block_reduce(stored, k, nearest=nearest)
+    if stored.dtype.kind in "iub" and out.dtype != stored.dtype:
+        out = np.rint(out).astype(stored.dtype)
+    notes.append(_downsample_note(w, h, out.shape[1], out.shape[0], "nearest pixel" if nearest else "area average"))
+    return out
 
 
 def _radiograph_pixels(stored: np.ndarray, ds: Dataset, header: _Header,
@@ -936,6 +1100,13 @@ def _dicom_colour(ds: Dataset, header: _Header, notes: list[str]) -> Scan:
     if header.frames > 1:
         notes.append(f"multi-frame file: first of {header.frames} frames used")
     arr = _decode(ds, header, 0 if header.frames > 1 else None)
+    if header.photometric == "PALETTE COLOR":  # palette indices must stay exact
+        h, w = arr.shape[:2]
+        if _reduce_factor(h, w) > 1:
+            arr = _block_reduce(arr, _reduce_factor(h, w), nearest=True)
+            notes.append(_downsample_note(w, h, arr.shape[1], arr.shape[0], "nearest pixel"))
+    else:
+        arr = _cap_stored(arr, ds, notes)
     if header.photometric == "PALETTE COLOR":
         try:
             arr = apply_color_lut(arr, ds)
@@ -973,6 +1144,7 @@ class _Slice:
     """One slice: modality values, padding mask and its position along the slice normal."""
 
     def __init__(self, stored: np.ndarray, ds: Dataset, frame: int, notes: list[str]) -> None:
+        stored = _cap_stored(stored, ds, notes)
         _check_finite(stored)
         self.padding = _padding_mask(stored, ds)
         self.values = _modality_values(stored, ds, frame, notes)

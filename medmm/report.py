@@ -116,106 +116,14 @@ def _finding_template(finding: str, band: str, prob: float, image: bool) -> str:
 
 
 # ----------------------------------------------------------------------------------------- notes -> indication
-_CONTROL_KEEP = {"\n", "\t"}
-_EMAIL_RE = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63})+")  # anchored: linear time
-_URL_RE = re.compile(r"\b(?:https?://|www\.)\S+", re.I)
-_PHONE_RE = re.compile(r"(?<![\w/])(?:\+?\d{1,3}[\s.-]?)?(?:\(\d{3}\)|\d{3})[\s.-]?\d{3}[\s.-]?\d{4}(?![\w/])")
-_SSN_RE = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
-_MONTHS = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|jun(?:e)?|jul(?:y)?|aug(?:ust)?|"
-           r"sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
-_DATE_RES = (
-    re.compile(r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[T ]\d{1,2}:\d{2}(?::\d{2})?)?\b"),           # 2021-03-14
-    re.compile(r"\b\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})\b"),                                     # 03/14/2021
-    re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?[\s-]+(?:of\s+)?{_MONTHS}\.?,?[\s-]+\d{{2,4}}\b", re.I),  # 14 March 2021
-    re.compile(rf"\b{_MONTHS}\.?[\s-]+\d{{1,2}}(?:st|nd|rd|th)?,?[\s-]+\d{{2,4}}\b", re.I),           # March 14, 2021
-    re.compile(rf"\b{_MONTHS}\.?,?\s+\d{{4}}\b", re.I),                                             # March 2021
-    re.compile(rf"\b(?:on|since|from|dated|until|till|dob:?)\s+(?:{_MONTHS}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?|"
-               r"\d{1,2}/\d{1,2})\b", re.I),                                                       # on 3/14
-)
-_LABELLED_ID_RE = re.compile(
-    r"\b(?:mrn|mr\s*#|medical\s+record(?:\s+(?:number|no\.?))?|accession(?:\s+(?:number|no\.?))?|acc(?:\s*#|\.)|"
-    r"ssn|nhs\s+(?:number|no\.?)|patient\s+id|pt\s+id|id\s*#|record\s*#|case\s*#)\s*[:#=]?\s*[A-Za-z0-9-]*\d[A-Za-z0-9-]*",
-    re.I)
-_LONG_NUMBER_RE = re.compile(r"\b[A-Za-z]{0,3}[-#]?\d(?:[\d-]*\d)?\b")
-_AGE_RES = (
-    re.compile(r"\b(\d{2,3})(\s*-?\s*)(years?[\s-]*old|yrs?[\s-]*old|year-old|y/o|y\.o\.|yo|yrs?|years?)\b", re.I),
-    re.compile(r"\b(age[d:]?|age\s+of)(\s*)(\d{2,3})\b", re.I),
-)
-# Titles: "MS" (multiple sclerosis) and lower-case "miss"/"doctor" are not treated as titles.
-_TITLE_NAME_RE = re.compile(
-    r"\b((?:[Mm]rs?|MRS?|[Mm]s|Miss|[Mm]x|[Dd]r|DR|[Pp]rof|Doctor))(\.?\s+)"
-    r"((?:[A-Z]\.\s*)*[A-Za-z][A-Za-z'’-]+(?:\s+[A-Z][A-Za-z'’-]+)?)")
-_NAME_VALUE = r"((?:[A-Z][A-Za-z'’.-]*(?:[ \t]+[A-Z][A-Za-z'’.-]*){0,3})|(?:[a-z][a-z'’.-]*(?:[ \t]+[a-z][a-z'’.-]*)?))"
-_LABELLED_NAME_RES = (
-    re.compile(r"\b((?i:patient'?s?\s+name|pt\.?\s+name|name|attending(?:\s+physician)?|referring(?:\s+physician)?|"
-               r"physician|radiologist|nurse|signed|dictated|next\s+of\s+kin|nok))(\s*[:=]\s*)" + _NAME_VALUE),
-    re.compile(r"\b((?i:signed\s+by|dictated\s+by|seen\s+by|referred\s+by|reviewed\s+by))(\s+)"
-               r"(?!(?:Dr|DR|Mr|MR|Mrs|MRS|Ms|Miss|Mx|Prof|Doctor)\b)((?:[A-Z]\.\s*)*[A-Z][A-Za-z'’-]+(?:\s+[A-Z][A-Za-z'’-]+){0,2})"),
-)
-_PLACEHOLDER_RE = re.compile(r"X{4,}")
-
-
-def _strip_controls(text: str) -> str:
-    """Drop control/format characters (incl. zero-width and bidi overrides); newlines/tabs become spaces."""
-    out = []
-    for ch in text:
-        if ch in _CONTROL_KEEP:
-            out.append(" ")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn"):
-            continue
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def scrub_identifiers(text: str) -> str:
-    """Replace likely identifiers with tags: [NAME], [DATE], [ID], [PHONE], [EMAIL], [URL], [REDACTED]; ages > 89 -> 90+.
-
-    Rule-based and conservative (HIPAA Safe Harbor style): it catches common formats, not every identifier.
-    """
-    text = _PLACEHOLDER_RE.sub("[REDACTED]", text)
-    text = _EMAIL_RE.sub("[EMAIL]", text)
-    text = _URL_RE.sub("[URL]", text)
-    text = _SSN_RE.sub("[ID]", text)
-    for rx in _DATE_RES:
-        text = rx.sub("[DATE]", text)
-    text = _PHONE_RE.sub("[PHONE]", text)
-    text = _LABELLED_ID_RE.sub("[ID]", text)
-
-    def _long_number(m: re.Match[str]) -> str:
-        return "[ID]" if sum(c.isdigit() for c in m.group(0)) >= 6 else m.group(0)
-
-    text = _LONG_NUMBER_RE.sub(_long_number, text)
-
-    def _age1(m: re.Match[str]) -> str:
-        return f"90+ {m.group(3)}" if int(m.group(1)) >= 90 else m.group(0)
-
-    def _age2(m: re.Match[str]) -> str:
-        return f"{m.group(1)}{m.group(2) or ' '}90+" if int(m.group(3)) >= 90 else m.group(0)
-
-    text = _AGE_RES[0].sub(_age1, text)
-    text = _AGE_RES[1].sub(_age2, text)
-    text = _TITLE_NAME_RE.sub(lambda m: f"{m.group(1)}{m.group(2)}[NAME]", text)
-    for rx in _LABELLED_NAME_RES:
-        text = rx.sub(lambda m: f"{m.group(1)}{m.group(2)}[NAME]", text)
-    return text
+# De-identification lives in medmm.deid (rules + name lexicon, measured on a PHI corpus; see docs/privacy.md).
+from medmm.deid import DEID_METHOD, scrub_identifiers  # noqa: E402  (re-exported: report.scrub_identifiers)
+from medmm.deid import clean_indication as _deid_indication  # noqa: E402
 
 
 def clean_indication(notes: str | None, max_chars: int = MAX_INDICATION_CHARS) -> str:
-    """Notes -> one scrubbed, whitespace-normalised paragraph of at most ``max_chars``; "Not provided." if empty.
-
-    Input is cut to ``8 * max_chars`` before any regex so that megabyte-long notes stay fast.
-    """
-    if not notes or not isinstance(notes, str):
-        return NOT_PROVIDED
-    text = _strip_controls(notes[: 8 * max_chars])
-    text = " ".join(text.split())
-    text = " ".join(scrub_identifiers(text).split())
-    if len(text) > max_chars:
-        cut = text[:max_chars]
-        cut = cut[: cut.rfind(" ")] if " " in cut[max_chars // 2:] else cut
-        text = cut.rstrip(" ,;:") + " [truncated]"
-    return text or NOT_PROVIDED
+    """Notes -> one scrubbed, whitespace-normalised paragraph of at most ``max_chars``; "Not provided." if empty."""
+    return _deid_indication(notes, max_chars) or NOT_PROVIDED
 
 
 # ----------------------------------------------------------------------------------------- sentence bank
@@ -850,8 +758,8 @@ def to_dicom_sr(report: Report, prediction: Prediction, path_or_buffer: str | Pa
     ds.PatientID = ""
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "medmm: no patient identifiers written"
+    ds.PatientIdentityRemoved = "YES"   # true: no header identifier is copied and every TEXT item is scrubbed below
+    ds.DeidentificationMethod = DEID_METHOD
     # General Study
     ds.StudyInstanceUID = generate_uid()
     ds.StudyDate = ""
@@ -891,7 +799,7 @@ def to_dicom_sr(report: Report, prediction: Prediction, path_or_buffer: str | Pa
         item.RelationshipType = "CONTAINS"
         item.ValueType = "TEXT"
         item.ConceptNameCodeSequence = DicomSequence([_code(Dataset, *code)])
-        item.TextValue = value
+        item.TextValue = scrub_identifiers(value)   # every text, clinician edits included (medmm.deid)
         return item
 
     outputs = "; ".join(f"{m['finding']} {m['probability']:.2f} (threshold {m['threshold']:.2f}, {m['band']})"

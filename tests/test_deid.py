@@ -1,0 +1,103 @@
+"""medmm.deid on the PHI corpus (tests/data/phi_corpus.json): no identifier survives, clinical text is kept, and
+every export path (Indication, edited Findings/Impression, DICOM SR, text/JSON downloads) goes through it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from medmm.deid import DEID_METHOD, clean_indication, find_phi, phi_words, scrub_identifiers
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("phi_recall", ROOT / "scripts" / "phi_recall.py")
+phi_recall = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(phi_recall)  # type: ignore[union-attr]
+CORPUS = phi_recall.load_corpus()
+CASES = CORPUS["cases"] + CORPUS["heldout"]
+
+
+def test_corpus_is_large_enough_and_holds_the_issue_cases() -> None:
+    assert len(CASES) >= 60
+    issue = [c for c in CORPUS["cases"] if c.get("tag") == "issue14"]
+    texts = " ".join(c["text"] for c in issue)
+    for quoted in ("Patient John Doe", "pt: Doe, John", "DOE^JOHN", "Kaitlyn has cough", "Quincy, 67",
+                   "12 Baker Street, Boston MA 02115", "5 Jan", "Jan 5th", "seen 01/05", "+44 20 7946 0958",
+                   "bed 12, room 4471", "Smith, John 03/14/58", "St Elsewhere General Hospital", "Wife Mary Doe"):
+        assert quoted in texts, quoted
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_no_identifier_of_the_corpus_survives(case: dict) -> None:
+    out = scrub_identifiers(case["text"])
+    assert phi_recall.leaked(case["text"], case["phi"], out) == []
+    for phrase in case.get("keep", []):
+        assert phrase in out, phrase
+
+
+def test_clinical_text_is_unchanged() -> None:
+    for text in CORPUS["clinical"]:
+        assert scrub_identifiers(text) == text
+
+
+def test_recall_script_figures() -> None:
+    r = phi_recall.evaluate(scrub_identifiers, CORPUS)
+    assert r["recall"] == 1.0 and r["total"] >= 150 and r["clinical_unchanged"] == 1.0
+
+
+def test_tags_ages_and_structure() -> None:
+    assert scrub_identifiers("Mr. John Smith with cough.") == "Mr. [NAME] with cough."
+    assert scrub_identifiers("Patient: DOE^JOHN, chest pain.") == "Patient: [NAME], chest pain."
+    assert scrub_identifiers("94-year-old female, age 101.") == "90+ year-old female, age 90+."
+    assert scrub_identifiers("INDICATION: cough\n\nFINDINGS: clear") == "INDICATION: cough\n\nFINDINGS: clear"
+    assert scrub_identifiers("") == ""
+    assert clean_indication(None) == "" and clean_indication({"a": 1}) == ""  # type: ignore[arg-type]
+    spans = find_phi("Seen by Dr Priya Raman on 5 Jan.")
+    assert [s.tag for s in spans] == ["NAME", "NAME", "DATE"]
+    assert {"priya", "raman", "5", "jan"} <= phi_words("Seen by Dr Priya Raman on 5 Jan.")
+    assert len(DEID_METHOD) <= 64  # DICOM LO
+
+
+def test_drafted_report_wording_is_not_redacted() -> None:
+    import medmm.report as report
+
+    texts = [getattr(report, k) for k in dir(report) if k.startswith(("T_", "W_", "DISCLAIMER"))
+             and isinstance(getattr(report, k), str)]
+    assert texts
+    for text in texts:
+        assert scrub_identifiers(text) == text, text
+
+
+def test_long_input_is_fast() -> None:
+    text = ("Patient John Doe, MRN 4471923, seen 01/05 at 12 Baker Street. " * 2000)[:100_000]
+    start = time.perf_counter()
+    out = scrub_identifiers(text)
+    assert time.perf_counter() - start < 5.0
+    assert "Doe" not in out and "4471923" not in out
+
+
+def test_dicom_sr_scrubs_every_text_item_and_says_how(tmp_path: Path) -> None:
+    pydicom = pytest.importorskip("pydicom")
+    from dataclasses import replace
+
+    from medmm.prediction import Prediction
+    from medmm.report import draft_report, to_dicom_sr
+
+    findings = {"Pneumonia": 0.8, "No Finding": 0.1}
+    pred = Prediction(findings=findings, thresholds={k: 0.5 for k in findings}, positive=("Pneumonia",),
+                      modalities=("notes",), notes_embedding=None, image_embedding=None, ood_score=None,
+                      ood_threshold=None, warnings=(), scan_metadata=(), checkpoint={})
+    rep = draft_report(pred, CORPUS["cases"][0]["text"])
+    phi = [p for c in CASES[:20] for p in c["phi"]]
+    typed = " ".join(c["text"] for c in CASES[:20])      # a clinician typing identifiers into the report
+    edited = replace(rep, findings=typed, impression=typed)
+    path = tmp_path / "sr.dcm"
+    to_dicom_sr(edited, pred, path)
+    ds = pydicom.dcmread(path)
+    assert ds.PatientIdentityRemoved == "YES" and ds.DeidentificationMethod == DEID_METHOD
+    texts = " ".join(str(item.TextValue) for item in ds.ContentSequence)
+    assert phi_recall.leaked(typed, phi, texts) == []
+    assert phi_recall.leaked(CORPUS["cases"][0]["text"], CORPUS["cases"][0]["phi"], rep.indication) == []
