@@ -1,6 +1,7 @@
 """Command line: ``python -m medmm {predict,evaluate,explain,bench} ...``.
 
-Bad input exits with code 2 and a one-line message on stderr (no traceback).
+Bad input exits with code 2 and a one-line message on stderr (no traceback) that names the file. Paths and
+arguments are checked before torch and the model are imported, so a mistake is refused in well under a second.
 """
 
 from __future__ import annotations
@@ -19,13 +20,77 @@ class CliError(Exception):
     """Turned into a one-line message on stderr and exit code 2."""
 
 
+META_FILE = "medmm.json"   # = medmm.checkpoint.META_FILE (that module imports torch)
+
+
+def resolve_checkpoint(path: str | None) -> str | None:
+    """A checkpoint folder, or a training run folder holding one in ``checkpoint/`` (``runs/smoke``)."""
+    if path is None:
+        return None
+    folder = Path(path)
+    if (folder / META_FILE).is_file():
+        return str(folder)
+    if (folder / "checkpoint" / META_FILE).is_file():
+        return str(folder / "checkpoint")
+    if not folder.exists():
+        raise CliError(f"checkpoint folder not found: {folder}")
+    raise CliError(f"no medmm checkpoint in {folder}: expected {folder / META_FILE} or "
+                   f"{folder / 'checkpoint' / META_FILE}")
+
+
+def _require_file(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise CliError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise CliError(f"{what} is not a file: {path}")
+    return path
+
+
+def _require_folder_for(path: str | Path | None, what: str) -> None:
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise CliError(f"folder of {what} does not exist: {Path(path).parent}")
+
+
+def _validate(args) -> None:
+    """Every path argument checked before anything heavy is imported (messages name the file)."""
+    for image in getattr(args, "images", None) or ():
+        _require_file(image, "image")
+    if getattr(args, "notes_file", None):
+        _require_file(args.notes_file, "notes file")
+    if getattr(args, "manifest", None):
+        _require_file(args.manifest, "manifest")
+    for attr, what in (("report_out", "--report-out"), ("out", "--out")):
+        if attr == "out" and getattr(args, "command", None) == "explain":
+            continue   # an output folder, created when missing
+        _require_folder_for(getattr(args, attr, None), what)
+    args.checkpoint = resolve_checkpoint(getattr(args, "checkpoint", None))
+
+
+def _load_scans_naming_the_file(paths: list[Path]):
+    """``medmm.io.load_scans``; on failure the message names the file that failed (io's own never does)."""
+    from medmm.io import ScanError, load_scan, load_scans
+
+    try:
+        return load_scans(paths)
+    except ScanError as e:
+        culprit = paths[0] if len(paths) == 1 else None
+        for path in paths if culprit is None else ():
+            try:
+                load_scan(path)
+            except ScanError:
+                culprit = path
+                break
+        raise CliError(f"{culprit}: {e}" if culprit else str(e)) from None
+
+
 def _pipeline(checkpoint: str | None, runtime: str | None = None):
     from medmm.checkpoint import DEFAULT_CHECKPOINT
     from medmm.pipeline import Pipeline
     from medmm.runtime import RuntimeUnavailable
 
     try:
-        pipe = Pipeline.from_checkpoint(checkpoint or DEFAULT_CHECKPOINT, runtime=runtime)
+        pipe = Pipeline.from_checkpoint(resolve_checkpoint(checkpoint) or DEFAULT_CHECKPOINT, runtime=runtime)
     except RuntimeUnavailable as e:
         raise CliError(str(e)) from None
     if not pipe.meta.trained:
@@ -40,22 +105,21 @@ def _notes_arg(args) -> str | None:
 
 
 def cmd_predict(args) -> int:
-    from medmm.service import run_request
-
     if args.manifest:
         if not args.out:
             raise CliError("--manifest needs --out OUT.csv")
         return _predict_manifest(args)
-    from medmm.io import load_scans
-
     notes = _notes_arg(args)
-    if not args.images and not notes:
+    if not args.images and not (notes or "").strip():
         raise CliError("give at least one IMAGE or --notes")
-    scans = load_scans([Path(p) for p in args.images]) if args.images else []  # bad files fail before the model loads
+    # bad files fail before torch and the model load
+    scans = _load_scans_naming_the_file([Path(p) for p in args.images]) if args.images else []
+    from medmm.service import run_request
+
     pipe = _pipeline(args.checkpoint, getattr(args, "runtime", None))
     result = run_request(pipe, scans, notes)
     if args.report_out and result.report is not None:
-        Path(args.report_out).write_text(result.report.to_text(), encoding="utf-8")
+        write_report(result.report, result.prediction, args.report_out)
     payload = result.to_json()
     if args.json:
         print(json.dumps(payload, indent=2))
@@ -73,31 +137,48 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def _predict_manifest(args) -> int:
-    """Batch predictions; a bad row is reported in its ``error`` column and does not stop the batch."""
-    from medmm.io import ScanError
-    from medmm.pipeline import InputError
+def write_report(report, prediction, path: str | Path) -> None:
+    """``--report-out``: a DICOM Basic Text SR for ``.dcm``, the report text for any other suffix."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        from medmm.report import to_dicom_sr
 
-    pipe = _pipeline(args.checkpoint, getattr(args, "runtime", None))
+        to_dicom_sr(report, prediction, path)
+    else:
+        path.write_text(report.to_text(), encoding="utf-8")
+
+
+def _predict_manifest(args) -> int:
+    """Batch predictions; a bad row is reported in its ``error`` column and does not stop the batch.
+
+    ``warnings``: the row's warnings (scope / out-of-distribution / internal consistency), ``" | "``-separated.
+    """
     manifest = Path(args.manifest)
     try:
         rows = list(csv.DictReader(manifest.open(newline="", encoding="utf-8")))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise CliError(f"cannot read manifest {manifest}: {e}") from None
     if rows and "image" not in rows[0] and "notes" not in rows[0]:
-        raise CliError("manifest needs an 'image' and/or 'notes' column")
-    fields = ["image", *pipe.findings, "positive", "error"]
+        raise CliError(f"manifest {manifest} needs an 'image' and/or 'notes' column")
+    from medmm.io import ScanError
+    from medmm.pipeline import InputError
+    from medmm.report import consistency_warnings
+
+    pipe = _pipeline(args.checkpoint, getattr(args, "runtime", None))
+    fields = ["image", *pipe.findings, "positive", "warnings", "error"]
     with open(args.out, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for row in rows:
             image = (row.get("image") or "").strip()
-            out = {"image": image, "positive": "", "error": ""}
+            out = {"image": image, "positive": "", "warnings": "", "error": ""}
             try:
                 path = Path(image) if not image or Path(image).is_absolute() else manifest.parent / image
                 pred = pipe.predict([path] if image else [], (row.get("notes") or "").strip() or None)
                 out.update({k: f"{v:.6f}" for k, v in pred.findings.items()})
                 out["positive"] = ";".join(pred.positive)
+                warnings = dict.fromkeys([*pred.warnings, *consistency_warnings(pred)])
+                out["warnings"] = " | ".join(" ".join(w.split()) for w in warnings if w)
             except (ScanError, InputError, OSError) as e:
                 out["error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
             writer.writerow(out)
@@ -112,8 +193,36 @@ def cmd_evaluate(args) -> int:
     text = json.dumps(result, indent=2, default=float)
     if args.out:
         Path(args.out).write_text(text + "\n")
-    print(text)
+    print(text if args.json else evaluation_table(result))
     return 0
+
+
+def _ci(metric) -> str:
+    if not metric:
+        return "—"
+    lo, hi = metric.get("ci95", [float("nan")] * 2)
+    return f"{metric['value']:.3f} [{lo:.2f}-{hi:.2f}]"
+
+
+def evaluation_table(result: dict) -> str:
+    """``evaluate``'s result as a readable table (value [95% CI]); ``--json`` prints the full JSON."""
+    lines = [f"manifest {result['manifest']}: {result['evaluated']} of {result['rows']} rows evaluated "
+             f"(checkpoint {result.get('checkpoint')})", "",
+             f"{'finding':<20} {'n':>5} {'pos':>5} {'thr':>5}  {'AUC [95% CI]':<19} {'sensitivity':<19} "
+             f"{'specificity':<19} {'F1':<19} {'ECE':>5}"]
+    for f, m in result.get("findings", {}).items():
+        if m is None:
+            lines.append(f"{f:<20} {'':>5} {'':>5} {'':>5}  not evaluable (needs labelled positives and negatives)")
+            continue
+        ece = m.get("ece")
+        lines.append(f"{f:<20} {m['n']:>5} {m['n_positive']:>5} {m['threshold']:>5.2f}  {_ci(m.get('auc')):<19} "
+                     f"{_ci(m.get('sensitivity')):<19} {_ci(m.get('specificity')):<19} {_ci(m.get('f1')):<19} "
+                     f"{'—' if ece is None else f'{ece:.3f}':>5}")
+    errors = result.get("errors") or []
+    if errors:
+        lines += ["", f"{len(errors)} row(s) could not be evaluated, e.g. row {errors[0]['row']}: {errors[0]['error']}"]
+    lines += ["", "95% CIs: patient-level bootstrap. Research evaluation; not a clinical validation."]
+    return "\n".join(lines)
 
 
 def cmd_explain(args) -> int:
@@ -125,10 +234,28 @@ def cmd_explain(args) -> int:
                        notes_method=args.notes_method)
 
 
+QUICK_BENCH = {"repeats": 5, "no_cold": True, "no_experiments": True, "explain_repeats": 1, "no_runtimes": True}
+
+
 def cmd_bench(args) -> int:
+    """Quick by default (about a minute on 2 CPU cores); ``--full`` runs the cold start, every experiment and
+    runtime comparison and ``--repeats`` (default 20) timed repeats (several minutes). Says how long it took."""
+    import time
+
+    t = time.perf_counter()
+    if not args.full:
+        for key, value in QUICK_BENCH.items():
+            if key != "repeats" or args.repeats is None:
+                setattr(args, key, value)
+    elif args.repeats is None:
+        args.repeats = 20
+    print(f"bench: {'full' if args.full else 'quick (use --full for cold start, experiments, runtimes)'} mode...",
+          file=sys.stderr)
     from medmm.bench import cli_bench
 
-    return cli_bench(args)
+    code = cli_bench(args)
+    print(f"bench: {'full' if args.full else 'quick'} mode took {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    return code
 
 
 RUNTIME_CHOICES = ("auto", "torch", "onnxruntime", "openvino")  # = medmm.runtime.CHOICES (that imports torch)
@@ -152,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notes-file", default=None, help="read the clinical notes from a file")
     p.add_argument("--checkpoint", default=None, help="checkpoint folder (default: checkpoints/default)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--report-out", default=None, help="write the drafted report text to this file")
+    p.add_argument("--report-out", default=None, help="write the drafted report here: FILE.dcm -> DICOM Basic Text SR, "
+                   "any other suffix -> text")
     p.add_argument("--manifest", default=None, help="CSV with columns image and optional notes")
     p.add_argument("--out", default=None, help="output CSV for --manifest")
     _runtime_arg(p)
@@ -163,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default=None)
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     e.add_argument("--out", default=None, help="also write the JSON here")
+    e.add_argument("--json", action="store_true", help="print the full JSON instead of the table")
     _runtime_arg(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -184,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="latency / throughput / memory benchmark")
     b.add_argument("--json", action="store_true")
     b.add_argument("--checkpoint", default=None)
-    b.add_argument("--repeats", type=int, default=20)
+    b.add_argument("--repeats", type=int, default=None, help="timed repeats (default: 5 quick, 20 with --full)")
+    b.add_argument("--full", action="store_true", help="cold start, every experiment and runtime comparison "
+                   "(several minutes); default: a quick run of about a minute")
     b.add_argument("--out", default=None)
     _runtime_arg(b, bench=True)
     b.set_defaults(func=cmd_bench)
@@ -193,18 +324,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from medmm.checkpoint import CheckpointError
-    from medmm.io import ScanError
-    from medmm.pipeline import InputError
-
     args = build_parser().parse_args(argv)
     try:
+        _validate(args)                   # before torch / the model are imported: a typo is refused at once
+    except CliError as e:
+        return _fail(e)
+    try:
         return args.func(args)
-    except (CliError, ScanError, InputError, CheckpointError, FileNotFoundError, IsADirectoryError,
-            PermissionError) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except Exception as e:  # noqa: BLE001 - user errors get one line; anything else propagates
+        if _user_error(e):
+            return _fail(e)
+        raise
+
+
+# (module, class) of the errors whose messages are meant for the user; checked without importing the modules
+# (an error class can only have been raised if its module is loaded), so a bad file never waits for torch.
+_USER_ERRORS = (("medmm.io", "ScanError"), ("medmm.pipeline", "InputError"), ("medmm.checkpoint", "CheckpointError"),
+                ("medmm.explain", "ExplainError"))
+
+
+def _user_error(e: Exception) -> bool:
+    if isinstance(e, (CliError, FileNotFoundError, IsADirectoryError, PermissionError)):
+        return True
+    return any(isinstance(e, getattr(sys.modules[m], name)) for m, name in _USER_ERRORS
+               if m in sys.modules and hasattr(sys.modules[m], name))
+
+
+def _fail(e: Exception) -> int:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and getattr(e, "filename", None) and str(e.filename) not in msg:
+        msg = f"{msg}: {e.filename}"
+    print(f"error: {msg}", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":
