@@ -18,6 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
+from medmm import server  # noqa: E402  (no gradio import)
+
+CACHE_DIR = server.prepare_cache(Path(__file__).resolve().parent)  # private GRADIO_TEMP_DIR, before gradio
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
@@ -28,6 +31,7 @@ from medmm.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
 from medmm.explain import METHOD_NAMES, METHODS  # noqa: E402
 from medmm.io import ScanError  # noqa: E402
 from medmm.pipeline import InputError, Pipeline  # noqa: E402
+from medmm.deid import scrub_identifiers  # noqa: E402
 from medmm.report import check_consistency  # noqa: E402
 from medmm.service import STAGE_LABELS, RequestResult, run_request  # noqa: E402
 
@@ -66,7 +70,13 @@ def _request_dir() -> Path:
 
 
 def _exports(session: fmt.SessionResult, report_text: str) -> tuple[str, str, str | None]:
-    files = fmt.write_exports(_request_dir(), session, report_text)
+    """Write the downloads of ``report_text`` after de-identification (medmm.deid): the .txt, JSON and SR never
+    carry identifiers a clinician typed into the report (the draft itself is unchanged by it)."""
+    try:
+        report_text = server.text_input(report_text, "report", server.MAX_REPORT_CHARS)
+    except ValueError as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+    files = fmt.write_exports(_request_dir(), session, scrub_identifiers(report_text))
     return str(files.text), str(files.json), None if files.sr is None else str(files.sr)
 
 
@@ -81,6 +91,10 @@ def analyze(files: list[str] | None, notes: str | None, finding: str | None, met
         progress(index / (total + 1), desc=f"{STAGE_LABELS.get(name, name)} ({index + 1}/{total + 1})")
 
     with _user_errors():
+        try:
+            notes = server.text_input(notes, "notes", 1_000_000) or None  # the pipeline cuts long notes itself
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
         request = fmt.explain_request(finding, method)
         result = run_request(PIPELINE, list(files or []), notes, explain=request, check_explanation=True,
                              on_stage=on_stage)
@@ -156,7 +170,11 @@ def check_report(report_text: str, session: fmt.SessionResult | None) -> str:
     if session is None:
         raise gr.Error("Analyze a study first: the check compares the report with the model output.",
                        print_exception=False)
-    if not (report_text or "").strip():
+    try:
+        report_text = server.text_input(report_text, "report", server.MAX_REPORT_CHARS)
+    except ValueError as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+    if not report_text.strip():
         raise gr.Error("The report is empty.", print_exception=False)
     with _user_errors():
         return fmt.consistency_markdown(check_consistency(report_text, session.prediction))
@@ -291,4 +309,5 @@ CSS = """
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
-    demo.launch(max_file_size=MAX_FILE_SIZE, css=CSS, footer_links=["api"])
+    server.install_cleanup(CACHE_DIR)   # SIGTERM behaves like Ctrl-C; the run's cache folder is removed at exit
+    demo.launch(**server.launch_kwargs(MAX_FILE_SIZE), css=CSS, footer_links=["api"])

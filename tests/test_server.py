@@ -1,0 +1,130 @@
+"""The app as deployed: `python app.py` in a subprocess (private cache, login, headers, run history, upload limits,
+SIGTERM clean-up), and medmm.server's pieces on their own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from medmm import server
+
+ROOT = Path(__file__).resolve().parents[1]
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("gradio")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory):
+    cache = tmp_path_factory.mktemp("cache")
+    dead = cache / "run-999999999-deadbeef"          # a folder left by a killed earlier run
+    dead.mkdir()
+    (dead / "old_upload.dcm").write_bytes(b"x")
+    port = _free_port()
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "MEDMM_CACHE_DIR": str(cache), "MEDMM_AUTH": "clinician:s3cret-pass", "OMP_NUM_THREADS": "1"}
+    env.pop("GRADIO_TEMP_DIR", None)
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail("app.py exited during start-up:\n" + proc.stdout.read()[-3000:])
+        try:
+            httpx.get(url + "/", timeout=2)
+            break
+        except httpx.HTTPError:
+            time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail("app.py did not start within 240 s")
+    client = httpx.Client(base_url=url, timeout=30)
+    yield proc, client, cache, dead
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def cache_of(running) -> Path:
+    proc, _, cache, _ = running
+    return next(p for p in cache.iterdir() if p.name.startswith(f"run-{proc.pid}-"))
+
+
+def _login(client) -> None:
+    r = client.post("/login", data={"username": "clinician", "password": "s3cret-pass"})
+    assert r.status_code == 200, r.text
+
+
+def test_private_cache_and_dead_runs_removed(running) -> None:
+    proc, _, cache, dead = running
+    runs = [p for p in cache.iterdir() if p.name.startswith(f"run-{proc.pid}-")]
+    assert len(runs) == 1 and oct(runs[0].stat().st_mode & 0o777) == "0o700"
+    assert not dead.exists()
+
+
+def test_login_required_headers_and_run_history_off(running) -> None:
+    _, client, _, _ = running
+    client.cookies.clear()
+    assert client.get("/config").status_code == 401
+    page = client.get("/")
+    for name in ("x-frame-options", "x-content-type-options", "content-security-policy"):
+        assert name in page.headers, name
+    assert "frame-ancestors 'self'" in page.headers["content-security-policy"]
+    _login(client)
+    config = client.get("/config")
+    assert config.status_code == 200
+    assert config.json()["run_history"] is False
+    assert config.headers["x-content-type-options"] == "nosniff"
+
+
+def test_upload_limits(running) -> None:
+    _, client, _, _ = running
+    _login(client)
+    ok = client.post("/gradio_api/upload", files=[("files", ("a.png", b"\x89PNG" + b"0" * 100, "image/png"))])
+    assert ok.status_code == 200 and len(ok.json()) == 1
+    assert Path(ok.json()[0]).resolve().is_relative_to((cache_of(running)).resolve())  # the private run folder
+    many = client.post("/gradio_api/upload",
+                       files=[("files", (f"f{i}.png", b"x" * 10, "image/png")) for i in range(server.MAX_UPLOAD_FILES + 1)])
+    assert many.status_code == 413 and "files" in many.text
+    big = client.post("/gradio_api/upload", files=[("files", ("big.dcm", b"0" * (server.MAX_UPLOAD_BYTES + 10), "x"))])
+    assert big.status_code == 413 and "MB" in big.text
+    empty_name = client.post("/gradio_api/upload", files=[("files", ("", b"abc", "image/png"))])
+    assert empty_name.status_code in (200, 400) and "Traceback" not in empty_name.text
+
+
+def test_sigterm_removes_the_cache(running) -> None:
+    proc, client, cache, _ = running
+    _login(client)
+    up = client.post("/gradio_api/upload", files=[("files", ("scan.dcm", b"DICM" * 40, "application/dicom"))])
+    assert up.status_code == 200 and Path(up.json()[0]).exists()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert not Path(up.json()[0]).exists()
+    assert not [p for p in cache.iterdir() if p.name.startswith(f"run-{proc.pid}-")]
+
+
+def test_parse_auth_and_text_input() -> None:
+    assert server.parse_auth(None) is None and server.parse_auth("") is None
+    assert server.parse_auth("a:b, c:d:e") == [("a", "b"), ("c", "d:e")]
+    with pytest.raises(ValueError):
+        server.parse_auth("nopassword")
+    assert server.text_input(None, "notes", 10) == ""
+    with pytest.raises(ValueError, match="must be text"):
+        server.text_input({"a": 1}, "notes", 10)
+    with pytest.raises(ValueError, match="longer than"):
+        server.text_input("x" * 11, "report", 10)
+    kwargs = server.launch_kwargs("50mb")
+    assert kwargs["run_history"] is False and kwargs["max_file_size"] == "50mb"
