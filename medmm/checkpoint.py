@@ -65,6 +65,31 @@ class OODReference:
 
 
 @dataclass
+class ScopeCheck:
+    """Is this an adult film? Logistic regression on the image embedding (pediatric Kermany vs the adult sources).
+
+    The default model is trained mostly on children and is measurably weaker on adults; the pipeline says so on
+    adult films, quoting ``adult_auc``. ``rates``: how often it fires per training source (grouped CV).
+    """
+
+    weight: np.ndarray        # [F]
+    bias: float
+    rates: dict[str, float] = field(default_factory=dict)
+    adult_auc: dict[str, Any] | None = None
+
+    def p_adult(self, emb: np.ndarray) -> np.ndarray:
+        z = np.atleast_2d(emb).astype(np.float64) @ self.weight.astype(np.float64) + self.bias
+        return 1 / (1 + np.exp(-z))
+
+    @classmethod
+    def constant(cls, dim: int, adult: bool) -> "ScopeCheck":
+        return cls(np.zeros(dim, np.float32), 20.0 if adult else -20.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rates": self.rates, "adult_auc": self.adult_auc}
+
+
+@dataclass
 class CheckpointMeta:
     model: ModelConfig
     preprocessing: Preprocessing
@@ -77,6 +102,7 @@ class CheckpointMeta:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     ood_threshold: float | None = None
+    scope: dict[str, Any] = field(default_factory=dict)
     medmm_version: str = __version__
     format_version: int = FORMAT_VERSION
     weights_sha256: str = ""
@@ -87,7 +113,7 @@ class CheckpointMeta:
             "trained": self.trained, "findings": list(self.findings), "model": self.model.to_dict(),
             "preprocessing": self.preprocessing.to_dict(), "temperatures": self.temperatures,
             "thresholds": self.thresholds, "operating_point": self.operating_point,
-            "ood_threshold": self.ood_threshold, "training": self.training, "metrics": self.metrics,
+            "ood_threshold": self.ood_threshold, "scope": self.scope, "training": self.training, "metrics": self.metrics,
             "weights_sha256": self.weights_sha256,
         }
 
@@ -105,6 +131,7 @@ class CheckpointMeta:
             thresholds={k: float(v) for k, v in d["thresholds"].items()}, trained=bool(d["trained"]),
             name=d.get("name", "medmm"), operating_point=d.get("operating_point", ""),
             training=d.get("training", {}), metrics=d.get("metrics", {}), ood_threshold=d.get("ood_threshold"),
+            scope=d.get("scope", {}),
             medmm_version=d.get("medmm_version", "?"), format_version=d["format_version"],
             weights_sha256=d["weights_sha256"],
         )
@@ -124,7 +151,7 @@ def _stored_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(folder: str | Path, model: torch.nn.Module, meta: CheckpointMeta,
-                    ood: OODReference | None = None) -> Path:
+                    ood: OODReference | None = None, scope: ScopeCheck | None = None) -> Path:
     """Write weights + metadata atomically enough for our use (weights first, JSON last)."""
     from safetensors.torch import save_file
 
@@ -137,6 +164,10 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, meta: Checkpoint
         tensors.update({"ood.mean": torch.from_numpy(ood.mean), "ood.components": torch.from_numpy(ood.components),
                         "ood.variances": torch.from_numpy(ood.variances)})
         meta.ood_threshold = ood.threshold
+    if scope is not None:
+        tensors.update({"scope.weight": torch.from_numpy(np.asarray(scope.weight, np.float32)),
+                        "scope.bias": torch.tensor([scope.bias], dtype=torch.float32)})
+        meta.scope = scope.to_dict()
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"findings": json.dumps(list(meta.findings))})
     meta.weights_sha256 = sha256_file(folder / WEIGHTS_FILE)
     (folder / META_FILE).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
@@ -181,10 +212,15 @@ def load_checkpoint(folder: str | Path = DEFAULT_CHECKPOINT, *, expected_finding
     if "ood.mean" in tensors:
         ood = OODReference(tensors.pop("ood.mean").numpy(), tensors.pop("ood.components").numpy(),
                            tensors.pop("ood.variances").numpy(), float(meta.ood_threshold))
+    scope = None
+    if "scope.weight" in tensors:
+        scope = ScopeCheck(tensors.pop("scope.weight").numpy(), float(tensors.pop("scope.bias")[0]),
+                           dict(meta.scope.get("rates") or {}), meta.scope.get("adult_auc"))
     model = create_model(meta.model, pretrained=False)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if not k.startswith("text_encoder.")]
     if missing or unexpected:
         raise CheckpointError(f"weights do not fit the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.to(device).eval()
+    model.scope = scope  # plain attribute (not a module): read by the pipeline
     return model, meta, ood

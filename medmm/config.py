@@ -22,6 +22,10 @@ class ModelConfig:
     dropout: float = 0.2
     fusion: str = "gated"                             # see model.GatedFusion for why
     num_findings: int = 5
+    # "independent": one sigmoid per finding (format of older checkpoints); "states": one softmax over the
+    # mutually exclusive states of labels.LEAF_STATES, so that finding probabilities follow the hierarchy
+    output: str = "independent"
+    bag_of_words_dim: int = 0                         # >0: a trained bag-of-words pathway beside the frozen encoder
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
@@ -60,7 +64,7 @@ class Preprocessing:
 class TrainConfig:
     """Settings of the side training script (`python -m medmm.train`)."""
 
-    sources: tuple[str, ...] = ("kermany", "covid", "iu")
+    sources: tuple[str, ...] = ("kermany", "covid", "iu", "nih", "nih_sample")
     manifest: str | None = None
     folds: int = 5
     epochs: int = 6
@@ -69,13 +73,16 @@ class TrainConfig:
     encoder_lr: float = 1e-4
     weight_decay: float = 0.05
     input_size: int = 224
-    finetune_blocks: int = 2        # last N timm blocks (+ conv_head) trained; earlier layers are frozen and cached
+    finetune_blocks: int = 4        # last N backbone stages (+ the head conv/norm) trained; earlier ones frozen, cached
     modality_dropout: float = 0.3
     contrastive_weight: float = 0.0
-    target_sensitivity: float | None = None  # operating point: Youden's J when None
+    target_sensitivity: float = 0.9  # operating point per finding, on out-of-fold predictions
+    adult_specificity: float = 0.97  # COVID-19 threshold: at least this specificity on adult non-COVID films
+    bag_of_words_dim: int = 128
+    # loss weight per source: the adult sets are small next to Kermany's 5,190 children
+    source_weights: dict[str, float] = field(default_factory=lambda: {"nih": 2.0, "nih_sample": 2.0, "covid": 1.5})
     seed: int = 0
     limit_per_source: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

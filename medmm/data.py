@@ -11,17 +11,20 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from medmm.labels import (FINDINGS, covid_collection_labels, iu_report_labels, kermany_labels,
-                          kermany_patient_id, labels_from_dict)
+                          kermany_patient_id, labels_from_dict, nih_labels)
 
 log = logging.getLogger(__name__)
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("MEDMM_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+IMAGE_SOURCES = ("kermany", "covid", "nih", "nih_sample")
 
 
 @dataclass
@@ -31,6 +34,8 @@ class Record:
     image: str | None
     notes: str | None
     labels: np.ndarray           # [len(FINDINGS)] float, nan = unknown
+    weight: float = 1.0          # loss weight (de-confounding; see nih_records)
+    view: str | None = None      # AP / PA where the source says
 
     @property
     def group_label(self) -> str:
@@ -90,6 +95,45 @@ def iu_records(root: Path = SHARED_DATA / "iu_reports") -> list[Record]:
     return records
 
 
+def nih_records(root: Path = SHARED_DATA / "nih_adult", source: str = "nih") -> list[Record]:
+    """NIH ChestX-ray14 films (``nih_adult`` or ``nih_sample``), relabelled by ``labels.nih_labels``.
+
+    ``nih_adult`` is confounded twice: its normals are mostly AP and all come from one period of the archive
+    (patients 1280-3970), its pneumonias are mostly PA and span the archive. Loss weights make view and period
+    carry no information about the label inside the source: every (label, view, in-period) cell gets the same
+    total weight as far as the cells exist (pneumonias outside the normals' period have no normal counterpart,
+    so they share one cell's weight with the in-period pneumonias of their view).
+    """
+    records = []
+    with open(root / "metadata.csv", newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if (root / "images" / r["image"]).is_file()]
+    for row in rows:
+        records.append(Record(source, f"nih:{row['patient_id']}", str(root / "images" / row["image"]), None,
+                              nih_labels(row["nih_labels"]), view=row.get("view") or None))
+    if source == "nih":
+        normal_ids = [int(r["patient_id"]) for r in rows if r["nih_labels"] == "No Finding"]
+        lo, hi = (min(normal_ids), max(normal_ids)) if normal_ids else (0, -1)
+
+        def cell(rec: Record, row: dict) -> tuple:
+            normal = row["nih_labels"] == "No Finding"
+            return normal, rec.view, lo <= int(row["patient_id"]) <= hi
+
+        counts = Counter(cell(rec, row) for rec, row in zip(records, rows))
+        # label x view cells weigh the same; inside a pneumonia (label, view) cell, the in-period and
+        # out-of-period films weigh half each
+        for rec, row in zip(records, rows):
+            normal, view, in_period = cell(rec, row)
+            if normal:
+                rec.weight = 1.0 / counts[(normal, view, in_period)]
+            else:
+                halves = [counts.get((False, view, p), 0) for p in (True, False)]
+                rec.weight = (0.5 if all(halves) else 1.0) / counts[(normal, view, in_period)]
+        scale = len(records) / sum(r.weight for r in records)
+        for rec in records:
+            rec.weight *= scale
+    return records
+
+
 def manifest_records(path: str | Path) -> list[Record]:
     """User manifest CSV: ``image`` (path, relative to the CSV allowed), ``notes``, ``patient_id``, finding columns."""
     path = Path(path)
@@ -114,8 +158,9 @@ def manifest_records(path: str | Path) -> list[Record]:
 
 def load_records(sources: tuple[str, ...], manifest: str | None = None, limit_per_source: int | None = None,
                  seed: int = 0) -> list[Record]:
-    """Records of the named sources (``kermany``, ``covid``, ``iu``) plus an optional manifest."""
-    loaders = {"kermany": kermany_records, "covid": covid_records, "iu": iu_records}
+    """Records of the named sources (``kermany``, ``covid``, ``iu``, ``nih``, ``nih_sample``) plus a manifest."""
+    loaders = {"kermany": kermany_records, "covid": covid_records, "iu": iu_records, "nih": nih_records,
+               "nih_sample": lambda: nih_records(SHARED_DATA / "nih_sample", "nih_sample")}
     records: list[Record] = []
     rng = np.random.default_rng(seed)
     for name in sources:
@@ -143,8 +188,27 @@ def patient_folds(records: list[Record], k: int, seed: int = 0) -> np.ndarray:
     return folds
 
 
+SITES = {"nih": "nih", "nih_sample": "nih"}  # the two NIH sets come from one hospital
+
+
+def leave_one_source_out(records: list[Record], sources: tuple[str, ...] = IMAGE_SOURCES) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``[(site, train_idx, test_idx)]``: train on every other site, test on this one's image sources.
+
+    Both NIH sets are one hospital, left out together; no patient is ever on both sides.
+    """
+    src = np.array([r.source for r in records])
+    site = np.array([SITES.get(s, s) for s in src])
+    out = []
+    for name in dict.fromkeys(SITES.get(s, s) for s in sources):
+        test = np.where((site == name) & np.isin(src, sources))[0]
+        if len(test):
+            out.append((name, np.where(site != name)[0], test))
+    return out
+
+
 def label_matrix(records: list[Record]) -> np.ndarray:
     return np.stack([r.labels for r in records]) if records else np.zeros((0, len(FINDINGS)), np.float32)
 
 
-__all__ = ["Record", "load_records", "patient_folds", "label_matrix", "manifest_records"]
+__all__ = ["Record", "load_records", "patient_folds", "label_matrix", "manifest_records", "leave_one_source_out",
+           "IMAGE_SOURCES", "SHARED_DATA"]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -49,6 +51,7 @@ class ImageEncoder(nn.Module):
         import timm
 
         self.name = name
+        self.backbone = backbone_for(name)
         if weights == "timm":  # needs internet or a populated HF cache
             self.model = timm.create_model(name, pretrained=True, num_classes=0)
         else:
@@ -74,6 +77,9 @@ class ImageEncoder(nn.Module):
         ``b' = (b - m) * g / sqrt(v + eps) + beta``; only the BN's activation is kept. Never call before training.
         """
         self.eval()
+        if not self.backbone.foldable:
+            log.info("%s: BatchNorm folding does not apply to %s backbones; left as is", self.name, self.backbone.family)
+            return self
         for parent in list(self.model.modules()):
             names = [n for n, _ in parent.named_children()]
             convs = [n for n in names if n.startswith("conv_") and isinstance(getattr(parent, n), nn.Conv2d)]
@@ -89,25 +95,102 @@ class ImageEncoder(nn.Module):
                 setattr(parent, bname, nn.Sequential(getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity())))
         return self
 
-    # --- split forward for cached partial fine-tuning (EfficientNet / MobileNet families)
+    # --- split forward for cached partial fine-tuning (stages from the backbone adapter)
+    @property
+    def stages(self) -> list[tuple[str, nn.Module]]:
+        return self.backbone.stages(self.model)
+
+    def _split(self, tail_blocks: int) -> int:
+        n = len(self.stages)
+        if not 0 <= tail_blocks <= n - 2:
+            raise ValueError(f"{self.name}: --finetune-blocks must be in 0..{n - 2} (got {tail_blocks})")
+        return n - 1 - tail_blocks  # the last stage (head conv / final norm) is always in the tail
+
     def forward_stem(self, x: torch.Tensor, tail_blocks: int) -> torch.Tensor:
-        m = self.model
-        x = m.bn1(m.conv_stem(x))
-        for block in m.blocks[: len(m.blocks) - tail_blocks]:
-            x = block(x)
+        for _, stage in self.stages[: self._split(tail_blocks)]:
+            x = stage(x)
         return x
 
     def forward_tail(self, x: torch.Tensor, tail_blocks: int) -> torch.Tensor:
-        m = self.model
-        for block in m.blocks[len(m.blocks) - tail_blocks:]:
-            x = block(x)
-        x = m.bn2(m.conv_head(x))
-        return m.forward_head(x)
+        for _, stage in self.stages[self._split(tail_blocks):]:
+            x = stage(x)
+        return self.model.forward_head(x)
 
     def tail_parameters(self, tail_blocks: int) -> list[nn.Parameter]:
-        m = self.model
-        params = [p for b in m.blocks[len(m.blocks) - tail_blocks:] for p in b.parameters()]
-        return params + list(m.conv_head.parameters()) + list(m.bn2.parameters())
+        return [p for _, stage in self.stages[self._split(tail_blocks):] for p in stage.parameters()]
+
+
+# ----------------------------------------------------------------------------------------------- backbones
+class _ViTStem(nn.Module):
+    """Patch embedding + position embedding (+ prefix tokens) of a timm VisionTransformer, as one stage."""
+
+    def __init__(self, vit: nn.Module) -> None:
+        super().__init__()
+        self._vit = [vit]  # not registered: its parameters belong to the backbone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        vit = self._vit[0]
+        return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
+
+
+def _vit_grid(tokens: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    """``[B, prefix + h*w, C]`` -> ``[B, C, h, w]`` (the patch tokens as a feature map, for Grad-CAM)."""
+    x = tokens[:, getattr(model, "num_prefix_tokens", 1):]
+    side = int(round(x.shape[1] ** 0.5))
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """How medmm uses one family of timm image models.
+
+    ``stages(model)``: named modules, input to last feature map, run in order (a cached training split cuts
+    between two stages; randomisation checks reset them from the top); ``feature_map(x, model)``: the last
+    stage's output as ``[B, C, h, w]`` (Grad-CAM's tap); ``foldable``: BatchNorm can be folded into convs.
+    """
+
+    family: str
+    stages: Callable[[nn.Module], list[tuple[str, nn.Module]]]
+    feature_map: Callable[[torch.Tensor, nn.Module], torch.Tensor] = lambda x, model: x
+    foldable: bool = False
+
+
+def _efficientnet_stages(m: nn.Module) -> list[tuple[str, nn.Module]]:
+    return ([("stem", nn.Sequential(m.conv_stem, m.bn1))] + [(f"blocks.{i}", b) for i, b in enumerate(m.blocks)]
+            + [("conv_head", nn.Sequential(m.conv_head, m.bn2))])
+
+
+def _densenet_stages(m: nn.Module) -> list[tuple[str, nn.Module]]:
+    f = dict(m.features.named_children())
+    stem = nn.Sequential(*[f[k] for k in ("conv0", "norm0", "pool0") if k in f])
+    out = [("stem", stem)]
+    for i in range(1, 5):
+        parts = [f[f"denseblock{i}"]] + ([f[f"transition{i}"]] if f"transition{i}" in f else [])
+        out.append((f"denseblock{i}", nn.Sequential(*parts)))
+    out.append(("norm5", f["norm5"]))
+    return out
+
+
+def _vit_stages(m: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [("patch_embed", _ViTStem(m))] + [(f"blocks.{i}", b) for i, b in enumerate(m.blocks)] + [("norm", m.norm)]
+
+
+BACKBONES: dict[str, Backbone] = {
+    "efficientnet": Backbone("efficientnet", _efficientnet_stages, foldable=True),
+    "densenet": Backbone("densenet", _densenet_stages),
+    "vit": Backbone("vit", _vit_stages, feature_map=_vit_grid),
+}
+
+
+def backbone_for(name: str) -> Backbone:
+    """The adapter for a timm model name; an unsupported family fails here, with the supported ones named."""
+    key = name.split("/")[-1].lower()
+    for prefix, family in (("tf_efficientnet", "efficientnet"), ("efficientnet", "efficientnet"),
+                           ("densenet", "densenet"), ("vit_", "vit"), ("deit", "vit")):
+        if key.startswith(prefix):
+            return BACKBONES[family]
+    raise ValueError(f"image encoder {name!r} is not supported: medmm knows how to split, tap and fold "
+                     f"{sorted(BACKBONES)} models (e.g. tf_efficientnet_lite0, densenet121, vit_small_patch16_224)")
 
 
 # ----------------------------------------------------------------------------------------------- notes
@@ -148,7 +231,11 @@ class TextEncoder(nn.Module):
         return self.model.get_input_embeddings()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # -> [B, hidden]
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
+        return self.forward_embeds(self.embeddings_layer()(input_ids), attention_mask)
+
+    def forward_embeds(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token embeddings ``[B, T, E]`` -> mean-pooled, L2-normalised ``[B, hidden]`` (the one pooling)."""
+        hidden = self.model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-6)
         return nn.functional.normalize(pooled, dim=-1)

@@ -8,17 +8,93 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
-FINDINGS: tuple[str, ...] = (
-    "No Finding",
-    "Pneumonia",
-    "Bacterial pneumonia",
-    "Viral pneumonia",
-    "COVID-19",
+
+@dataclass(frozen=True)
+class Finding:
+    """One row of the findings table: everything else (labels, output rule, metrics, report) derives from it."""
+
+    name: str
+    parent: str | None      # hierarchy: a child is a kind of its parent; siblings are mutually exclusive
+    kind: str               # "normal" (no abnormality at all), "finding" or "subtype"
+    report_name: str        # wording in a draft report
+
+
+# The one table of findings (order = output order). "No Finding" is exclusive with every abnormality.
+# Pneumonia's children are mutually exclusive aetiologies; COVID-19 is a viral pneumonia.
+FINDINGS_TABLE: tuple[Finding, ...] = (
+    Finding("No Finding", None, "normal", "no acute cardiopulmonary abnormality detected by the model"),
+    Finding("Pneumonia", None, "finding", "pneumonia"),
+    Finding("Bacterial pneumonia", "Pneumonia", "subtype", "bacterial pneumonia"),
+    Finding("Viral pneumonia", "Pneumonia", "subtype", "viral pneumonia"),
+    Finding("COVID-19", "Viral pneumonia", "subtype", "COVID-19 pneumonia"),
 )
+FINDINGS: tuple[str, ...] = tuple(f.name for f in FINDINGS_TABLE)
 FINDING_INDEX: dict[str, int] = {name: i for i, name in enumerate(FINDINGS)}
+_BY_NAME = {f.name: f for f in FINDINGS_TABLE}
+NORMAL_FINDING = next(f.name for f in FINDINGS_TABLE if f.kind == "normal")
+
+
+def ancestors(name: str) -> tuple[str, ...]:
+    """``"COVID-19"`` -> ``("Viral pneumonia", "Pneumonia")`` (nearest first)."""
+    out, parent = [], _BY_NAME[name].parent
+    while parent is not None:
+        out.append(parent)
+        parent = _BY_NAME[parent].parent
+    return tuple(out)
+
+
+def children(name: str | None) -> tuple[str, ...]:
+    return tuple(f.name for f in FINDINGS_TABLE if f.parent == name and f.kind != "normal")
+
+
+def _leaf_states() -> tuple[tuple[str, np.ndarray], ...]:
+    """Mutually exclusive states the model's softmax ranges over, each with the finding vector it implies.
+
+    One state per node of the hierarchy "with none of its children" (e.g. "Pneumonia, other aetiology",
+    "Viral pneumonia, not COVID-19") plus each leaf, plus "normal" and "abnormal, none of the modelled findings".
+    """
+    states: list[tuple[str, np.ndarray]] = []
+    normal = np.zeros(len(FINDINGS), np.float32)
+    normal[FINDING_INDEX[NORMAL_FINDING]] = 1
+    states.append(("normal", normal))
+    states.append(("other abnormality", np.zeros(len(FINDINGS), np.float32)))
+
+    def visit(name: str) -> None:
+        vec = np.zeros(len(FINDINGS), np.float32)
+        for f in (name, *ancestors(name)):
+            vec[FINDING_INDEX[f]] = 1
+        kids = children(name)
+        states.append((name if not kids else f"{name}, none of {', '.join(kids)}", vec))
+        for k in kids:
+            visit(k)
+
+    for top in children(None):
+        visit(top)
+    return tuple(states)
+
+
+LEAF_STATES = _leaf_states()
+LEAF_NAMES: tuple[str, ...] = tuple(n for n, _ in LEAF_STATES)
+LEAF_MATRIX: np.ndarray = np.stack([v for _, v in LEAF_STATES])   # [L, F]: finding f is present in state l
+
+
+def allowed_states(labels: np.ndarray) -> np.ndarray:
+    """``[..., F]`` labels (nan = unknown) -> ``[..., L]`` bool: states consistent with every known label."""
+    labels = np.asarray(labels, np.float32)
+    known = ~np.isnan(labels)[..., None, :]                       # [..., 1, F]
+    agree = LEAF_MATRIX == np.nan_to_num(labels)[..., None, :]    # [..., L, F]
+    return (agree | ~known).all(-1)
+
+
+def marginals(state_probs: np.ndarray) -> np.ndarray:
+    """``[..., L]`` state probabilities -> ``[..., F]`` finding probabilities (coherent by construction)."""
+    return np.asarray(state_probs) @ LEAF_MATRIX
+
+
 UNKNOWN = math.nan
 
 
@@ -120,4 +196,20 @@ def iu_report_labels(mesh: str) -> np.ndarray:
         values["Pneumonia"] = 1
     elif not _IU_PNEUMONIA_AMBIGUOUS.intersection(heads):
         values["Pneumonia"] = 0  # a structured abnormal report that does not list pneumonia
+    return labels_from_dict(values)
+
+
+# --- NIH ChestX-ray14 (adults, pre-2020): ``|``-separated labels, "No Finding" or any of 14 findings.
+def nih_labels(nih: str) -> np.ndarray:
+    """No Finding -> normal (every finding known); Pneumonia -> Pneumonia 1, aetiology unknown; any other
+    abnormality -> No Finding 0, Pneumonia unknown (report-mined labels miss pneumonia). COVID-19 is 0 for all
+    (the archive predates 2020)."""
+    terms = {t.strip().lower() for t in (nih or "").split("|") if t.strip()}
+    if not terms:
+        return empty_labels()
+    if terms == {"no finding"}:
+        return labels_from_dict(_ALL_NEGATIVE)
+    values: dict[str, float | None] = {"No Finding": 0, "COVID-19": 0}
+    if "pneumonia" in terms:
+        values["Pneumonia"] = 1
     return labels_from_dict(values)

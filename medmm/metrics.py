@@ -134,3 +134,40 @@ def binary_metrics(y: np.ndarray, prob: np.ndarray, threshold: float, *, groups:
         ci = [float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))] if len(vals) else [float("nan")] * 2
         out[k] = {"value": float(point[k]), "ci95": ci}
     return out
+
+
+def fit_state_temperature(state_logits: np.ndarray, allowed: np.ndarray) -> float:
+    """One temperature for a softmax over states, minimising the partial-label NLL (golden-section on log T)."""
+    z = np.asarray(state_logits, dtype=np.float64)
+    ok = np.asarray(allowed, bool)
+    keep = ~ok.all(1) & np.isfinite(z).all(1)
+    z, ok = z[keep], ok[keep]
+    if not len(z):
+        return 1.0
+
+    def nll(log_t: float) -> float:
+        s = z / np.exp(log_t)
+        m = s.max(1, keepdims=True)
+        lse = np.log(np.exp(s - m).sum(1)) + m[:, 0]
+        lse_ok = np.log((np.exp(s - m) * ok).sum(1).clip(1e-300)) + m[:, 0]
+        return float((lse - lse_ok).mean())
+
+    a, b = np.log(0.05), np.log(20.0)
+    g = (np.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    for _ in range(80):
+        if nll(c) < nll(d):
+            b = d
+        else:
+            a = c
+        c, d = b - g * (b - a), a + g * (b - a)
+    return float(np.exp((a + b) / 2))
+
+
+def specificity_threshold(y: np.ndarray, prob: np.ndarray, target: float) -> float:
+    """Lowest threshold whose specificity (``prob < threshold`` among negatives) is still >= ``target``."""
+    neg = np.sort(np.asarray(prob)[~np.asarray(y).astype(bool)])
+    if len(neg) == 0:
+        return 0.5
+    k = min(int(np.ceil(target * len(neg))), len(neg)) - 1
+    return float(np.nextafter(neg[max(k, 0)], np.inf))

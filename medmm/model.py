@@ -38,6 +38,47 @@ class GatedFusion(nn.Module):
         return g * img + (1 - g) * txt
 
 
+class BagOfWords(nn.Module):
+    """Trained bag-of-words pathway over the text encoder's frozen token embeddings (a deep averaging network).
+
+    A frozen sentence encoder's mean-pooled embedding blurs the few words that decide the label (a pathogen
+    named in the notes, a negation); a per-token MLP, masked-mean pooled, learns a weight per word as TF-IDF +
+    logistic regression does, and it works on the same token embeddings, so token attributions cover it.
+    """
+
+    def __init__(self, emb_dim: int, dim: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(emb_dim, dim), nn.GELU(), nn.Linear(dim, dim))
+
+    def forward(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # [B, T, E] -> [B, D]
+        m = attention_mask.unsqueeze(-1).to(embeds.dtype)
+        return (self.mlp(embeds) * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class StateHead(nn.Module):
+    """Softmax over mutually exclusive states -> finding log-odds ``log P(f) - log(1 - P(f))``.
+
+    ``P(f)`` sums the states in which finding ``f`` is present (``labels.LEAF_MATRIX``), so a subtype is never
+    more probable than its parent and "No Finding" + "Pneumonia" never exceed 1. ``temperature`` (fitted after
+    training, stored with the weights) scales the state logits before marginalising: calibration keeps coherence.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        from medmm.labels import LEAF_MATRIX
+
+        present = torch.from_numpy(LEAF_MATRIX.astype(bool))  # [L, F]
+        self.register_buffer("present", present, persistent=False)
+        self.register_buffer("temperature", torch.ones(()))
+
+    def finding_logits(self, state_logits: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, F]
+        z = (state_logits / self.temperature)[..., :, None]                  # [B, L, 1]
+        neg = torch.finfo(z.dtype).min
+        inside = torch.logsumexp(z.masked_fill(~self.present, neg), dim=-2)  # log sum_{l has f} exp z_l
+        outside = torch.logsumexp(z.masked_fill(self.present, neg), dim=-2)
+        return inside - outside
+
+
 class MedMM(nn.Module):
     """Image encoder (timm) + text encoder (transformers, frozen) -> projections -> gated fusion -> findings logits."""
 
@@ -48,10 +89,21 @@ class MedMM(nn.Module):
         self.text_encoder = text_encoder
         text_dim = text_encoder.dim if text_encoder is not None else 384
         d = cfg.fused_dim
+        self.bag_of_words = BagOfWords(text_dim, cfg.bag_of_words_dim) if cfg.bag_of_words_dim else None
         self.image_proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(image_encoder.num_features, d), nn.GELU())
-        self.text_proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(text_dim, d), nn.GELU())
+        self.text_proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(text_dim + cfg.bag_of_words_dim, d), nn.GELU())
         self.fusion = GatedFusion(d)
-        self.head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(cfg.dropout), nn.Linear(d, cfg.num_findings))
+        if cfg.output == "states":
+            from medmm.labels import LEAF_NAMES
+
+            self.state_head = StateHead()
+            n_out = len(LEAF_NAMES)
+        elif cfg.output == "independent":
+            self.state_head = None
+            n_out = cfg.num_findings
+        else:
+            raise ValueError(f"unknown output {cfg.output!r}; expected 'states' or 'independent'")
+        self.head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(cfg.dropout), nn.Linear(d, n_out))
 
     # --- encoders
     def encode_images(self, pixels: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -67,7 +119,14 @@ class MedMM(nn.Module):
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.text_encoder is None:
             raise RuntimeError("model was built without a text encoder")
-        return self.text_encoder(input_ids, attention_mask)
+        return self.text_features_from_embeds(self.text_encoder.embeddings_layer()(input_ids), attention_mask)
+
+    def text_features_from_embeds(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Notes features from token embeddings ``[B, T, E]``: the one text path (pipeline, training, attribution)."""
+        pooled = self.text_encoder.forward_embeds(embeds, attention_mask)
+        if self.bag_of_words is None:
+            return pooled
+        return torch.cat([pooled, self.bag_of_words(embeds, attention_mask)], dim=-1)
 
     # --- fusion + head on pooled features (what training on cached features calls directly)
     def forward_features(self, image_feat: torch.Tensor | None, text_feat: torch.Tensor | None,
@@ -87,7 +146,15 @@ class MedMM(nn.Module):
         else:
             txt = self.text_proj(text_feat)
             has_text = torch.ones(b, device=dev) if has_text is None else has_text.float()
-        return self.head(self.fusion(img, txt, has_image, has_text))  # [B, num_findings] logits
+        out = self.head(self.fusion(img, txt, has_image, has_text))
+        # [B, num_findings] finding logits (log-odds of the calibrated-state marginals for a state head)
+        return out if self.state_head is None else self.state_head.finding_logits(out)
+
+    def forward_states(self, image_feat: torch.Tensor, text_feat: torch.Tensor, has_image: torch.Tensor,
+                       has_text: torch.Tensor) -> torch.Tensor:
+        """Raw state logits ``[B, L]`` (training of a state head); all inputs given, absences by the masks."""
+        img, txt = self.image_proj(image_feat), self.text_proj(text_feat)
+        return self.head(self.fusion(img, txt, has_image.float(), has_text.float()))
 
     def forward(self, pixels: torch.Tensor | None = None, view_mask: torch.Tensor | None = None,
                 input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

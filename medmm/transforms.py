@@ -26,7 +26,9 @@ def to_model_input(pixels: np.ndarray, prep: Preprocessing) -> torch.Tensor:
 def radiograph_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Augment a ``[C, S, S]`` normalised input the way radiographs vary between sites.
 
-    Small rotation (±7°), scale/translation (crop 88–100 %), brightness/contrast/gamma jitter.
+    Small rotation (±7°), scale/translation (crop 80–100 %), brightness/contrast/gamma jitter, and with
+    probability 1/2 a random flat patch in one corner band (where laterality markers and burnt-in text sit), so
+    that markers stop being a site signature.
     No horizontal flip: it moves the heart to the wrong side (situs) and changes what "left" means.
     """
     c, s, _ = x.shape
@@ -35,7 +37,7 @@ def radiograph_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Ten
         return lo + (hi - lo) * float(torch.rand((), generator=generator))
 
     angle = np.deg2rad(u(-7, 7))
-    scale = u(0.88, 1.0)
+    scale = u(0.80, 1.0)
     tx, ty = u(-0.05, 0.05), u(-0.05, 0.05)
     cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
     theta = torch.tensor([[cos, -sin, tx], [sin, cos, ty]], dtype=torch.float32)[None]
@@ -47,4 +49,10 @@ def radiograph_augment(x: torch.Tensor, generator: torch.Generator) -> torch.Ten
     img01 = (out - lo) / (out.amax() - lo).clamp_min(1e-6)
     img01 = img01.clamp(0, 1) ** u(0.8, 1.25)
     img01 = ((img01 - 0.5) * u(0.85, 1.15) + 0.5 + u(-0.08, 0.08)).clamp(0, 1)
+    if u(0, 1) < 0.5:  # marker-like patch in a corner band (outer 20 %)
+        ph, pw = int(s * u(0.04, 0.12)), int(s * u(0.04, 0.16))
+        top = int(u(0, 0.2 * s - ph)) if u(0, 1) < 0.5 else int(u(0.8 * s, s - ph))
+        left = int(u(0, 0.2 * s - pw)) if u(0, 1) < 0.5 else int(u(0.8 * s, s - pw))
+        img01 = img01.clone()
+        img01[:, top:top + ph, left:left + pw] = u(0, 1)
     return img01 * (out.amax() - lo) + lo
