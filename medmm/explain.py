@@ -682,7 +682,13 @@ def cli_explain(pipeline: "Pipeline", images: Sequence[str | Path], notes: str |
         (out / "overlay.png").write_bytes(figure_to_png(fig))
         np.save(out / "attributions.npy", exp.attributions)
         written += ["overlay.png", "attributions.npy"]
-    (out / "tokens.json").write_text(json.dumps([{"word": w, "score": s} for w, s in exp.tokens], indent=1) + "\n")
+    # words inside identifiers of the notes (medmm.deid) are written as [REDACTED], never as typed
+    from medmm.deid import phi_words
+
+    phi = phi_words(inputs.notes or "")
+    tokens = [{"word": "[REDACTED]" if w.lower() in phi or sum(c.isdigit() for c in w) >= 5 else w, "score": s}
+              for w, s in exp.tokens]
+    (out / "tokens.json").write_text(json.dumps(tokens, indent=1) + "\n")
     summary = exp.to_summary()
     summary.pop("tokens")
     summary.update(files=written + ["tokens.json", "summary.json"], warnings=list(prediction.warnings),
