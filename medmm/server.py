@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_FILES = 8                    # = medmm.pipeline.MAX_SCANS: more files are refused by the pipeline anyway
 MAX_UPLOAD_BYTES = 120 * 1024 * 1024    # one upload request, all files together
 MAX_REPORT_CHARS = 20_000               # an edited report sent to /export or /check_consistency
+STATE_SESSIONS = 100                    # gradio keeps gr.State for at most this many sessions (oldest dropped first)
 CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data: blob:; font-src 'self' data:; media-src 'self' data: blob:; worker-src 'self' blob:; "
        "connect-src 'self' ws: wss:; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors {ancestors}")
@@ -186,6 +187,9 @@ def launch_kwargs(max_file_size: str) -> dict[str, Any]:
         "run_history": False,
         "app_kwargs": {"middleware": [Middleware(SecurityMiddleware)]},
         "show_error": False,
+        # every raw-API call is a new session whose state (result + viewer image, up to ~5 MB) gradio would
+        # otherwise keep for up to 10,000 sessions until its time-to-live: bound it
+        "state_session_capacity": STATE_SESSIONS,
     }
     auth = parse_auth(os.environ.get("MEDMM_AUTH"))
     if auth:
