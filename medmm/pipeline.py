@@ -19,6 +19,7 @@ import torch
 
 from medmm.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from medmm.io import Scan, load_scans
+from medmm.labels import coherent_positives
 from medmm.prediction import Prediction
 from medmm.transforms import to_model_input
 
@@ -72,6 +73,7 @@ class Pipeline:
         self._text_lock = threading.Lock()
         # medmm.runtime.EncoderRuntime: encoder forwards through ONNX Runtime / OpenVINO; None = torch
         self.runtime = runtime
+        self.batcher = None  # medmm.service.ImageBatcher: groups concurrent image-encoder forwards (service layer)
         self._tok_cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()  # sha256 -> ids, mask
 
     @classmethod
@@ -158,6 +160,9 @@ class Pipeline:
     def image_features(self, inputs: ModelInputs) -> torch.Tensor | None:
         if inputs.pixels is None:
             return None
+        if self.batcher is not None:
+            b, v = inputs.pixels.shape[:2]
+            return self.batcher(inputs.pixels.flatten(0, 1)).view(b, v, -1).mean(1)
         if self.runtime is not None and self.runtime.image is not None:
             return self.runtime.encode_images(inputs.pixels)
         return self.model.encode_images(inputs.pixels)
@@ -178,6 +183,19 @@ class Pipeline:
         probs = self.calibrate(self.model.forward_features(img, txt))[0].float().cpu().numpy()
         return self._to_prediction(probs, inputs, img, txt)
 
+    def scope_warnings(self, image_embedding: np.ndarray) -> list[str]:
+        """Plain-language warning when the film looks adult: the population where the default model is weak."""
+        scope = getattr(self.model, "scope", None)
+        if scope is None or float(scope.p_adult(image_embedding)[0]) < 0.5:
+            return []
+        auc = scope.adult_auc or {}
+        measured = (f" on unseen adult NIH patients it separated normal from abnormal films with an AUC of "
+                    f"{auc['auc']:.2f} (95% CI {auc['ci95'][0]:.2f}-{auc['ci95'][1]:.2f}, n={auc['n']})"
+                    if auc.get("auc") is not None else "")
+        return [f"This looks like an adult chest film. The default model learned mostly from young children's films "
+                f"(Kermany, ages 1-5) and is much less reliable on adults:{measured}. Read these probabilities as "
+                "low-confidence; see the model card."]
+
     def _to_prediction(self, probs: np.ndarray, inputs: ModelInputs, img, txt) -> Prediction:
         warnings = list(inputs.warnings)
         if not self.meta.trained:
@@ -192,7 +210,10 @@ class Pipeline:
                                 "treat the output with extra caution.")
         findings = {f: float(p) for f, p in zip(self.findings, probs)}
         thresholds = dict(self.meta.thresholds)
-        positive = tuple(f for f in self.findings if findings[f] >= thresholds[f])
+        positive, coherence = coherent_positives(findings, thresholds)
+        warnings += coherence
+        if img_np is not None:
+            warnings += self.scope_warnings(img_np)
         modalities = tuple(m for m, present in (("image", img is not None), ("notes", txt is not None)) if present)
         return Prediction(
             findings=findings, thresholds=thresholds, positive=positive, modalities=modalities,

@@ -305,7 +305,9 @@ def build(runtime: str | None, model: Any, meta: Any, device: str = "cpu", *, fo
     rt.image = open_session(name, img_path, device, threads)
     rt.files["image_encoder"] = str(img_path)
     rt.providers = list(rt.image.providers)
-    if text and model.text_encoder is not None:
+    # a model with a trained bag-of-words notes pathway reads the token embeddings too: its notes features are
+    # MedMM.encode_text (encoder + bag of words), which this text export does not cover, so they stay in torch
+    if text and model.text_encoder is not None and getattr(model, "bag_of_words", None) is None:
         txt_path = export_text_encoder(model.text_encoder, folder)
         rt.text = open_session(name, txt_path, device, threads)
         rt.files["text_encoder"] = str(txt_path)

@@ -1,0 +1,116 @@
+"""The findings table drives coherent outputs; NIH relabelling; leave-one-source-out splits."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medmm.data import leave_one_source_out, load_records, nih_records
+from medmm.labels import (FINDINGS, LEAF_MATRIX, LEAF_NAMES, allowed_states, ancestors, children, coherent_positives,
+                          covid_collection_labels, kermany_labels, marginals, nih_labels)
+from medmm.losses import partial_label_nll
+from medmm.model import StateHead
+from tests.helpers import require_shared
+
+F = {f: i for i, f in enumerate(FINDINGS)}
+
+
+def test_table_hierarchy():
+    assert ancestors("COVID-19") == ("Viral pneumonia", "Pneumonia")
+    assert children("Pneumonia") == ("Bacterial pneumonia", "Viral pneumonia")
+    assert children(None) == ("Pneumonia",)
+    # every state implies its ancestors, and No Finding only in the normal state
+    for name, row in zip(LEAF_NAMES, LEAF_MATRIX):
+        for f in FINDINGS:
+            if row[F[f]]:
+                assert all(row[F[a]] for a in ancestors(f)), name
+        assert not (row[F["No Finding"]] and row[F["Pneumonia"]])
+
+
+def test_nih_relabelling():
+    normal = nih_labels("No Finding")
+    assert normal.tolist() == [1, 0, 0, 0, 0]
+    pneu = nih_labels("Pneumonia|Infiltration")
+    assert pneu[F["Pneumonia"]] == 1 and pneu[F["No Finding"]] == 0 and pneu[F["COVID-19"]] == 0
+    assert np.isnan(pneu[F["Bacterial pneumonia"]]) and np.isnan(pneu[F["Viral pneumonia"]])
+    other = nih_labels("Effusion|Mass")
+    assert other[F["No Finding"]] == 0 and other[F["COVID-19"]] == 0 and np.isnan(other[F["Pneumonia"]])
+    assert np.isnan(nih_labels("")).all()
+
+
+def test_allowed_states_follow_labels():
+    ok = allowed_states(kermany_labels("PNEUMONIA", "person1_virus_2.jpeg"))
+    assert [LEAF_NAMES[i] for i in np.where(ok)[0]] == ["Viral pneumonia, none of COVID-19"]
+    ok = allowed_states(nih_labels("Effusion"))  # abnormal, pneumonia unknown, not COVID
+    assert not ok[LEAF_NAMES.index("normal")] and not ok[LEAF_NAMES.index("COVID-19")]
+    assert ok[LEAF_NAMES.index("other abnormality")] and ok[LEAF_NAMES.index("Bacterial pneumonia")]
+    assert allowed_states(covid_collection_labels("todo")).all()  # unlabelled rules nothing out
+
+
+def test_partial_label_loss_ignores_uninformative_rows():
+    z = torch.randn(3, len(LEAF_NAMES), requires_grad=True)
+    allowed = torch.from_numpy(allowed_states(np.stack([nih_labels("No Finding"), covid_collection_labels("todo"),
+                                                        nih_labels("Pneumonia")])))
+    loss = partial_label_nll(z, allowed)
+    loss.backward()
+    assert torch.all(z.grad[1] == 0)  # the all-unknown row carries no gradient
+    # a certain label: NLL of that state
+    expected = -torch.log_softmax(z[0], -1)[LEAF_NAMES.index("normal")]
+    assert torch.isclose(partial_label_nll(z[:1], allowed[:1]), expected)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-30, 30), min_size=len(LEAF_NAMES), max_size=len(LEAF_NAMES)),
+       st.floats(0.05, 20.0),
+       st.lists(st.floats(0.01, 0.99), min_size=len(FINDINGS), max_size=len(FINDINGS)))
+def test_outputs_are_coherent(logits, temperature, thr):
+    head = StateHead()
+    head.temperature.fill_(temperature)
+    p = torch.sigmoid(head.finding_logits(torch.tensor([logits], dtype=torch.float64)))[0].numpy()
+    ref = marginals(torch.softmax(torch.tensor(logits, dtype=torch.float64) / temperature, -1).numpy())
+    np.testing.assert_allclose(p, ref, atol=1e-6)
+    eps = 1e-6
+    for f in FINDINGS:
+        for a in ancestors(f):
+            assert p[F[f]] <= p[F[a]] + eps  # a subtype is never more probable than its parent
+    assert p[F["No Finding"]] + p[F["Pneumonia"]] <= 1 + eps
+    assert p[F["Bacterial pneumonia"]] + p[F["Viral pneumonia"]] <= p[F["Pneumonia"]] + eps
+    probs = dict(zip(FINDINGS, p.tolist()))
+    thresholds = dict(zip(FINDINGS, thr))
+    positive, warnings = coherent_positives(probs, thresholds)
+    assert not ("No Finding" in positive and "Pneumonia" in positive)
+    assert not ("Bacterial pneumonia" in positive and "Viral pneumonia" in positive)
+    for f in positive:
+        assert probs[f] >= thresholds[f]
+        assert all(a in positive for a in ancestors(f))
+    if probs["Bacterial pneumonia"] >= thresholds["Bacterial pneumonia"] and \
+            probs["Viral pneumonia"] >= thresholds["Viral pneumonia"] and "Pneumonia" in positive:
+        assert any("cannot tell them apart" in w for w in warnings)
+
+
+def test_leave_one_source_out_never_shares_a_site_or_patient():
+    require_shared("nih_adult")
+    require_shared("covid_notes")
+    records = load_records(("kermany", "covid", "nih", "nih_sample"), limit_per_source=60)
+    splits = leave_one_source_out(records)
+    assert [s for s, _, _ in splits] == ["kermany", "covid", "nih"]
+    for site, train, test in splits:
+        tr_src = {records[i].source for i in train}
+        te_src = {records[i].source for i in test}
+        assert not tr_src & te_src, site
+        if site == "nih":
+            assert te_src == {"nih", "nih_sample"}
+        assert not {records[i].patient_id for i in train} & {records[i].patient_id for i in test}
+
+
+def test_nih_weights_remove_view_confound():
+    require_shared("nih_adult")
+    recs = nih_records()
+    total = {}
+    for r in recs:
+        key = (r.labels[F["No Finding"]] == 1, r.view)
+        total[key] = total.get(key, 0.0) + r.weight
+    values = list(total.values())
+    assert len(values) == 4 and max(values) / min(values) == pytest.approx(1.0, abs=1e-6)
+    assert np.mean([r.weight for r in recs]) == pytest.approx(1.0)
