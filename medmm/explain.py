@@ -210,7 +210,7 @@ def explain(pipeline: "Pipeline", inputs: "ModelInputs", prediction: "Prediction
 
     with torch.inference_mode(False), torch.enable_grad():  # callers may sit inside inference_mode
         with torch.no_grad():
-            img_feat, views_feat = _image_features(model, inputs)
+            img_feat, views_feat = _image_features(model, inputs, _forward_only_encoder(pipeline))
             txt_feat = pipeline.text_features(inputs)
             txt_feat = None if txt_feat is None else txt_feat.clone()  # cached copies may be inference tensors
 
@@ -273,7 +273,11 @@ def explain(pipeline: "Pipeline", inputs: "ModelInputs", prediction: "Prediction
 
 
 def _forward_only_encoder(pipeline: "Pipeline") -> Any | None:
-    """The pipeline runtime's batched image encoder ``[N, 3, S, S] -> [N, F]``, or None (torch only)."""
+    """The pipeline's forward-only image encoder ``[N, 3, S, S] -> [N, F]``: its batcher (medmm.service) when
+    batching is on, else its runtime's (ONNX Runtime / OpenVINO); None for plain torch."""
+    batcher = getattr(pipeline, "batcher", None)
+    if batcher is not None:
+        return batcher
     runtime = getattr(pipeline, "runtime", None)
     if runtime is None or getattr(runtime, "image", None) is None:
         return None
@@ -291,11 +295,17 @@ def _resolve_finding(pipeline: "Pipeline", prediction: "Prediction", finding: st
     raise ExplainError(f"Unknown finding {finding!r}; this model predicts: {', '.join(pipeline.findings)}.")
 
 
-def _image_features(model: nn.Module, inputs: "ModelInputs") -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Pooled image features ``[1, F]`` (as the pipeline computes them) and per-view features ``[1, V, F]``."""
+def _image_features(model: nn.Module, inputs: "ModelInputs", encode: Any | None = None
+                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Pooled image features ``[1, F]`` (as the pipeline computes them) and per-view features ``[1, V, F]``.
+
+    ``encode``: a forward-only encoder (the pipeline's runtime / batcher) instead of the torch model."""
     if inputs.pixels is None:
         return None, None
     b, v = inputs.pixels.shape[:2]
+    if encode is not None:
+        per_view = encode(inputs.pixels.flatten(0, 1)).view(b, v, -1)
+        return per_view.mean(1), per_view
     x = inputs.pixels.flatten(0, 1).contiguous(memory_format=torch.channels_last)
     per_view = model.image_encoder(x).view(b, v, -1)
     return per_view.mean(1), per_view

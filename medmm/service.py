@@ -5,7 +5,12 @@ The CLI and the Gradio app both call ``run_request``; neither does preprocessing
 
 from __future__ import annotations
 
+import logging
+import os
+import queue
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -116,3 +121,133 @@ def run_request(pipeline: Pipeline, scans: Sequence[ScanInput] = (), notes: str 
                 stage_s["report"] = time.perf_counter() - t
     return RequestResult(prediction, inputs, drafted, explanation, meter.record,
                          time.perf_counter() - t_start, stage_s, across, checked)
+
+
+# ============================================================================================ batching
+BATCHING_ENV = "MEDMM_BATCHING"          # 1/on: group concurrent image-encoder calls (see ImageBatcher)
+MAX_BATCH_ENV = "MEDMM_MAX_BATCH"        # images per grouped forward (default 16)
+BATCH_WAIT_ENV = "MEDMM_BATCH_WAIT_MS"   # how long the worker waits for company after the first call (default 2)
+
+log = logging.getLogger(__name__)
+
+
+class ImageBatcher:
+    """Groups concurrent image-encoder calls into one forward; every caller gets exactly its own rows back.
+
+    One worker thread owns the encoder. A caller puts its ``[N, 3, S, S]`` views in a queue and blocks on a
+    future; the worker takes the first waiting call, then everything else already queued (waiting at most
+    ``max_wait_s`` for more) up to ``max_batch`` images, runs ONE forward on the concatenation, and hands each
+    caller the slice of rows that came from its own input (the order of concatenation = the order of slicing;
+    the encoder is row-independent: eval-mode, no batch statistics). At low load a call waits at most
+    ``max_wait_s``; under load, calls that arrive during a forward ride together in the next one.
+
+    ``encode`` is the pipeline's forward-only encoder (``EncoderRuntime.encode_image_batch`` or the torch model
+    under ``inference_mode``). An exception in a forward is raised in every caller of that batch.
+    """
+
+    def __init__(self, encode: Callable[[Any], Any], max_batch: int = 16, max_wait_s: float = 0.002) -> None:
+        self.encode, self.max_batch, self.max_wait_s = encode, max(1, int(max_batch)), max(0.0, float(max_wait_s))
+        self._queue: "queue.Queue[tuple[Any, Future] | None]" = queue.Queue()
+        self._lock = threading.Lock()
+        self.batches = 0
+        self.images = 0
+        self.largest = 0
+        self._thread = threading.Thread(target=self._loop, name="medmm-image-batcher", daemon=True)
+        self._thread.start()
+
+    def __call__(self, x: Any) -> Any:
+        """``[N, 3, S, S]`` -> ``[N, F]`` (blocks until the grouped forward that carries ``x`` is done)."""
+        if not self._thread.is_alive():
+            raise RuntimeError("the image batcher was closed")
+        fut: Future = Future()
+        self._queue.put((x, fut))
+        return fut.result()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {"batches": self.batches, "images": self.images, "largest_batch": self.largest,
+                    "mean_batch": round(self.images / self.batches, 2) if self.batches else None,
+                    "max_batch": self.max_batch, "max_wait_ms": self.max_wait_s * 1000}
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=5)
+
+    def _collect(self, first: tuple[Any, Future]) -> list[tuple[Any, Future]]:
+        items, n = [first], int(first[0].shape[0])
+        deadline = time.monotonic() + self.max_wait_s
+        while n < self.max_batch:
+            left = deadline - time.monotonic()
+            try:
+                nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:  # closing: finish this batch first
+                self._queue.put(None)
+                break
+            items.append(nxt)
+            n += int(nxt[0].shape[0])
+        return items
+
+    def _loop(self) -> None:
+        import torch
+
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            items = self._collect(first)
+            try:
+                with torch.inference_mode():
+                    out = self.encode(torch.cat([x for x, _ in items]) if len(items) > 1 else items[0][0])
+                i = 0
+                for x, fut in items:
+                    n = int(x.shape[0])
+                    fut.set_result(out[i:i + n].clone())  # own storage: no caller holds a view of the batch
+                    i += n
+                with self._lock:
+                    self.batches += 1
+                    self.images += i
+                    self.largest = max(self.largest, i)
+            except BaseException as e:  # noqa: BLE001 - every caller of the batch gets the error
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(e)
+
+
+def _torch_encoder(pipeline: Pipeline) -> Callable[[Any], Any]:
+    import torch
+
+    def encode(x: Any) -> Any:
+        return pipeline.model.image_encoder(x.contiguous(memory_format=torch.channels_last))
+
+    return encode
+
+
+def enable_batching(pipeline: Pipeline, max_batch: int | None = None, max_wait_ms: float | None = None) -> ImageBatcher:
+    """Route ``pipeline``'s image-encoder forwards (predictions; occlusion and explanation features too) through
+    one :class:`ImageBatcher`. Idempotent; ``disable_batching`` undoes it."""
+    if getattr(pipeline, "batcher", None) is not None:
+        return pipeline.batcher
+    runtime = getattr(pipeline, "runtime", None)
+    encode = runtime.encode_image_batch if runtime is not None and runtime.image is not None else _torch_encoder(pipeline)
+    max_batch = max_batch or int(os.environ.get(MAX_BATCH_ENV, "16"))
+    wait_ms = float(os.environ.get(BATCH_WAIT_ENV, "2")) if max_wait_ms is None else max_wait_ms
+    pipeline.batcher = ImageBatcher(encode, max_batch=max_batch, max_wait_s=wait_ms / 1000)
+    log.info("image batching on (max batch %d, wait %.1f ms, encoder %s)", max_batch, wait_ms,
+             getattr(pipeline, "runtime_name", "torch"))
+    return pipeline.batcher
+
+
+def disable_batching(pipeline: Pipeline) -> None:
+    batcher = getattr(pipeline, "batcher", None)
+    pipeline.batcher = None
+    if batcher is not None:
+        batcher.close()
+
+
+def batching_from_env(pipeline: Pipeline) -> ImageBatcher | None:
+    """``MEDMM_BATCHING=1`` (or on/true/yes): enable batching on ``pipeline``; otherwise leave it off."""
+    if os.environ.get(BATCHING_ENV, "").strip().lower() in ("1", "on", "true", "yes"):
+        return enable_batching(pipeline)
+    return None
