@@ -33,18 +33,21 @@ from medmm.io import ScanError  # noqa: E402
 from medmm.pipeline import InputError, Pipeline  # noqa: E402
 from medmm.deid import scrub_identifiers  # noqa: E402
 from medmm.report import check_consistency  # noqa: E402
-from medmm.service import STAGE_LABELS, RequestResult, run_request  # noqa: E402
+from medmm.service import STAGE_LABELS, RequestResult, batching_from_env, run_request  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "assets" / "examples"
 MAX_FILE_SIZE = "50mb"
-QUEUE_CONCURRENCY = 1           # one analysis at a time: torch already uses both cores of a small CPU box
+# one analysis at a time by default (torch already uses both cores of a small CPU box); with MEDMM_BATCHING=1
+# several run at once and their image-encoder forwards are grouped (medmm.service.ImageBatcher; docs/bench.md)
+QUEUE_CONCURRENCY = int(os.environ.get("MEDMM_QUEUE_CONCURRENCY") or 1)
 STATE_TTL_S = 3600
 GENERIC_ERROR = "The request failed unexpectedly. Please check the inputs and try again."
 
 PIPELINE = Pipeline.from_checkpoint(os.environ.get("MEDMM_CHECKPOINT") or DEFAULT_CHECKPOINT)
+batching_from_env(PIPELINE)  # MEDMM_BATCHING=1: group concurrent requests' image-encoder forwards
 
 
 # ------------------------------------------------------------------------------------------------ handlers
@@ -304,6 +307,12 @@ demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=32)
 CSS = """
 #disclaimer { border-left: 6px solid #b42318; background: #fef3f2; padding: 8px 12px; border-radius: 4px; }
 .medmm-warning { color: #7a2e0e; }
+/* phone screens (390 px): the operating-point table keeps all four columns readable, words unbroken */
+@media (max-width: 480px) {
+  #findings-table table { font-size: 12px; }
+  #findings-table th, #findings-table td { padding: 4px 3px !important; word-break: normal !important;
+    overflow-wrap: normal !important; hyphens: none; }
+}
 """
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ DISCLAIMER = ("Research decision support, not a diagnosis. Model outputs and dra
               "by a qualified clinician before any use.")
 MOST_PROBABLE = "most probable"
 FINDINGS_HEADERS = ["Finding", "Probability", "Threshold", "Positive"]
-FINDINGS_COLUMN_WIDTHS = ["34%", "22%", "22%", "22%"]   # all four columns readable on a 390 px phone screen
+FINDINGS_COLUMN_WIDTHS = ["30%", "24%", "23%", "23%"]   # all four columns readable on a 390 px phone screen
 IDLE_STATUS = "Results appear here after **Analyze**."
 RUNNING_STATUS = "**Analysing…** Previous results were cleared."
 DONE_STATUS = "Analysis complete: review the warnings, then the findings and the draft."
@@ -263,10 +263,12 @@ def overlay_caption(explanation: Any, check: Mapping[str, Any] | None) -> str:
 
     v = verdict(check)
     faith = {None: "faithfulness not checked", True: "better than random (deletion test)",
-             False: "NO BETTER THAN RANDOM"}[v["faithful"]]
+             False: "NO BETTER THAN RANDOM (deletion test)"}[v["faithful"]]
     other = METHOD_NAMES.get(check["compared_with"], check["compared_with"]) if check else ""
-    agree = {None: "", True: f"; {other} agrees", False: f"; METHODS DISAGREE ({other})"}[v["agree"]]
-    return f"{METHOD_NAMES.get(explanation.method, explanation.method)}: {faith}{agree}. Not a diagnosis."
+    agree = {None: "", True: f"{other} agrees", False: f"METHODS DISAGREE (vs {other})"}[v["agree"]]
+    # two short lines: the figure is about 60 characters wide at this font size
+    return (f"{METHOD_NAMES.get(explanation.method, explanation.method)}: {faith}\n"
+            f"{agree + '; ' if agree else ''}not a diagnosis")
 
 
 def overlay_image(explanation: Any, scans: Sequence[Any], check: Mapping[str, Any] | None = None) -> np.ndarray | None:
@@ -287,7 +289,13 @@ def note_tokens(explanation: Any, notes: str | None) -> list[tuple[str, float | 
         return None
     from medmm.render import token_highlights
 
-    return token_highlights(explanation.tokens, notes)
+    items = token_highlights(explanation.tokens, notes)
+    # show only what the model read: notes beyond its token limit were never scored (nor seen by the model)
+    last = max((i for i, (_, score) in enumerate(items) if score is not None), default=-1)
+    rest = "".join(text for text, _ in items[last + 1:])
+    if last >= 0 and any(ch.isalnum() for ch in rest):
+        items = items[: last + 1] + [(f" … [{len(rest):,} more characters not read by the model]", None)]
+    return items
 
 
 # ------------------------------------------------------------------------------------------------ session
