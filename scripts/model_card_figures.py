@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from medmm.labels import FINDINGS  # noqa: E402
-from medmm.metrics import expected_calibration_error, reliability_curve  # noqa: E402
+from medmm.labels import FINDINGS, marginals
+from medmm.metrics import expected_calibration_error, reliability_curve
 
 
 def fmt(m: dict | None, key: str) -> str:
@@ -29,14 +26,14 @@ def fmt(m: dict | None, key: str) -> str:
     return f"{v['value']:.3f} ({lo:.3f}–{hi:.3f})"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("run", type=Path)
-    ap.add_argument("--plot", type=Path, default=Path("docs/img/reliability.png"))
-    args = ap.parse_args()
-    res = json.loads((args.run / "metrics.json").read_text())
-    metrics = res["metrics"]
-    oof = np.load(args.run / "oof.npz")
+def _row(name: str, m: dict | None, extra: str = "") -> str:
+    if not m:
+        return f"| {name} | – | – | – | – |{extra}"
+    return (f"| {name} | {m['n']} ({m['n_positive']}) | {fmt(m, 'auc')} | {fmt(m, 'sensitivity')} | "
+            f"{fmt(m, 'specificity')} |{extra}")
+
+
+def findings_table(metrics: dict) -> None:
     print("| finding | n (pos) | AUC (95% CI) | AUC folds mean ± std | sensitivity | specificity | F1 | threshold | ECE |")
     print("|---|---|---|---|---|---|---|---|---|")
     for f in FINDINGS:
@@ -46,44 +43,86 @@ def main() -> None:
             continue
         print(f"| {f} | {m['n']} ({m['n_positive']}) | {fmt(m, 'auc')} | {m['auc_folds_mean']:.3f} ± {m['auc_folds_std']:.3f} "
               f"| {fmt(m, 'sensitivity')} | {fmt(m, 'specificity')} | {fmt(m, 'f1')} | {m['threshold']:.3f} | {m['ece']:.3f} |")
-    print()
-    print("| subset | n (pos) | AUC (95% CI) | sensitivity | specificity | F1 |")
-    print("|---|---|---|---|---|---|")
+
+
+def source_table(per_source: dict, title: str) -> None:
+    print(f"\n{title}\n")
+    print("| source | finding | n (pos) | AUC (95% CI) | sensitivity | specificity | ECE |")
+    print("|---|---|---|---|---|---|---|")
+    for source, res in per_source.items():
+        for f, m in res.items():
+            if isinstance(m, dict) and "auc" in m and isinstance(m["auc"], dict):
+                print(f"| {source} | {f} | {m['n']} ({m['n_positive']}) | {fmt(m, 'auc')} | {fmt(m, 'sensitivity')} | "
+                      f"{fmt(m, 'specificity')} | {m.get('ece', float('nan')):.3f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--plot", type=Path, default=Path("docs/img/reliability.png"))
+    args = ap.parse_args()
+    res = json.loads((args.run / "metrics.json").read_text())
+    metrics = res["metrics"]
+    findings_table(metrics)
+    source_table(metrics.get("sources", {}), "Out-of-fold, per image source (stored thresholds):")
+    loso = metrics.get("leave_one_source_out") or {}
+    if loso:
+        table = {f"{site} → {src}": blk for site, res_ in loso.items() for src, blk in res_.items()
+                 if isinstance(blk, dict) and src != "trained_on" and not src.startswith("covid19_with_notes")}
+        source_table(table, "Leave-one-source-out (trained without the site, tested on it; stored thresholds):")
+        if "covid" in loso:
+            print("\n| COVID collection left out, COVID-19 on rows with notes | n (pos) | AUC | sensitivity | specificity |")
+            print("|---|---|---|---|---|")
+            for cond in ("full", "image_only", "notes_only"):
+                print(_row(cond, loso["covid"].get(f"covid19_with_notes_{cond}")))
+    print("\n| subset | n (pos) | AUC (95% CI) | sensitivity | specificity |")
+    print("|---|---|---|---|---|")
     for name, m in metrics["subsets"].items():
-        if m:
-            print(f"| {name} | {m['n']} ({m['n_positive']}) | {fmt(m, 'auc')} | {fmt(m, 'sensitivity')} | "
-                  f"{fmt(m, 'specificity')} | {fmt(m, 'f1')} |")
-    # calibration before/after, and reliability plot
-    labels, probs, logits = oof["labels"], oof["probs"], oof["full"]
+        if m and "auc" in m:
+            print(_row(name, m))
+        elif m:
+            print(f"| {name} | {m['n']} | rate {m['rate']:.3f} | | |")
+    calibration(args.run, metrics, args.plot)
+
+
+def calibration(run: Path, metrics: dict, plot: Path) -> None:
+    oof = np.load(run / "oof.npz")
+    labels, probs, sources = oof["labels"], oof["probs"], oof["sources"]
+    raw_all = marginals(_softmax(oof["full"]))
+    print("\n| source | finding | n | ECE before (T = 1) | ECE after (cross-fitted temperature) |")
+    print("|---|---|---|---|---|")
     fig = Figure(figsize=(9, 4.2), dpi=120)
     axes = fig.subplots(1, 2)
-    print()
-    print("| finding | ECE before calibration (sigmoid of raw logits) | ECE after (cross-fitted temperature) |")
-    print("|---|---|---|")
-    for j, f in enumerate(FINDINGS):
-        known = ~np.isnan(labels[:, j]) & ~np.isnan(probs[:, j])
-        if known.sum() < 10 or len(np.unique(labels[known, j])) < 2:
-            continue
-        raw = 1 / (1 + np.exp(-logits[known, j]))
-        print(f"| {f} | {expected_calibration_error(labels[known, j], raw):.3f} | "
-              f"{expected_calibration_error(labels[known, j], probs[known, j]):.3f} |")
-        if f in ("Pneumonia", "COVID-19"):
-            ax = axes[0 if f == "Pneumonia" else 1]
-            for name, p, style in (("raw", raw, "o--"), ("calibrated", probs[known, j], "s-")):
-                mp, fo, _ = reliability_curve(labels[known, j], p)
-                ax.plot(mp, fo, style, label=name)
-            ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
-            ax.set_title(f"{f} (out-of-fold, n={int(known.sum())})")
-            ax.set_xlabel("mean predicted probability")
-            ax.set_ylabel("observed frequency")
-            ax.legend(loc="upper left")
+    for src in sorted(set(sources.tolist())):
+        for j, f in enumerate(FINDINGS):
+            known = (sources == src) & ~np.isnan(labels[:, j]) & ~np.isnan(probs[:, j])
+            if known.sum() < 30 or len(np.unique(labels[known, j])) < 2:
+                continue
+            print(f"| {src} | {f} | {int(known.sum())} | {expected_calibration_error(labels[known, j], raw_all[known, j]):.3f} | "
+                  f"{expected_calibration_error(labels[known, j], probs[known, j]):.3f} |")
+    for ax, (f, title) in zip(axes, (("Pneumonia", "Pneumonia"), ("No Finding", "No Finding"))):
+        j = FINDINGS.index(f)
+        for src, style in (("kermany", "o-"), ("nih", "s-"), ("nih_sample", "^-"), ("covid", "d-")):
+            known = (sources == src) & ~np.isnan(labels[:, j]) & ~np.isnan(probs[:, j])
+            if known.sum() < 30 or len(np.unique(labels[known, j])) < 2:
+                continue
+            mp, fo, _ = reliability_curve(labels[known, j], probs[known, j])
+            ax.plot(mp, fo, style, label=f"{src} (n={int(known.sum())})")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
+        ax.set_title(f"{title}: calibrated, out-of-fold")
+        ax.set_xlabel("mean predicted probability")
+        ax.set_ylabel("observed frequency")
+        ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    args.plot.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.plot)
-    print(f"\n(reliability plot written to {args.plot})")
-    print("\ntraining:", json.dumps({k: res["training"][k] for k in ("records", "patients", "duration_s")}))
-    e = res["training"]["energy"]["total"]
-    print(f"energy total: {e['joules']:.0f} J = {e['wh']:.2f} Wh ({e['method']})")
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plot)
+    print(f"\n(reliability plot written to {plot}; state temperature {metrics.get('temperature', float('nan')):.3f})")
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - np.max(np.nan_to_num(z), axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
 
 
 if __name__ == "__main__":
