@@ -46,6 +46,22 @@ QUEUE_CONCURRENCY = int(os.environ.get("MEDMM_QUEUE_CONCURRENCY") or 1)
 STATE_TTL_S = 3600
 GENERIC_ERROR = "The request failed unexpectedly. Please check the inputs and try again."
 
+class ScanFiles(gr.File):
+    """``gr.File`` whose API-page example is a shipped example radiograph, not Gradio's default online PDF: the
+    snippet on the "Use via API" page then runs offline (on the server's machine, or from a checkout of the repo)."""
+
+    is_template = True          # rendered by gradio's own File component
+    EXAMPLE = EXAMPLES_DIR / "02_child_bacterial_pneumonia.jpeg"
+
+    def example_payload(self):
+        from gradio_client import handle_file
+
+        return [handle_file(str(self.EXAMPLE))]
+
+    def example_value(self):
+        return [str(self.EXAMPLE)]
+
+
 PIPELINE = Pipeline.from_checkpoint(os.environ.get("MEDMM_CHECKPOINT") or DEFAULT_CHECKPOINT)
 batching_from_env(PIPELINE)  # MEDMM_BATCHING=1: group concurrent requests' image-encoder forwards
 
@@ -218,7 +234,7 @@ with gr.Blocks(title="medmm: chest X-ray + notes decision support (research demo
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
-            files_in = gr.File(label="Scans: PNG, JPEG or DICOM (any extension); a CT series as several files",
+            files_in = ScanFiles(label="Scans: PNG, JPEG or DICOM (any extension); a CT series as several files",
                                file_count="multiple", file_types=None, height=140, elem_id="scans")
             notes_in = gr.Textbox("", label="Clinical notes (optional; no names or identifiers please)", lines=4,
                                   max_lines=12, placeholder="e.g. 3 days of fever and productive cough, crackles right base.",

@@ -414,6 +414,55 @@ def test_dicom_sr_round_trip(tmp_path: Path) -> None:
     assert pydicom.dcmread(buf).ContentSequence[1].TextValue == report.findings
 
 
+CLINICIAN_WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=9).filter(
+    lambda w: w not in {"mrs", "prof", "miss"})       # titles the identifier scrubber (rightly) acts on
+CLINICIAN_HEADERS = ["", "INDICATION:", "CLINICAL HISTORY:", "FINDINGS:", "IMPRESSION:", "COMPARISON:", "TECHNIQUE:",
+                     "RECOMMENDATIONS:", "CONCLUSION:", "NOTE:", "WARNINGS:"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(chunks=st.lists(st.tuples(st.sampled_from(CLINICIAN_HEADERS), st.lists(CLINICIAN_WORD, min_size=1, max_size=6)),
+                       min_size=1, max_size=6),
+       start_from_draft=st.booleans(), before_draft=st.booleans())
+def test_dicom_sr_keeps_every_clinician_word(chunks, start_from_draft, before_draft) -> None:
+    """Whatever section a clinician types into (or adds, or writes after the NOTE), the SR carries it."""
+    import pydicom
+
+    pred = make_prediction(PNEUMONIA)
+    draft = draft_report(replace(pred, warnings=("adult radiograph: the model is weak here",)), "cough",
+                         SentenceBank.empty())
+    typed = "\n\n".join(f"{h} {' '.join(words)}".strip() for h, words in chunks)
+    base = draft.to_text() if start_from_draft else ""
+    text = (typed + "\n\n" + base) if before_draft else (base + "\n\n" + typed)
+    edited = apply_edits(draft, text)
+    buf = io.BytesIO()
+    to_dicom_sr(edited, pred, buf)
+    buf.seek(0)
+    ds = pydicom.dcmread(buf)                              # no force: valid Part 10
+    sr_words = re.findall(r"[a-z]+", " ".join(str(item.TextValue) for item in ds.ContentSequence).lower())
+    for _, words in chunks:
+        for w in words:
+            assert w in sr_words, (w, text)
+    assert DISCLAIMER in [str(item.TextValue) for item in ds.ContentSequence]
+
+
+def test_dicom_sr_sections_and_codes(tmp_path: Path) -> None:
+    import pydicom
+
+    pred = make_prediction(PNEUMONIA)
+    draft = draft_report(pred, "cough", SentenceBank.empty())
+    text = draft.to_text().replace("NOTE: ", "RECOMMENDATIONS: Follow-up film in six weeks.\n\nNOTE: ") + \
+        "\nClinician addendum after the note."
+    to_dicom_sr(apply_edits(draft, text), pred, tmp_path / "sr.dcm")
+    ds = pydicom.dcmread(tmp_path / "sr.dcm")
+    by_code = {item.ConceptNameCodeSequence[0].CodeValue: str(item.TextValue) for item in ds.ContentSequence
+               if item.ConceptNameCodeSequence[0].CodeValue != "121106"}
+    assert by_code["121074"] == "Follow-up film in six weeks."             # DCM Recommendations
+    comments = [str(item.TextValue) for item in ds.ContentSequence
+                if item.ConceptNameCodeSequence[0].CodeValue == "121106"]
+    assert "Note: Clinician addendum after the note." in comments and DISCLAIMER in comments
+
+
 # ------------------------------------------------------------------------------------------ sentence bank
 def test_clean_bank_sentence() -> None:
     assert clean_bank_sentence("Normal chest x-XXXX.") == "Normal chest x-ray."

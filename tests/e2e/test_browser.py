@@ -104,6 +104,23 @@ def test_gradio_client_predict_and_check(server: tuple[str, Path]) -> None:
     assert isinstance(checked, str) and checked
 
 
+def test_api_page_example_is_a_shipped_file_not_an_online_pdf(server: tuple[str, Path]) -> None:
+    from gradio_client import Client, handle_file
+
+    client = Client(server[0], verbose=False)
+    info = client.view_api(print_info=False, return_format="dict")
+    params = info["named_endpoints"]["/predict"]["parameters"]
+    example = json.dumps(params[0].get("example_input"))
+    assert "github.com" not in example and "sample_file.pdf" not in example
+    assert "02_child_bacterial_pneumonia.jpeg" in example
+    assert "/export" in info["named_endpoints"] and "/check_consistency" in info["named_endpoints"]
+    # the documented example runs as it is, without network
+    path = json.loads(example)[0]["path"]
+    out = client.predict(files=[handle_file(path)], notes="", finding="most probable", method="gradcam",
+                         api_name="/predict")
+    assert "IMPRESSION:" in out[8]
+
+
 def test_gradio_client_bad_file_is_a_clear_error(server: tuple[str, Path], tmp_path: Path) -> None:
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
