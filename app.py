@@ -33,7 +33,7 @@ from medmm.io import ScanError  # noqa: E402
 from medmm.pipeline import InputError, Pipeline  # noqa: E402
 from medmm.deid import scrub_identifiers  # noqa: E402
 from medmm.report import check_consistency  # noqa: E402
-from medmm.service import STAGE_LABELS, RequestResult, batching_from_env, run_request  # noqa: E402
+from medmm.service import STAGE_LABELS, RequestResult, configure_from_env, run_request  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class ScanFiles(gr.File):
 
 
 PIPELINE = Pipeline.from_checkpoint(os.environ.get("MEDMM_CHECKPOINT") or DEFAULT_CHECKPOINT)
-batching_from_env(PIPELINE)  # MEDMM_BATCHING=1: group concurrent requests' image-encoder forwards
+SERVER = configure_from_env(PIPELINE, QUEUE_CONCURRENCY)  # MEDMM_BATCHING, MEDMM_TORCH_THREADS (medmm.service)
 
 
 # ------------------------------------------------------------------------------------------------ handlers

@@ -234,7 +234,8 @@ def cmd_explain(args) -> int:
                        notes_method=args.notes_method)
 
 
-QUICK_BENCH = {"repeats": 5, "no_cold": True, "no_experiments": True, "explain_repeats": 1, "no_runtimes": True}
+# runtimes side by side stay in the quick run (issue 15: `bench --json` compares them in one run; ~10 s)
+QUICK_BENCH = {"repeats": 5, "no_cold": True, "no_experiments": True, "explain_repeats": 1}
 
 
 def cmd_bench(args) -> int:

@@ -251,3 +251,29 @@ def batching_from_env(pipeline: Pipeline) -> ImageBatcher | None:
     if os.environ.get(BATCHING_ENV, "").strip().lower() in ("1", "on", "true", "yes"):
         return enable_batching(pipeline)
     return None
+
+
+THREADS_ENV = "MEDMM_TORCH_THREADS"      # torch intra-op threads of a server process
+
+
+def configure_from_env(pipeline: Pipeline, concurrency: int = 1) -> dict[str, Any]:
+    """Server settings from the environment, applied once at start-up (the app calls this).
+
+    * ``MEDMM_TORCH_THREADS``: torch intra-op threads. Default: 1 when several requests run at once
+      (``concurrency`` > 1): the requests are the parallelism, and two libgomp teams on two shared cores spin at
+      every barrier (measured: Grad-CAM + note tokens 63 ms with 1 thread vs 3.4 s with 2 on the loaded box,
+      docs/bench.md). Otherwise torch's default.
+    * ``MEDMM_BATCHING``: see :func:`batching_from_env`.
+    """
+    import torch
+
+    applied: dict[str, Any] = {"concurrency": concurrency}
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    threads = int(raw) if raw else (1 if concurrency > 1 else None)
+    if threads:
+        torch.set_num_threads(max(1, threads))
+    applied["torch_threads"] = torch.get_num_threads()
+    applied["batching"] = batching_from_env(pipeline) is not None
+    applied["runtime"] = getattr(pipeline, "runtime_name", "torch")
+    log.info("server: %s", applied)
+    return applied

@@ -21,6 +21,13 @@ text parameter gets the notes, others their defaults. Prints one JSON object; ex
     .venv/bin/python scripts/load_test.py                       # 8 users, 300 requests (or 300 s), JSON out
     .venv/bin/python scripts/load_test.py --users 4 --requests 40 --seconds 120
     .venv/bin/python scripts/load_test.py --url http://127.0.0.1:7860 --server-pid 1234
+    .venv/bin/python scripts/load_test.py --users 16 --requests 120 --compare-batching   # off vs on, one run
+    .venv/bin/python scripts/load_test.py --soak --batching on                           # >= 1000 requests
+
+``--compare-batching`` starts two servers one after the other (``MEDMM_BATCHING=0`` then ``1``, the same
+``MEDMM_QUEUE_CONCURRENCY``, default 4) and sends both the same plan; ``comparison`` holds throughput and p50/p95
+side by side, with the cross-talk checks of each. ``--soak`` sends at least 1000 requests and reports the RSS slope
+(``soak``).
 """
 
 from __future__ import annotations
@@ -60,10 +67,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(app: Path, port: int, log_path: Path, timeout_s: float) -> subprocess.Popen:
+def start_app(app: Path, port: int, log_path: Path, timeout_s: float,
+              extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``app.py`` bound to 127.0.0.1:port and wait until it answers HTTP (or raise with its log tail)."""
     env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port),
-               GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+               GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", **(extra_env or {}))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     logf = open(log_path, "w")  # noqa: SIM115 - lives as long as the server
     proc = subprocess.Popen([sys.executable, str(app)], cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT)
@@ -320,10 +328,16 @@ def slope_per_100(points: list[tuple[float, float]]) -> float | None:
     return 100 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, extra_env: dict[str, str] | None = None,
+        cached_reference: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One load run against one server (started with ``extra_env`` on top of this environment).
+
+    ``cached_reference``: a dict shared between runs of the same plan (``--compare-batching``), so the in-process
+    reference predictions are computed once."""
     from gradio_client import Client
 
-    result: dict[str, Any] = {"users": args.users, "requests_target": args.requests, "seconds_limit": args.seconds}
+    result: dict[str, Any] = {"users": args.users, "requests_target": args.requests, "seconds_limit": args.seconds,
+                              "server_env": dict(extra_env or {})}
     failures: list[str] = []
     tmp = tempfile.TemporaryDirectory(prefix="medmm-load-")
     workdir = Path(tmp.name)
@@ -338,7 +352,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # rotate notes against scans so that two requests never share both
         reference: dict[int, dict[str, float]] = {}
         if not args.no_reference:
-            reference, findings_names = reference_predictions(plan, args.checkpoint)
+            if cached_reference is not None and "ref" in cached_reference:
+                reference, findings_names = cached_reference["ref"], cached_reference["names"]
+            else:
+                reference, findings_names = reference_predictions(plan, args.checkpoint)
+                if cached_reference is not None:
+                    cached_reference.update(ref=reference, names=findings_names)
         else:
             findings_names = set()
 
@@ -349,7 +368,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             port = free_port()
             server_log = workdir / "server.log"
             t = time.perf_counter()
-            proc = start_app(REPO / args.app, port, server_log, args.startup_timeout)
+            proc = start_app(REPO / args.app, port, server_log, args.startup_timeout, extra_env)
             result["server_startup_s"] = round(time.perf_counter() - t, 2)
             url, pid = f"http://127.0.0.1:{port}/", proc.pid
         result["url"] = url
@@ -530,6 +549,53 @@ def reference_predictions(plan: list[tuple[Path, str]], checkpoint: str | None) 
     return ref, names
 
 
+SOAK_REQUESTS = 1000
+
+
+def server_env(args: argparse.Namespace, batching: str | None) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if batching is not None:
+        env["MEDMM_BATCHING"] = "1" if batching == "on" else "0"
+    if args.concurrency is not None:
+        env["MEDMM_QUEUE_CONCURRENCY"] = str(args.concurrency)
+    return env
+
+
+def _headline(r: dict[str, Any]) -> dict[str, Any]:
+    req = r.get("requests", {})
+    return {"throughput_rps": r.get("throughput_rps"), "p50_s": r.get("latency_s", {}).get("p50"),
+            "p95_s": r.get("latency_s", {}).get("p95"), "completed": req.get("completed"), "errors": req.get("errors"),
+            "findings_checked": req.get("findings_checked"), "findings_mismatched": req.get("findings_mismatched"),
+            "foreign_token_responses": req.get("foreign_token_responses"), "server_env": r.get("server_env"),
+            "rss_slope_mb_per_100_requests": r.get("memory", {}).get("rss_slope_mb_per_100_requests"),
+            "ok": r.get("ok")}
+
+
+def compare_batching(args: argparse.Namespace) -> dict[str, Any]:
+    """Batching off, then on: two servers, the same plan of requests, users and queue concurrency, one run."""
+    if args.url:
+        raise SystemExit("--compare-batching starts its own servers; it cannot be combined with --url")
+    if args.concurrency is None:
+        args.concurrency = 4  # batching needs concurrent requests inside the server to group anything
+    shared: dict[str, Any] = {}
+    runs = {mode: run(args, server_env(args, mode), shared) for mode in ("off", "on")}
+    off, on = _headline(runs["off"]), _headline(runs["on"])
+    speedup = (on["throughput_rps"] / off["throughput_rps"]) if off["throughput_rps"] and on["throughput_rps"] else None
+    return {"mode": "compare-batching", "users": args.users, "concurrency": args.concurrency,
+            "comparison": {"batching_off": off, "batching_on": on,
+                           "throughput_ratio_on_vs_off": None if speedup is None else round(speedup, 3)},
+            "runs": runs, "failures": [f"batching {m}: {f}" for m, r in runs.items() for f in r["failures"]],
+            "ok": all(r["ok"] for r in runs.values()), "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def soak_summary(r: dict[str, Any]) -> dict[str, Any]:
+    mem = r.get("memory", {})
+    return {"requests": r.get("requests", {}).get("completed"), "wall_s": r.get("wall_s"),
+            "rss_after_warmup_mb": mem.get("rss_after_warmup_mb"), "rss_end_mb": mem.get("rss_end_mb"),
+            "rss_slope_mb_per_100_requests": mem.get("rss_slope_mb_per_100_requests"),
+            "tolerance_mb_per_100": mem.get("tolerance_mb_per_100"), "ok": r.get("ok")}
+
+
 def _r(v: float | None, nd: int = 4) -> float | None:
     return None if v is None else round(float(v), nd)
 
@@ -556,9 +622,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--startup-timeout", type=float, default=300.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the JSON here")
+    ap.add_argument("--batching", choices=["on", "off"], default=None,
+                    help="start the server with MEDMM_BATCHING=1/0 (default: the app's own setting)")
+    ap.add_argument("--concurrency", type=int, default=None,
+                    help="the server's queue concurrency (MEDMM_QUEUE_CONCURRENCY; default: the app's own)")
+    ap.add_argument("--compare-batching", action="store_true",
+                    help="two servers in one run, same plan and concurrency: batching off, then on; side by side")
+    ap.add_argument("--soak", action="store_true",
+                    help=f"soak: at least {SOAK_REQUESTS} requests (no time limit below 3600 s); reports the RSS slope")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    result = run(args)
+    if args.soak:
+        args.requests = max(args.requests, SOAK_REQUESTS)
+        args.seconds = max(args.seconds, 3600.0)
+    if args.compare_batching:
+        result = compare_batching(args)
+    else:
+        result = run(args, server_env(args, args.batching))
+        if args.soak:
+            result["soak"] = soak_summary(result)
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

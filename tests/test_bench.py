@@ -1,0 +1,46 @@
+"""``python -m medmm bench``'s issue-15 sections: runtimes side by side, overhead_ratio, explanation latencies.
+
+Only structure and agreement are asserted (timings are the bench's job, never a unit test's)."""
+
+from __future__ import annotations
+
+import pytest
+
+from medmm import runtime as rt
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    from medmm.bench import run_bench
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv(rt.CACHE_ENV, str(tmp_path_factory.mktemp("onnx-cache")))
+    try:
+        yield run_bench(repeats=1, cold=False, explain_methods=("gradcam",), explain_repeats=1,
+                        batch_sizes=(1,), run_experiments=False)
+    finally:
+        mp.undo()
+
+
+@pytest.mark.slow
+def test_bench_reports_runtimes_side_by_side(result):
+    rts = result["runtimes"]
+    assert set(rts["by_runtime"]) == set(rt.available()) and "torch" in rts["by_runtime"]
+    assert rts["fastest"] in rts["by_runtime"] and not rts["errors"]
+    for name, v in rts["by_runtime"].items():
+        assert v["p50_ms"] > 0 and v["p95_ms"] >= v["p50_ms"] and v["image_encoder"]["n"] >= 20
+        assert v["max_abs_dp_vs_torch"] <= 1e-3, name  # issue 15: within 1e-3 of torch on every bench input
+    assert rts["by_runtime"]["torch"]["max_abs_dp_vs_torch"] == 0.0
+    assert result["runtime"] == "torch" or result["runtime"]["name"] in rts["by_runtime"]
+
+
+@pytest.mark.slow
+def test_bench_overhead_ratio_and_explanations(result):
+    terms = result["overhead_ratio_terms"]
+    assert result["overhead_ratio"] == pytest.approx(
+        terms["whole_request.png"]["p50_ms"] / terms["bare_backbone"]["p50_ms"], rel=1e-2)
+    assert result["overhead_target"] == 1.3
+    ex = result["explanations"]
+    assert ex["gradcam"]["target_ms"] == 150.0 and ex["gradcam"]["n"] >= 5
+    assert "gradcam+notes_ig" in ex and ex["notes_gradxinput_completeness_relative_error"] >= 0
+    assert ex["notes_ig_completeness_relative_error"] < 0.1
