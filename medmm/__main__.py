@@ -39,11 +39,12 @@ def resolve_checkpoint(path: str | None) -> str | None:
 
 
 def _require_file(path: str | Path, what: str) -> Path:
+    """Input files are named by their file name only: folders of patient files often carry identifiers."""
     path = Path(path)
     if not path.exists():
-        raise CliError(f"{what} not found: {path}")
+        raise CliError(f"{what} not found: {path.name}")
     if not path.is_file():
-        raise CliError(f"{what} is not a file: {path}")
+        raise CliError(f"{what} is not a file: {path.name}")
     return path
 
 
@@ -81,7 +82,7 @@ def _load_scans_naming_the_file(paths: list[Path]):
             except ScanError:
                 culprit = path
                 break
-        raise CliError(f"{culprit}: {e}" if culprit else str(e)) from None
+        raise CliError(f"{culprit.name}: {e}" if culprit else str(e)) from None
 
 
 def _pipeline(checkpoint: str | None, runtime: str | None = None):
@@ -157,9 +158,9 @@ def _predict_manifest(args) -> int:
     try:
         rows = list(csv.DictReader(manifest.open(newline="", encoding="utf-8")))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise CliError(f"cannot read manifest {manifest}: {e}") from None
+        raise CliError(f"cannot read manifest {manifest.name}: {e}") from None
     if rows and "image" not in rows[0] and "notes" not in rows[0]:
-        raise CliError(f"manifest {manifest} needs an 'image' and/or 'notes' column")
+        raise CliError(f"manifest {manifest.name} needs an 'image' and/or 'notes' column")
     from medmm.io import ScanError
     from medmm.pipeline import InputError
     from medmm.report import consistency_warnings
