@@ -45,7 +45,7 @@ CACHE_ENV = "MEDMM_CACHE_DIR"
 RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
 CHOICES: tuple[str, ...] = ("auto",) + RUNTIMES
 # measured order on the 2-core CPU box (docs/bench.md, `bench --json` -> runtimes): fastest image encoder first
-AUTO_ORDER_CPU: tuple[str, ...] = ("onnxruntime", "openvino", "torch")
+AUTO_ORDER_CPU: tuple[str, ...] = ("openvino", "onnxruntime", "torch")
 OPSET = 17
 EXPORT_VERSION = 1  # bump when the exported graphs change meaning (inputs, pooling, names)
 

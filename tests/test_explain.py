@@ -164,7 +164,7 @@ def test_occlusion_and_black_baseline(pipe, image_only):
     assert np.isfinite(exp.attributions).all() and len(np.unique(exp.attributions)) <= 9
     ref = reference_image(inputs.pixels[:, 0], "black", black=[-1.0, -1.0, -1.0])
     assert torch.all(ref == -1.0)
-    assert occlusion_geometry(224) == (32, 16) and occlusion_geometry(SIZE) == (14, 7)
+    assert occlusion_geometry(224) == (32, 24) and occlusion_geometry(SIZE) == (14, 10)
 
 
 def test_tokens_reassemble_the_notes_words(gradcam_sanity):
