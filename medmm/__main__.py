@@ -319,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--full", action="store_true", help="cold start, every experiment and runtime comparison "
                    "(several minutes); default: a quick run of about a minute")
     b.add_argument("--out", default=None)
+    b.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads for the run (ONNX runtimes follow); 1 on a shared 2-core box, where "
+                        "two spinning OpenMP threads make torch 10-50x slower (docs/bench.md)")
     _runtime_arg(b, bench=True)
     b.set_defaults(func=cmd_bench)
     return ap
