@@ -4,7 +4,16 @@ Research decision support, never a diagnosis. A thin layer over ``medmm.service.
 only call medmm and map its results onto components (formatting lives in ``medmm.app_format``). Per-user data
 is kept in ``gr.State``; nothing about a request is logged except exception types.
 
-Run: ``python app.py`` (honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; MEDMM_CHECKPOINT picks a checkpoint).
+``build_demo(pipeline) -> gr.Blocks`` builds the page for a loaded ``Pipeline`` or a :class:`LazyPipeline`. The module's
+``demo`` (what Hugging Face Spaces and ``gradio app.py`` pick up) is built on a ``LazyPipeline``: importing this file
+reads the checkpoint's JSON metadata only; the model loads on the first request, or before serving when run as
+``python app.py``.
+
+API for programs: ``/predict_json`` (scans + notes + options -> the object ``python -m medmm predict --json``
+prints), also an MCP tool when ``MEDMM_MCP=1``. ``/predict`` (every UI output in one call) stays, off the API page.
+
+Run: ``python app.py`` (honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; MEDMM_CHECKPOINT picks a checkpoint;
+MEDMM_MCP=1 also serves the MCP endpoint at /gradio_api/mcp/).
 """
 
 from __future__ import annotations
@@ -13,9 +22,11 @@ import html
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Union
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
 from medmm import server  # noqa: E402  (no gradio import)
@@ -27,10 +38,10 @@ import numpy as np  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 
 from medmm import app_format as fmt  # noqa: E402
-from medmm.checkpoint import DEFAULT_CHECKPOINT  # noqa: E402
+from medmm.checkpoint import DEFAULT_CHECKPOINT, read_meta  # noqa: E402
 from medmm.explain import METHOD_NAMES, METHODS  # noqa: E402
 from medmm.io import ScanError  # noqa: E402
-from medmm.pipeline import InputError, Pipeline  # noqa: E402
+from medmm.pipeline import MAX_SCANS, InputError, Pipeline  # noqa: E402
 from medmm.deid import scrub_identifiers  # noqa: E402
 from medmm.report import check_consistency  # noqa: E402
 from medmm.service import STAGE_LABELS, RequestResult, configure_from_env, run_request  # noqa: E402
@@ -45,6 +56,7 @@ MAX_FILE_SIZE = "50mb"
 QUEUE_CONCURRENCY = int(os.environ.get("MEDMM_QUEUE_CONCURRENCY") or 1)
 STATE_TTL_S = 3600
 GENERIC_ERROR = "The request failed unexpectedly. Please check the inputs and try again."
+MCP_ENV = "MEDMM_MCP"   # 1/on: also serve /predict_json as an MCP tool (needs the `mcp` package)
 
 class ScanFiles(gr.File):
     """``gr.File`` whose API-page example is a shipped example radiograph, not Gradio's default online PDF: the
@@ -62,8 +74,39 @@ class ScanFiles(gr.File):
         return [str(self.EXAMPLE)]
 
 
-PIPELINE = Pipeline.from_checkpoint(os.environ.get("MEDMM_CHECKPOINT") or DEFAULT_CHECKPOINT)
-SERVER = configure_from_env(PIPELINE, QUEUE_CONCURRENCY)  # MEDMM_BATCHING, MEDMM_TORCH_THREADS (medmm.service)
+class LazyPipeline:
+    """A pipeline that loads on first use (thread-safe, once). ``findings`` and ``meta`` come from the checkpoint's
+    JSON at construction, so a page can be built without loading any weights."""
+
+    def __init__(self, checkpoint: str | os.PathLike[str] = DEFAULT_CHECKPOINT,
+                 concurrency: int = QUEUE_CONCURRENCY) -> None:
+        self.checkpoint, self.concurrency = checkpoint, concurrency
+        self.meta = read_meta(checkpoint)          # JSON only: a missing or corrupt checkpoint fails here, clearly
+        self.findings: tuple[str, ...] = tuple(self.meta.findings)
+        self.server_settings: dict[str, Any] | None = None
+        self._pipeline: Pipeline | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipeline is not None
+
+    def get(self) -> Pipeline:
+        if self._pipeline is None:
+            with self._lock:
+                if self._pipeline is None:
+                    pipeline = Pipeline.from_checkpoint(self.checkpoint)
+                    # MEDMM_BATCHING, MEDMM_TORCH_THREADS (medmm.service)
+                    self.server_settings = configure_from_env(pipeline, self.concurrency)
+                    self._pipeline = pipeline
+        return self._pipeline
+
+
+PipelineLike = Union[Pipeline, LazyPipeline]
+
+
+def _resolve(pipeline: PipelineLike) -> Pipeline:
+    return pipeline.get() if isinstance(pipeline, LazyPipeline) else pipeline
 
 
 # ------------------------------------------------------------------------------------------------ handlers
@@ -99,9 +142,23 @@ def _exports(session: fmt.SessionResult, report_text: str) -> tuple[str, str, st
     return str(files.text), str(files.json), None if files.sr is None else str(files.sr)
 
 
-def analyze(files: list[str] | None, notes: str | None, finding: str | None, method: str,
-            progress: gr.Progress = gr.Progress()) -> dict:
-    """Predict, explain and draft a report for the uploaded scans and notes (the ``/predict`` API endpoint).
+# names of the Analyze outputs, in the order of the UI wiring and of the /predict API's return values
+OUTPUTS = ("findings_label", "findings_table", "positive_md", "warnings_md", "overlay_image", "explanation_md",
+           "tokens_text", "modality_label", "report_box", "consistency_md", "download_text", "download_json",
+           "download_sr", "energy_md", "metadata_df", "viewer_image", "scan_slider", "slice_slider", "state")
+
+
+def _notes_input(notes: Any) -> str | None:
+    try:
+        return server.text_input(notes, "notes", 1_000_000) or None  # the pipeline cuts long notes itself
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def analyze(pipeline: PipelineLike, files: list[str] | None, notes: str | None, finding: str | None, method: str,
+            progress: Callable[..., Any] = gr.Progress()) -> dict[str, Any]:
+    """Predict, explain and draft a report for the uploaded scans and notes (the ``/predict`` API endpoint):
+    every output's value by name (:data:`OUTPUTS`).
 
     Progress moves per stage (load, inference, explanation, report, then drawing the results); a failure
     raises ``gr.Error`` with a message a clinician can act on.
@@ -110,41 +167,51 @@ def analyze(files: list[str] | None, notes: str | None, finding: str | None, met
         progress(index / (total + 1), desc=f"{STAGE_LABELS.get(name, name)} ({index + 1}/{total + 1})")
 
     with _user_errors():
-        try:
-            notes = server.text_input(notes, "notes", 1_000_000) or None  # the pipeline cuts long notes itself
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
+        notes = _notes_input(notes)
         request = fmt.explain_request(finding, method)
-        result = run_request(PIPELINE, list(files or []), notes, explain=request, check_explanation=True,
+        result = run_request(_resolve(pipeline), list(files or []), notes, explain=request, check_explanation=True,
                              on_stage=on_stage)
         n = len(result.stage_latency_s)
         progress(n / (n + 1), desc=f"Drawing the results and exports ({n + 1}/{n + 1})")
         return _present(result, fmt.session_result(result))
 
 
-def _present(result: RequestResult, session: fmt.SessionResult) -> dict:
+def json_result(pipeline: PipelineLike, files: list[str] | None, notes: str | None,
+                report: bool = True) -> dict[str, Any]:
+    """The ``/predict_json`` endpoint: the object ``python -m medmm predict --json`` prints for the same scans and
+    notes (``RequestResult.to_json()``; ``report=False`` skips drafting, ``report`` is then ""). Bad input raises
+    ``gr.Error`` with the same message the page shows."""
+    with _user_errors():
+        if report is not None and not isinstance(report, bool):
+            raise InputError("The report option must be true or false.")
+        result = run_request(_resolve(pipeline), list(files or []), _notes_input(notes),
+                             report=report is not False)
+        return result.to_json()
+
+
+def _present(result: RequestResult, session: fmt.SessionResult) -> dict[str, Any]:
     """Every output component's value for one analysis (formatting itself lives in medmm.app_format)."""
     stacks, exp = session.stacks, result.explanation
     text_file, json_file, sr_file = _exports(session, session.draft_text)
     check = result.explanation_check
     return {
-        findings_label: fmt.findings_label(result.prediction),
-        findings_table: fmt.findings_table(result.prediction),
-        positive_md: fmt.positive_summary(result.prediction),
-        warnings_md: fmt.warnings_markdown(fmt.all_warnings(session)),
-        overlay_image: fmt.overlay_image(exp, result.inputs.scans, check),
-        explanation_md: fmt.explanation_markdown(exp, check),
-        tokens_text: fmt.note_tokens(exp, result.inputs.notes),
-        modality_label: fmt.modality_contribution(exp.modality if exp else None),
-        report_box: session.draft_text,
-        consistency_md: "",
-        download_text: text_file, download_json: json_file, download_sr: sr_file,
-        energy_md: fmt.energy_markdown(result.energy.to_dict(), result.latency_s),
-        metadata_df: fmt.metadata_table(result.prediction.scan_metadata),
-        viewer_image: fmt.viewer_frame(stacks, 0, fmt.middle_slice(stacks[0]) if stacks else 0),
-        scan_slider: gr.Slider(maximum=max(len(stacks), 2), value=1, visible=len(stacks) > 1),
-        slice_slider: _slice_slider(stacks[0] if stacks else None),
-        state: session,
+        "findings_label": fmt.findings_label(result.prediction),
+        "findings_table": fmt.findings_table(result.prediction),
+        "positive_md": fmt.positive_summary(result.prediction),
+        "warnings_md": fmt.warnings_markdown(fmt.all_warnings(session)),
+        "overlay_image": fmt.overlay_image(exp, result.inputs.scans, check),
+        "explanation_md": fmt.explanation_markdown(exp, check),
+        "tokens_text": fmt.note_tokens(exp, result.inputs.notes),
+        "modality_label": fmt.modality_contribution(exp.modality if exp else None),
+        "report_box": session.draft_text,
+        "consistency_md": "",
+        "download_text": text_file, "download_json": json_file, "download_sr": sr_file,
+        "energy_md": fmt.energy_markdown(result.energy.to_dict(), result.latency_s),
+        "metadata_df": fmt.metadata_table(result.prediction.scan_metadata),
+        "viewer_image": fmt.viewer_frame(stacks, 0, fmt.middle_slice(stacks[0]) if stacks else 0),
+        "scan_slider": gr.Slider(maximum=max(len(stacks), 2), value=1, visible=len(stacks) > 1),
+        "slice_slider": _slice_slider(stacks[0] if stacks else None),
+        "state": session,
     }
 
 
@@ -153,25 +220,25 @@ def _slice_slider(stack: np.ndarray | None) -> gr.Slider:
     return gr.Slider(maximum=max(depth, 2), value=depth // 2 + 1, visible=depth > 1)  # a slider needs min < max
 
 
-def clear_outputs() -> list:
+def clear_outputs() -> dict[str, Any]:
     """A request starts: every output (panels, downloads, state) is emptied, so nothing of the previous
-    patient stays on screen or in a download, whatever happens next."""
-    empty = {
-        findings_label: None, findings_table: fmt.empty_findings_table(), positive_md: "", warnings_md: "",
-        overlay_image: None, explanation_md: "", tokens_text: None, modality_label: None, report_box: "",
-        consistency_md: "", download_text: None, download_json: None, download_sr: None, energy_md: "",
-        metadata_df: fmt.metadata_table(()), viewer_image: None, scan_slider: gr.Slider(value=1, visible=False),
-        slice_slider: gr.Slider(value=1, visible=False), state: None,
+    patient stays on screen or in a download, whatever happens next. By name: :data:`OUTPUTS`, status, pending."""
+    return {
+        "findings_label": None, "findings_table": fmt.empty_findings_table(), "positive_md": "", "warnings_md": "",
+        "overlay_image": None, "explanation_md": "", "tokens_text": None, "modality_label": None, "report_box": "",
+        "consistency_md": "", "download_text": None, "download_json": None, "download_sr": None, "energy_md": "",
+        "metadata_df": fmt.metadata_table(()), "viewer_image": None,
+        "scan_slider": gr.Slider(value=1, visible=False), "slice_slider": gr.Slider(value=1, visible=False),
+        "state": None, "status_md": fmt.RUNNING_STATUS, "pending": None,
     }
-    return [empty[c] for c in OUTPUTS] + [fmt.RUNNING_STATUS, None]
 
 
-def analyze_ui(files: list[str] | None, notes: str | None, finding: str | None, method: str,
-               progress: gr.Progress = gr.Progress()) -> tuple[list | None, str]:
+def analyze_ui(pipeline: PipelineLike, files: list[str] | None, notes: str | None, finding: str | None, method: str,
+               progress: Callable[..., Any] = gr.Progress()) -> tuple[list | None, str]:
     """The Analyze button: run :func:`analyze`; on failure show the message once, in the status panel, and
     leave every output empty (no error badge over each panel, no stale result)."""
     try:
-        values = analyze(files, notes, finding, method, progress=progress)
+        values = analyze(pipeline, files, notes, finding, method, progress=progress)
     except gr.Error as exc:
         return None, fmt.failed_status(str(exc.message))
     return [values[c] for c in OUTPUTS], fmt.DONE_STATUS
@@ -222,65 +289,70 @@ def show_slice(scan_number: float, slice_number: float, session: fmt.SessionResu
 
 
 # ------------------------------------------------------------------------------------------------ layout
-with gr.Blocks(title="medmm: chest X-ray + notes decision support (research demo)", analytics_enabled=False,
-               delete_cache=(3600, 3600)) as demo:
-    state = gr.State(None, time_to_live=STATE_TTL_S)
+def _layout(pipeline: PipelineLike) -> dict[str, Any]:
+    """Every component of the page by name (inside the caller's ``gr.Blocks``)."""
+    c: dict[str, Any] = {"state": gr.State(None, time_to_live=STATE_TTL_S)}
     gr.Markdown("# medmm: chest radiograph + clinical notes")
     gr.Markdown(f"**{fmt.DISCLAIMER}**", elem_id="disclaimer")
-    gr.Markdown(fmt.landing_markdown(PIPELINE.findings, PIPELINE.meta.training), elem_id="about")
-    if not PIPELINE.meta.trained:
+    gr.Markdown(fmt.landing_markdown(pipeline.findings, pipeline.meta.training), elem_id="about")
+    if not pipeline.meta.trained:
         gr.Markdown("**This server runs an UNTRAINED checkpoint: all numbers are placeholders for wiring.**",
                     elem_classes=["medmm-warning"])
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=4):
-            files_in = ScanFiles(label="Scans: PNG, JPEG or DICOM (any extension); a CT series as several files",
-                               file_count="multiple", file_types=None, height=140, elem_id="scans")
-            notes_in = gr.Textbox("", label="Clinical notes (optional; no names or identifiers please)", lines=4,
-                                  max_lines=12, placeholder="e.g. 3 days of fever and productive cough, crackles right base.",
-                                  elem_id="notes")
+            c["files_in"] = ScanFiles(label="Scans: PNG, JPEG or DICOM (any extension); a CT series as several files",
+                                      file_count="multiple", file_types=None, height=140, elem_id="scans")
+            c["notes_in"] = gr.Textbox("", label="Clinical notes (optional; no names or identifiers please)", lines=4,
+                                       max_lines=12, elem_id="notes",
+                                       placeholder="e.g. 3 days of fever and productive cough, crackles right base.")
             with gr.Row():
-                finding_in = gr.Dropdown(fmt.finding_choices(PIPELINE.findings), value=fmt.MOST_PROBABLE,
-                                         label="Finding to explain", scale=2)
-                method_in = gr.Radio([(METHOD_NAMES[m], m) for m in METHODS], value=METHODS[0],
-                                     label="Explanation method", scale=3)
-            analyze_btn = gr.Button("Analyze", variant="primary", elem_id="analyze")
-            api_predict = gr.Button("predict (API)", visible=False)   # trigger of the /predict API endpoint only
+                c["finding_in"] = gr.Dropdown(fmt.finding_choices(pipeline.findings), value=fmt.MOST_PROBABLE,
+                                              label="Finding to explain", scale=2)
+                c["method_in"] = gr.Radio([(METHOD_NAMES[m], m) for m in METHODS], value=METHODS[0],
+                                          label="Explanation method", scale=3)
+            c["analyze_btn"] = gr.Button("Analyze", variant="primary", elem_id="analyze")
+            # triggers of the API-only endpoints (/predict, /predict_json), never shown
+            c["api_predict"] = gr.Button("predict (API)", visible=False)
+            c["api_predict_json"] = gr.Button("predict_json (API)", visible=False)
+            c["report_in"] = gr.Checkbox(True, label="report", visible=False)
+            c["json_out"] = gr.JSON(label="result", visible=False)
         with gr.Column(scale=6):
-            status_md = gr.Markdown(fmt.IDLE_STATUS, elem_id="status")
-            warnings_md = gr.Markdown("", label="Warnings", elem_id="warnings", elem_classes=["medmm-warning"])
-            findings_label = gr.Label(label="Findings (calibrated probability)", num_top_classes=5,
-                                      show_heading=False, elem_id="findings")
-            findings_table = gr.Dataframe(fmt.empty_findings_table(), headers=fmt.FINDINGS_HEADERS, interactive=False,
-                                          label="Operating point (stored threshold per finding)", wrap=True,
-                                          elem_id="findings-table", column_widths=fmt.FINDINGS_COLUMN_WIDTHS)
-            positive_md = gr.Markdown(label="Positive findings")
+            c["status_md"] = gr.Markdown(fmt.IDLE_STATUS, elem_id="status")
+            c["warnings_md"] = gr.Markdown("", label="Warnings", elem_id="warnings", elem_classes=["medmm-warning"])
+            c["findings_label"] = gr.Label(label="Findings (calibrated probability)", num_top_classes=5,
+                                           show_heading=False, elem_id="findings")
+            c["findings_table"] = gr.Dataframe(fmt.empty_findings_table(), headers=fmt.FINDINGS_HEADERS,
+                                               interactive=False, label="Operating point (stored threshold per finding)",
+                                               wrap=True, elem_id="findings-table",
+                                               column_widths=fmt.FINDINGS_COLUMN_WIDTHS)
+            c["positive_md"] = gr.Markdown(label="Positive findings")
 
     example_rows, example_labels = fmt.example_rows(EXAMPLES_DIR, fmt.MOST_PROBABLE, METHODS[0])
-    gr.Examples(example_rows, inputs=[files_in, notes_in, finding_in, method_in], example_labels=example_labels,
-                cache_examples=False, label="Examples (click to load, then Analyze)")
+    gr.Examples(example_rows, inputs=[c["files_in"], c["notes_in"], c["finding_in"], c["method_in"]],
+                example_labels=example_labels, cache_examples=False, label="Examples (click to load, then Analyze)")
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=5):
-            overlay_image = gr.Image(label="Saliency overlay for the explained finding (read its caption: "
-                                           "faithfulness and agreement were checked on this request)",
-                                     interactive=False, height=360, format="png", elem_id="overlay")
-            explanation_md = gr.Markdown(label="Explanation details")
-            tokens_text = gr.HighlightedText(label="Note words: red supports, blue argues against the finding",
-                                             show_legend=False, elem_id="tokens")
-            modality_label = gr.Label(label="Modality contribution (leave-one-out share)", show_heading=False,
-                                      elem_id="modality")
+            c["overlay_image"] = gr.Image(label="Saliency overlay for the explained finding (read its caption: "
+                                                "faithfulness and agreement were checked on this request)",
+                                          interactive=False, height=360, format="png", elem_id="overlay")
+            c["explanation_md"] = gr.Markdown(label="Explanation details")
+            c["tokens_text"] = gr.HighlightedText(label="Note words: red supports, blue argues against the finding",
+                                                  show_legend=False, elem_id="tokens")
+            c["modality_label"] = gr.Label(label="Modality contribution (leave-one-out share)", show_heading=False,
+                                           elem_id="modality")
         with gr.Column(scale=5):
-            report_box = gr.Textbox(label="Draft report (editable; requires clinician review)",
-                                    lines=14, max_lines=30, interactive=True, elem_id="report")
-            check_btn = gr.Button("Check consistency", size="md", elem_id="check")
-            consistency_md = gr.Markdown(label="Consistency check", elem_id="consistency")
+            c["report_box"] = gr.Textbox(label="Draft report (editable; requires clinician review)",
+                                         lines=14, max_lines=30, interactive=True, elem_id="report")
+            c["check_btn"] = gr.Button("Check consistency", size="md", elem_id="check")
+            c["consistency_md"] = gr.Markdown(label="Consistency check", elem_id="consistency")
             with gr.Row():
-                download_text = gr.DownloadButton("Report (.txt)", size="sm")
-                download_json = gr.DownloadButton("Result (JSON)", size="sm")
-                download_sr = gr.DownloadButton("DICOM SR", size="sm")
+                c["download_text"] = gr.DownloadButton("Report (.txt)", size="sm")
+                c["download_json"] = gr.DownloadButton("Result (JSON)", size="sm")
+                c["download_sr"] = gr.DownloadButton("DICOM SR", size="sm")
             with gr.Accordion("Energy for this request", open=True):
-                energy_md = gr.Markdown(label="Energy", elem_id="energy")
+                c["energy_md"] = gr.Markdown(label="Energy", elem_id="energy")
 
     with gr.Accordion("About this model (model card)", open=False, elem_id="model-card"):
         gr.Markdown(fmt.model_card_markdown(ROOT / "MODEL_CARD.md"))
@@ -288,37 +360,84 @@ with gr.Blocks(title="medmm: chest X-ray + notes decision support (research demo
     with gr.Accordion("Scan as loaded (windowing applied) and safe metadata", open=False):
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
-                viewer_image = gr.Image(label="Scan as the model received it", interactive=False, height=400,
-                                        format="png", image_mode="L", elem_id="viewer")
-                scan_slider = gr.Slider(1, 2, value=1, step=1, label="Scan", visible=False)
-                slice_slider = gr.Slider(1, 2, value=1, step=1, label="Slice", visible=False)
+                c["viewer_image"] = gr.Image(label="Scan as the model received it", interactive=False, height=400,
+                                             format="png", image_mode="L", elem_id="viewer")
+                c["scan_slider"] = gr.Slider(1, 2, value=1, step=1, label="Scan", visible=False)
+                c["slice_slider"] = gr.Slider(1, 2, value=1, step=1, label="Slice", visible=False)
             with gr.Column(scale=5):
-                metadata_df = gr.Dataframe(label="Scan metadata (no identifiers)", interactive=False, wrap=True,
-                                           elem_id="metadata")
+                c["metadata_df"] = gr.Dataframe(label="Scan metadata (no identifiers)", interactive=False, wrap=True,
+                                                elem_id="metadata")
+    c["pending"] = gr.State(None, time_to_live=STATE_TTL_S)   # one finished analysis on its way to the panels
+    return c
 
-    pending = gr.State(None, time_to_live=STATE_TTL_S)   # one finished analysis on its way to the panels
-    OUTPUTS = [findings_label, findings_table, positive_md, warnings_md, overlay_image, explanation_md, tokens_text,
-               modality_label, report_box, consistency_md, download_text, download_json, download_sr, energy_md,
-               metadata_df, viewer_image, scan_slider, slice_slider, state]
-    inputs = [files_in, notes_in, finding_in, method_in]
+
+def _wire(c: dict[str, Any], pipeline: PipelineLike) -> None:
+    """The events. On the API page: ``/predict_json`` (programs, the MCP tool), ``/predict`` (every UI output in
+    one call) and the follow-ups of a ``/predict`` in the same session (``/check_consistency``, ``/export``). The
+    Analyze chain (clear, analyse, show) and the viewer sliders are UI-only (``api_visibility="private"``)."""
+    outputs = [c[name] for name in OUTPUTS]
+    inputs = [c["files_in"], c["notes_in"], c["finding_in"], c["method_in"]]
+
+    def clear() -> list:
+        values = clear_outputs()
+        return [values[name] for name in (*OUTPUTS, "status_md", "pending")]
+
+    def run_ui(files, notes, finding, method, progress=gr.Progress()):
+        return analyze_ui(pipeline, files, notes, finding, method, progress=progress)
+
+    def predict(files: list[str] | None, notes: str | None, finding: str | None, method: str,
+                progress=gr.Progress()) -> list:
+        values = analyze(pipeline, files, notes, finding, method, progress=progress)
+        return [values[name] for name in OUTPUTS]
+
+    def predict_json(files: list[str] | None, notes: str | None, report: bool = True) -> dict[str, Any]:
+        """Findings (calibrated probabilities), operating thresholds, positive findings, warnings, draft report,
+        energy and latency for chest radiographs plus clinical notes: the object `python -m medmm predict --json`
+        prints. Research decision support, not a diagnosis.
+
+        Args:
+            files: chest radiographs of one patient (PNG, JPEG or DICOM), several views allowed; [] for notes only.
+            notes: clinical notes (free text, no identifiers), or "" for image only.
+            report: also draft a report for clinician review (default true).
+        """
+        return json_result(pipeline, files, notes, report)
+
     # UI: clear everything -> analyse (progress and any error in the status panel only) -> show the results
-    analyze_btn.click(clear_outputs, None, [*OUTPUTS, status_md, pending], queue=False, show_progress="hidden",
-                      api_visibility="private") \
-        .then(analyze_ui, inputs, [pending, status_md], show_progress_on=[status_md], api_visibility="private") \
-        .then(show_results, pending, [*OUTPUTS, pending], show_progress="hidden", api_visibility="private")
-    # API clients: one call returns every output, a failure is an error (gradio_client raises AppError)
-    api_predict.click(analyze, inputs, OUTPUTS, api_name="predict")
-    check_btn.click(check_report, [report_box, state], consistency_md, api_name="check_consistency")
+    c["analyze_btn"].click(clear, None, [*outputs, c["status_md"], c["pending"]], queue=False, show_progress="hidden",
+                           api_visibility="private") \
+        .then(run_ui, inputs, [c["pending"], c["status_md"]], show_progress_on=[c["status_md"]],
+              api_visibility="private") \
+        .then(show_results, c["pending"], [*outputs, c["pending"]], show_progress="hidden", api_visibility="private")
+    # programs: one call, one JSON object (also the MCP tool); a failure is an error (gradio_client: AppError)
+    c["api_predict_json"].click(predict_json, [c["files_in"], c["notes_in"], c["report_in"]], c["json_out"],
+                                api_name="predict_json", show_progress="hidden")
+    c["api_predict"].click(predict, inputs, outputs, api_name="predict")
+    c["check_btn"].click(check_report, [c["report_box"], c["state"]], c["consistency_md"], api_name="check_consistency")
     # any change of the report text (typing, paste, a programmatic update) rewrites the three downloads
-    report_box.change(export, [report_box, state], [download_text, download_json, download_sr], api_name="export",
-                      trigger_mode="always_last", show_progress="hidden", concurrency_id="light",
-                      concurrency_limit=4)
-    scan_slider.input(select_scan, [scan_slider, state], [viewer_image, slice_slider], api_name="select_scan",
-                      show_progress="hidden", concurrency_id="light", concurrency_limit=4)
-    slice_slider.input(show_slice, [scan_slider, slice_slider, state], viewer_image, api_name="show_slice",
-                       show_progress="hidden", concurrency_id="light", concurrency_limit=4)
+    downloads = [c["download_text"], c["download_json"], c["download_sr"]]
+    c["report_box"].change(export, [c["report_box"], c["state"]], downloads, api_name="export",
+                           trigger_mode="always_last", show_progress="hidden", concurrency_id="light",
+                           concurrency_limit=4)
+    c["scan_slider"].input(select_scan, [c["scan_slider"], c["state"]], [c["viewer_image"], c["slice_slider"]],
+                           api_name="select_scan", api_visibility="private", show_progress="hidden",
+                           concurrency_id="light", concurrency_limit=4)
+    c["slice_slider"].input(show_slice, [c["scan_slider"], c["slice_slider"], c["state"]], c["viewer_image"],
+                            api_name="show_slice", api_visibility="private", show_progress="hidden",
+                            concurrency_id="light", concurrency_limit=4)
 
-demo.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=32)
+
+def build_demo(pipeline: PipelineLike) -> gr.Blocks:
+    """The medmm page and its API for ``pipeline`` (a loaded ``Pipeline``, or a :class:`LazyPipeline` that loads
+    on the first request). Queued: one analysis at a time by default (``MEDMM_QUEUE_CONCURRENCY``)."""
+    with gr.Blocks(title="medmm: chest X-ray + notes decision support (research demo)", analytics_enabled=False,
+                   delete_cache=(3600, 3600)) as blocks:
+        components = _layout(pipeline)
+        _wire(components, pipeline)
+    blocks.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=32)
+    blocks.medmm_components = components      # by name, for tests and embedding
+    blocks.medmm_pipeline = pipeline
+    return blocks
+
 
 CSS = """
 #disclaimer { border-left: 6px solid #b42318; background: #fef3f2; padding: 8px 12px; border-radius: 4px; }
@@ -331,8 +450,81 @@ CSS = """
 }
 """
 
+
+def mcp_enabled() -> bool | None:
+    """``MEDMM_MCP=1`` (on/true/yes): serve the MCP endpoint; 0/off: do not; unset: gradio's own
+    ``GRADIO_MCP_SERVER`` decides. Needs the ``mcp`` package (``pip install "mcp>=1.21,<2"``)."""
+    raw = os.environ.get(MCP_ENV, "").strip().lower()
+    if not raw:
+        return None
+    on = raw in ("1", "on", "true", "yes")
+    if on:
+        try:
+            import mcp  # noqa: F401
+        except ImportError:
+            raise SystemExit(f"{MCP_ENV}=1 needs the mcp package: pip install \"mcp>=1.21,<2\"") from None
+    return on
+
+
+MCP_TOOL_ENDPOINT = "/predict_json"
+
+
+def configure_mcp(blocks: gr.Blocks, endpoint: str = MCP_TOOL_ENDPOINT, max_files: int = MAX_SCANS) -> list[str]:
+    """After ``launch(mcp_server=True)``: the MCP server offers ``endpoint`` only (gradio makes every public API
+    endpoint a tool; the others need a browser session's state and are no use to an agent), and its list of
+    files works. Returns the tool names.
+
+    gradio 6.31 turns each file of a ``gr.File(file_count="multiple")`` input into a string (data: URI or http(s)
+    URL) in the tool schema but leaves a ``$ref`` that points nowhere (every call with a file fails validation) and
+    records the list's position as ``items`` instead of the element indices (the strings would never become files).
+    The wrapper below drops the dangling references and lists the indices 0..max_files-1; tests/test_api.py calls
+    the tool with an image, so a gradio change that breaks this is seen."""
+    mcp_server = getattr(blocks, "mcp_server_obj", None)
+    tools = getattr(mcp_server, "tool_to_endpoint", None)
+    original = getattr(mcp_server, "get_input_schema", None)
+    if not isinstance(tools, dict) or original is None:
+        log.warning("MCP: gradio internals changed; every public endpoint is a tool, lists of files may fail")
+        return []
+    for name in [name for name, ep in tools.items() if ep != endpoint]:
+        del tools[name]
+
+    def get_input_schema(tool_name: str, parameters: dict[str, str] | None = None):
+        schema, positions = original(tool_name, parameters)
+        fixed: list[list[str | int]] = []
+        for pos in positions:
+            if "$defs" in pos:
+                continue                                   # a definition, not a place in the arguments
+            if pos and pos[-1] == "items":                 # a list of files: each element is a file
+                fixed += [[*pos[:-1], i] for i in range(max_files)]
+                prop = schema.get("properties", {}).get(pos[0], {})
+                prop.pop("$defs", None)
+                prop.get("items", {}).pop("$ref", None)
+            else:
+                fixed.append(pos)
+        return schema, fixed
+
+    mcp_server.get_input_schema = get_input_schema
+    return list(tools)
+
+
+# Spaces / `gradio app.py` pick up `demo`; building it reads the checkpoint's JSON, the weights load on first use
+PIPELINE = LazyPipeline(os.environ.get("MEDMM_CHECKPOINT") or DEFAULT_CHECKPOINT)
+demo = build_demo(PIPELINE)
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
+    mcp = mcp_enabled()
     server.install_cleanup(CACHE_DIR)   # SIGTERM behaves like Ctrl-C; the run's cache folder is removed at exit
-    demo.launch(**server.launch_kwargs(MAX_FILE_SIZE), css=CSS, footer_links=["api"])
+    PIPELINE.get()                      # load before serving: the first request is not slowed by it
+    launch = dict(server.launch_kwargs(MAX_FILE_SIZE), css=CSS, footer_links=["api"], mcp_server=mcp)
+    if not (mcp or (mcp is None and os.environ.get("GRADIO_MCP_SERVER", "").lower() == "true")):
+        demo.launch(**launch)
+    else:
+        import warnings
+
+        # gradio warns about the State inputs of /check_consistency and /export: they are no MCP tools here
+        warnings.filterwarnings("ignore", message="This MCP server includes a tool that has a gr.State input")
+        demo.launch(**launch, prevent_thread_lock=True)
+        log.info("MCP tools: %s", configure_mcp(demo))
+        demo.block_thread()

@@ -11,7 +11,6 @@ import json
 import logging
 import re
 import shutil
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,11 +18,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # app.py lives at the repository root
-    sys.path.insert(0, str(ROOT))
 
 gr = pytest.importorskip("gradio")
-import app  # noqa: E402  (loads the default checkpoint once for the module)
+import app  # noqa: E402  (app.py at the repository root, on sys.path through pytest's rootdir; the model loads lazily)
 from medmm import app_format as fmt  # noqa: E402
 from medmm.prediction import Prediction  # noqa: E402
 
@@ -40,7 +37,7 @@ def _no_progress(*args, **kwargs) -> None:
 
 @pytest.fixture(scope="module")
 def analyzed() -> dict:
-    return app.analyze([str(IMAGE)], NOTES, fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+    return app.analyze(app.PIPELINE, [str(IMAGE)], NOTES, fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
 
 
 def _error_message(excinfo: pytest.ExceptionInfo) -> str:
@@ -49,13 +46,13 @@ def _error_message(excinfo: pytest.ExceptionInfo) -> str:
 
 # ------------------------------------------------------------------------------------------------ analyze
 def test_analyze_example_gives_every_finding_with_probability_and_operating_point(analyzed: dict) -> None:
-    label = analyzed[app.findings_label]
+    label = analyzed["findings_label"]
     assert tuple(label) == FINDINGS
     assert all(0.0 <= p <= 1.0 for p in label.values())
-    table = analyzed[app.findings_table].data            # pandas Styler -> its DataFrame
+    table = analyzed["findings_table"].data            # pandas Styler -> its DataFrame
     assert list(table.columns) == fmt.FINDINGS_HEADERS
     assert list(table["Finding"]) == list(FINDINGS)
-    session = analyzed[app.state]
+    session = analyzed["state"]
     pred = session.prediction
     for _, row in table.iterrows():
         f = row["Finding"]
@@ -65,38 +62,38 @@ def test_analyze_example_gives_every_finding_with_probability_and_operating_poin
 
 
 def test_analyze_example_draws_overlay_tokens_and_modalities(analyzed: dict) -> None:
-    overlay = analyzed[app.overlay_image]
+    overlay = analyzed["overlay_image"]
     assert isinstance(overlay, np.ndarray) and overlay.ndim == 3 and overlay.shape[2] == 3
     assert overlay.dtype == np.uint8 and overlay.std() > 5        # an actual picture, not a blank canvas
-    tokens = analyzed[app.tokens_text]
+    tokens = analyzed["tokens_text"]
     scored = [(t, s) for t, s in tokens if s is not None]
     assert scored and all(-1.0 <= s <= 1.0 for _, s in scored)
     assert "".join(t for t, _ in tokens).split() == NOTES.split()  # the notes, in order, nothing invented
-    shares = analyzed[app.modality_label]
+    shares = analyzed["modality_label"]
     assert set(shares) == {"image", "notes"} and sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
-    assert "Grad-CAM" in analyzed[app.explanation_md]
+    assert "Grad-CAM" in analyzed["explanation_md"]
 
 
 def test_analyze_example_drafts_report_and_energy(analyzed: dict) -> None:
-    report = analyzed[app.report_box]
+    report = analyzed["report_box"]
     assert report.index("INDICATION:") < report.index("FINDINGS:") < report.index("IMPRESSION:")
     assert "not a diagnosis" in report
-    energy = analyzed[app.energy_md]
+    energy = analyzed["energy_md"]
     assert " J**" in energy and "Wh" in energy and "g CO2e" in energy and "Method:" in energy
     for stage in ("load", "inference", "explanation", "report"):
         assert f"| {stage} |" in energy
     assert app.PIPELINE.meta.trained                                 # the shipped checkpoint is a trained one
-    assert "UNTRAINED" not in analyzed[app.warnings_md]
+    assert "UNTRAINED" not in analyzed["warnings_md"]
 
 
 def test_analyze_example_writes_downloads_in_gradio_cache(analyzed: dict) -> None:
     from gradio.utils import get_upload_folder
     from pydicom import dcmread
 
-    text, js, sr = (Path(analyzed[c]) for c in (app.download_text, app.download_json, app.download_sr))
+    text, js, sr = (Path(analyzed[c]) for c in ("download_text", "download_json", "download_sr"))
     assert text.parent == js.parent == sr.parent
     assert text.parent.parent == Path(get_upload_folder())    # per-request folder that delete_cache cleans
-    assert text.read_text(encoding="utf-8") == analyzed[app.report_box]
+    assert text.read_text(encoding="utf-8") == analyzed["report_box"]
     payload = json.loads(js.read_text(encoding="utf-8"))
     assert set(payload["findings"]) == set(FINDINGS) and payload["report_edited"] is False
     assert "not a diagnosis" in payload["disclaimer"]
@@ -107,15 +104,15 @@ def test_analyze_example_writes_downloads_in_gradio_cache(analyzed: dict) -> Non
 def test_analyze_dicom_without_extension_shows_safe_metadata_and_viewer(tmp_path: Path) -> None:
     no_ext = tmp_path / "IMG0001"                         # DICOM files often have no extension
     shutil.copyfile(DICOM, no_ext)
-    out = app.analyze([str(no_ext)], "", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
-    meta = dict((row[0], row[1]) for row in out[app.metadata_df]["data"])
+    out = app.analyze(app.PIPELINE, [str(no_ext)], "", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+    meta = dict((row[0], row[1]) for row in out["metadata_df"]["data"])
     assert meta["Format"] == "dicom" and meta["Modality"] == "DX" and meta["Size (rows x columns)"] == "1024 x 1024"
-    shown = json.dumps({k.elem_id or str(i): str(v) for i, (k, v) in enumerate(out.items()) if k is not app.state})
+    shown = json.dumps({k: str(v) for k, v in out.items() if k != "state"})
     assert "Covid0000" not in shown                       # the fixture's PatientName/PatientID never reach the UI
-    viewer = out[app.viewer_image]
+    viewer = out["viewer_image"]
     assert viewer.shape == (1024, 1024) and viewer.dtype == np.uint8
-    assert out[app.tokens_text] is None                   # no notes, no token highlights
-    assert set(out[app.modality_label]) == {"image"}
+    assert out["tokens_text"] is None                   # no notes, no token highlights
+    assert set(out["modality_label"]) == {"image"}
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -123,7 +120,7 @@ def test_text_file_renamed_png_is_a_clear_error(tmp_path: Path) -> None:
     fake = tmp_path / "chest.png"
     fake.write_text("this is a text file, not an X-ray\n")
     with pytest.raises(gr.Error) as excinfo:
-        app.analyze([str(fake)], "cough", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+        app.analyze(app.PIPELINE, [str(fake)], "cough", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
     message = _error_message(excinfo)
     assert "not an image" in message and "text" in message
     assert "chest.png" not in message                     # file names may carry identifiers
@@ -132,7 +129,7 @@ def test_text_file_renamed_png_is_a_clear_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("files,notes", [(None, ""), ([], "   \n\t "), (None, None)])
 def test_empty_input_is_a_clear_error(files, notes) -> None:
     with pytest.raises(gr.Error) as excinfo:
-        app.analyze(files, notes, fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+        app.analyze(app.PIPELINE, files, notes, fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
     assert "at least one scan or some clinical notes" in _error_message(excinfo)
 
 
@@ -142,7 +139,7 @@ def test_unexpected_failure_shows_generic_message_and_logs_type_only(monkeypatch
 
     monkeypatch.setattr(app, "run_request", boom)
     with caplog.at_level(logging.INFO), pytest.raises(gr.Error) as excinfo:
-        app.analyze(None, "SECRET-NOTES", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+        app.analyze(app.PIPELINE, None, "SECRET-NOTES", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
     assert _error_message(excinfo) == app.GENERIC_ERROR
     assert "RuntimeError" in caplog.text
     assert "SECRET" not in caplog.text
@@ -150,8 +147,8 @@ def test_unexpected_failure_shows_generic_message_and_logs_type_only(monkeypatch
 
 # ------------------------------------------------------------------------------------------------ follow-up actions
 def test_consistency_check_flags_edited_report(analyzed: dict) -> None:
-    session = analyzed[app.state]
-    assert "No contradictions" in app.check_report(analyzed[app.report_box], session)  # the draft agrees
+    session = analyzed["state"]
+    assert "No contradictions" in app.check_report(analyzed["report_box"], session)  # the draft agrees
     pred = session.prediction
     negated = next(f for f in pred.positive if f != "No Finding")
     edited = f"FINDINGS: The lungs are clear.\n\nIMPRESSION: No {negated.lower()}."
@@ -166,8 +163,8 @@ def test_consistency_check_flags_edited_report(analyzed: dict) -> None:
 def test_export_uses_edited_text(analyzed: dict) -> None:
     from pydicom import dcmread
 
-    session = analyzed[app.state]
-    edited = analyzed[app.report_box].replace("FINDINGS:", "FINDINGS: Clinician-edited sentence.", 1)
+    session = analyzed["state"]
+    edited = analyzed["report_box"].replace("FINDINGS:", "FINDINGS: Clinician-edited sentence.", 1)
     text, js, sr = app.export(edited, session)
     assert Path(text).read_text(encoding="utf-8") == edited
     assert json.loads(Path(js).read_text(encoding="utf-8"))["report_edited"] is True
@@ -275,32 +272,32 @@ def test_edited_report_maps_sections_and_keeps_disclaimer() -> None:
 
 # ------------------------------------------------------------------------------------------------ stale results
 def test_a_new_request_clears_every_output_and_a_failure_leaves_them_empty(analyzed: dict, tmp_path: Path) -> None:
-    cleared = dict(zip([*app.OUTPUTS, app.status_md, app.pending], app.clear_outputs()))
+    cleared = app.clear_outputs()
     assert set(cleared) >= set(analyzed)                        # every output of an analysis is reset
-    for comp in (app.findings_label, app.overlay_image, app.tokens_text, app.modality_label, app.download_text,
-                 app.download_json, app.download_sr, app.viewer_image, app.state, app.pending):
+    for comp in ("findings_label", "overlay_image", "tokens_text", "modality_label", "download_text",
+                 "download_json", "download_sr", "viewer_image", "state", "pending"):
         assert cleared[comp] is None, comp
-    for comp in (app.positive_md, app.warnings_md, app.explanation_md, app.report_box, app.consistency_md,
-                 app.energy_md):
+    for comp in ("positive_md", "warnings_md", "explanation_md", "report_box", "consistency_md",
+                 "energy_md"):
         assert cleared[comp] == "", comp
-    assert cleared[app.findings_table].empty and "cleared" in cleared[app.status_md]
-    assert not cleared[app.scan_slider].visible and not cleared[app.slice_slider].visible
+    assert cleared["findings_table"].empty and "cleared" in cleared["status_md"]
+    assert not cleared["scan_slider"].visible and not cleared["slice_slider"].visible
 
     fake = tmp_path / "chest.png"
     fake.write_text("this is a text file, not an X-ray\n")
-    pending, status = app.analyze_ui([str(fake)], "next patient", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+    pending, status = app.analyze_ui(app.PIPELINE, [str(fake)], "next patient", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
     assert pending is None and "request failed" in status and "not an image" in status
     assert all(isinstance(v, type(gr.skip())) for v in app.show_results(None)[:-1])   # panels stay cleared
 
-    ok, status = app.analyze_ui([str(IMAGE)], NOTES, fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+    ok, status = app.analyze_ui(app.PIPELINE, [str(IMAGE)], NOTES, fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
     shown = dict(zip(app.OUTPUTS, app.show_results(ok)))
-    assert "complete" in status and shown[app.report_box].startswith("INDICATION:")
-    assert Path(shown[app.download_text]).read_text(encoding="utf-8") == shown[app.report_box]
+    assert "complete" in status and shown["report_box"].startswith("INDICATION:")
+    assert Path(shown["download_text"]).read_text(encoding="utf-8") == shown["report_box"]
 
 
 def test_progress_reports_every_stage_in_order() -> None:
     seen: list[tuple[float, str]] = []
-    app.analyze([str(IMAGE)], NOTES, fmt.MOST_PROBABLE, "gradcam",
+    app.analyze(app.PIPELINE, [str(IMAGE)], NOTES, fmt.MOST_PROBABLE, "gradcam",
                 progress=lambda frac, desc=None, **kw: seen.append((frac, desc)))
     descs = [d for _, d in seen]
     assert [d.split(" (")[0] for d in descs] == ["Loading scans and notes", "Running the model",
@@ -313,8 +310,8 @@ def test_progress_reports_every_stage_in_order() -> None:
 def test_overlay_caption_reports_its_own_check(analyzed: dict) -> None:
     from medmm.saliency_check import verdict
 
-    session_payload = analyzed[app.state].payload
-    text = analyzed[app.explanation_md]
+    session_payload = analyzed["state"].payload
+    text = analyzed["explanation_md"]
     assert "not proof of where the model looked" in text
     assert ("better than random" in text) or ("NO BETTER THAN RANDOM" in text)
     exp = SimpleNamespace(method="gradcam")
@@ -333,13 +330,60 @@ def test_scans_of_different_patients_get_a_warning_without_identifiers(tmp_path:
     from tests.helpers import require_shared
 
     other = require_shared("dicom", "txv_siim.dcm")
-    out = app.analyze([str(DICOM), str(other)], "", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
-    assert "different patients" in out[app.warnings_md]
-    session = out[app.state]
+    out = app.analyze(app.PIPELINE, [str(DICOM), str(other)], "", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+    assert "different patients" in out["warnings_md"]
+    session = out["state"]
     assert any("different patients" in w for w in session.payload["warnings"])
     assert "different patients" in session.draft_text                  # the report's WARNINGS section too
     shown = json.dumps({str(i): str(v) for i, v in enumerate(out.values())}) + json.dumps(session.payload, default=str)
     assert "Covid0000" not in shown and "patient_key" not in shown
-    same = app.analyze([str(other), str(require_shared("dicom", "txv_fake_monohr1.dcm"))], "", fmt.MOST_PROBABLE,
+    same = app.analyze(app.PIPELINE, [str(other), str(require_shared("dicom", "txv_fake_monohr1.dcm"))], "", fmt.MOST_PROBABLE,
                        "gradcam", progress=_no_progress)
-    assert "different patients" not in same[app.warnings_md]
+    assert "different patients" not in same["warnings_md"]
+
+
+# ------------------------------------------------------------------------------------------------ data API
+def test_module_demo_is_built_without_loading_the_model_and_lists_the_api() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, app; import gradio as gr; "
+            "assert isinstance(app.demo, gr.Blocks); "
+            "print(app.PIPELINE.loaded, 'medmm.model' in sys.modules, sorted(app.demo.get_api_info()['named_endpoints']))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded, model_imported, endpoints = out.stdout.strip().splitlines()[-1].split(" ", 2)
+    assert (loaded, model_imported) == ("False", "False")       # import reads the checkpoint's JSON only
+    # on the API page: the structured endpoint, the UI-shaped one and the session follow-ups; never the UI chain
+    # (clear / analyse / show) nor the viewer sliders
+    assert endpoints == str(["/check_consistency", "/export", "/predict", "/predict_json"])
+
+
+def test_build_demo_takes_a_loaded_pipeline_too() -> None:
+    pipeline = app.PIPELINE.get()
+    blocks = app.build_demo(pipeline)
+    assert isinstance(blocks, gr.Blocks) and blocks.medmm_pipeline is pipeline
+    assert set(app.OUTPUTS) <= set(blocks.medmm_components)
+    info = blocks.get_api_info()["named_endpoints"]["/predict_json"]
+    assert [p["parameter_name"] for p in info["parameters"]] == ["files", "notes", "report"]
+    assert [r["component"] for r in info["returns"]] == ["Json"]
+
+
+def test_json_result_is_the_cli_object_and_report_is_optional() -> None:
+    from medmm.service import run_request
+
+    out = app.json_result(app.PIPELINE, [str(IMAGE)], NOTES)
+    ref = run_request(app.PIPELINE.get(), [str(IMAGE)], NOTES).to_json()     # what `medmm predict --json` prints
+    assert list(out) == list(ref)
+    assert out["findings"] == pytest.approx(ref["findings"], abs=1e-6) and out["positive"] == ref["positive"]
+    assert out["report"] == ref["report"] and "IMPRESSION:" in out["report"]
+    json.dumps(out)                                                            # plain JSON, no numpy values
+    bare = app.json_result(app.PIPELINE, [], "fever and cough for three days", report=False)
+    assert bare["report"] == "" and bare["modalities"] == ["notes"] and "report" not in bare["stage_latency_s"]
+    with pytest.raises(gr.Error) as excinfo:
+        app.json_result(app.PIPELINE, [], "cough", report="yes")
+    assert "true or false" in _error_message(excinfo)
+    with pytest.raises(gr.Error) as excinfo:
+        app.json_result(app.PIPELINE, None, "  ")
+    assert "at least one scan or some clinical notes" in _error_message(excinfo)
