@@ -39,7 +39,7 @@ from gradio.utils import get_upload_folder  # noqa: E402
 
 from medmm import app_format as fmt  # noqa: E402
 from medmm.checkpoint import DEFAULT_CHECKPOINT, read_meta  # noqa: E402
-from medmm.explain import METHOD_NAMES, METHODS  # noqa: E402
+from medmm.explain_methods import DEFAULT_METHOD, METHOD_NAMES, METHODS  # noqa: E402
 from medmm.io import ScanError  # noqa: E402
 from medmm.pipeline import MAX_SCANS, InputError, Pipeline  # noqa: E402
 from medmm.deid import scrub_identifiers  # noqa: E402
@@ -309,7 +309,7 @@ def _layout(pipeline: PipelineLike) -> dict[str, Any]:
             with gr.Row():
                 c["finding_in"] = gr.Dropdown(fmt.finding_choices(pipeline.findings), value=fmt.MOST_PROBABLE,
                                               label="Finding to explain", scale=2)
-                c["method_in"] = gr.Radio([(METHOD_NAMES[m], m) for m in METHODS], value=METHODS[0],
+                c["method_in"] = gr.Radio([(METHOD_NAMES[m], m) for m in METHODS], value=DEFAULT_METHOD,
                                           label="Explanation method", scale=3)
             c["analyze_btn"] = gr.Button("Analyze", variant="primary", elem_id="analyze")
             # triggers of the API-only endpoints (/predict, /predict_json), never shown
@@ -328,7 +328,7 @@ def _layout(pipeline: PipelineLike) -> dict[str, Any]:
                                                column_widths=fmt.FINDINGS_COLUMN_WIDTHS)
             c["positive_md"] = gr.Markdown(label="Positive findings")
 
-    example_rows, example_labels = fmt.example_rows(EXAMPLES_DIR, fmt.MOST_PROBABLE, METHODS[0])
+    example_rows, example_labels = fmt.example_rows(EXAMPLES_DIR, fmt.MOST_PROBABLE, DEFAULT_METHOD)
     gr.Examples(example_rows, inputs=[c["files_in"], c["notes_in"], c["finding_in"], c["method_in"]],
                 example_labels=example_labels, cache_examples=False, label="Examples (click to load, then Analyze)")
 

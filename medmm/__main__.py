@@ -13,6 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
+from medmm.explain_methods import DEFAULT_METHOD, METHODS, NOTES_METHODS, method_help  # no torch import
+
 EXIT_BAD_INPUT = 2
 
 
@@ -302,12 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--notes", default=None)
     x.add_argument("--notes-file", default=None)
     x.add_argument("--finding", default=None, help="finding to explain (default: the most probable)")
-    x.add_argument("--method", default="gradcam", choices=["gradcam", "ig", "occlusion"])
+    x.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help=f"image attribution: {method_help()}")
     x.add_argument("--checkpoint", default=None)
     x.add_argument("--out", required=True, help="output folder")
     x.add_argument("--sanity", action="store_true", help="also run the randomisation and deletion/insertion "
                    "checks (seconds; written to summary.json)")
-    x.add_argument("--notes-method", default="gradxinput", choices=["gradxinput", "ig"],
+    x.add_argument("--notes-method", default=NOTES_METHODS[0], choices=NOTES_METHODS,
                    help="note-word attribution: gradient x input (fast, default) or Integrated Gradients (~10x slower)")
     _runtime_arg(x)
     x.set_defaults(func=cmd_explain)

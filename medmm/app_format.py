@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from medmm.explain_methods import DEFAULT_METHOD
 from medmm.prediction import Prediction
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ def explanation_markdown(explanation: Any, check: Mapping[str, Any] | None = Non
     and agreement result (``medmm.saliency_check``), modality effects, caveats."""
     if explanation is None:
         return ""
-    from medmm.explain import METHOD_NAMES
+    from medmm.explain_methods import METHOD_NAMES
     from medmm.saliency_check import summarise
 
     target = f"**{explanation.finding}** (p = {explanation.probability:.2f})"
@@ -258,7 +259,7 @@ def consistency_markdown(contradictions: Sequence[Any]) -> str:
 # ------------------------------------------------------------------------------------------------ explanation drawing
 def overlay_caption(explanation: Any, check: Mapping[str, Any] | None) -> str:
     """The overlay's own caption: method, then its faithfulness / agreement verdict in plain words."""
-    from medmm.explain import METHOD_NAMES
+    from medmm.explain_methods import METHOD_NAMES
     from medmm.saliency_check import verdict
 
     v = verdict(check)
@@ -373,7 +374,7 @@ def result_payload(result_json: Mapping[str, Any], report_text: str, edited: boo
 EXAMPLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm", ""}
 
 
-def example_rows(folder: str | Path, finding: str = MOST_PROBABLE, method: str = "gradcam") -> tuple[list[list[Any]], list[str]]:
+def example_rows(folder: str | Path, finding: str = MOST_PROBABLE, method: str = DEFAULT_METHOD) -> tuple[list[list[Any]], list[str]]:
     """Rows ``[[files], notes, finding, method]`` and labels from ``folder``.
 
     Each example is an image (``NN_name.ext``) with optional notes in ``NN_name.txt`` beside it; a ``.txt``

@@ -38,12 +38,13 @@ import torch
 from torch import nn
 
 from medmm.data import SHARED_DATA
+from medmm.explain_methods import METHODS
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BATCH_SIZES = (1, 8, 32)
-EXPLAIN_METHODS = ("gradcam", "ig", "occlusion")
+EXPLAIN_METHODS = METHODS  # medmm.explain_methods
 TYPICAL_NOTES = ("58-year-old with fever, productive cough and right basal crackles for three days; "
                  "SpO2 91% on room air. Rule out pneumonia.")
 OVERHEAD_TARGET = 1.3  # issue 15

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medmm.explain_methods import METHOD_NAMES, METHODS, NOTES_METHODS  # the one registry of methods
 from medmm.pipeline import InputError
 
 if TYPE_CHECKING:
@@ -43,9 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("gradcam", "ig", "occlusion")
-NOTES_METHODS: tuple[str, ...] = ("gradxinput", "ig")  # note-token attribution: fast default, IG on request
-METHOD_NAMES = {"gradcam": "Grad-CAM", "ig": "Integrated Gradients", "occlusion": "Occlusion"}
 TARGET = "calibrated_logit"  # logit / temperature of the explained finding; see the module docstring
 
 

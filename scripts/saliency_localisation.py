@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from medmm.data import SHARED_DATA
-
-METHODS = ("gradcam", "ig", "occlusion")
+from medmm.explain_methods import METHODS
 BORDER = 0.10
 
 

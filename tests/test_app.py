@@ -368,6 +368,11 @@ def test_build_demo_takes_a_loaded_pipeline_too() -> None:
     info = blocks.get_api_info()["named_endpoints"]["/predict_json"]
     assert [p["parameter_name"] for p in info["parameters"]] == ["files", "notes", "report"]
     assert [r["component"] for r in info["returns"]] == ["Json"]
+    from medmm.explain_methods import DEFAULT_METHOD, METHOD_NAMES, METHODS
+
+    radio = blocks.medmm_components["method_in"]                    # the registry's methods, in its order
+    assert [tuple(c) for c in radio.choices] == [(METHOD_NAMES[m], m) for m in METHODS]
+    assert radio.value == DEFAULT_METHOD
 
 
 def test_json_result_is_the_cli_object_and_report_is_optional() -> None:
