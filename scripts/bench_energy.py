@@ -18,12 +18,8 @@ import json
 import logging
 import os
 import socket
-import sys
 import time
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 _ATTEMPTS: list[str] = []
 

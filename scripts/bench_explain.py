@@ -17,14 +17,13 @@ import logging
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from medmm.data import SHARED_DATA  # honours MEDMM_SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-KERMANY = ROOT.parent / "shared" / "data" / "kermany224" / "train" / "PNEUMONIA"
+KERMANY = SHARED_DATA / "kermany224" / "train" / "PNEUMONIA"
 NOTES = "3 year old with fever, cough and fast breathing for 2 days; crackles at the right base. ?pneumonia"
 
 

@@ -23,9 +23,11 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
+from medmm.data import SHARED_DATA
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "medmm" / "deid_lexicon.json.gz"
-IU = ROOT.parent / "shared" / "data" / "iu_reports" / "indiana_reports.csv"
+IU = SHARED_DATA / "iu_reports" / "indiana_reports.csv"
 EVERYDAY = """a an and are as at be but by can day days did do does for from had has have he her him his how i if in
 into is it its me my no not of on one or our out over she so than that the their them then there they this to too
 two up us was we were what when where which who why will with would you your said says say told tells called call

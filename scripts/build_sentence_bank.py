@@ -17,18 +17,15 @@ import csv
 import hashlib
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Iterable
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from medmm.labeler import LABELER_VERSION  # noqa: E402
-from medmm.report import DEFAULT_BANK_PATH, SentenceBank, build_bank  # noqa: E402
+from medmm.data import SHARED_DATA
+from medmm.labeler import LABELER_VERSION
+from medmm.report import DEFAULT_BANK_PATH, SentenceBank, build_bank
 
 log = logging.getLogger("build_sentence_bank")
-DEFAULT_REPORTS = ROOT.parent / "shared" / "data" / "iu_reports" / "indiana_reports.csv"
+DEFAULT_REPORTS = SHARED_DATA / "iu_reports" / "indiana_reports.csv"
 
 
 def read_reports(path: Path) -> list[dict[str, str]]:

@@ -31,26 +31,24 @@ import hashlib
 import json
 import logging
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+# the sibling script: `python scripts/eval_report.py` puts scripts/ first on sys.path
+from build_sentence_bank import DEFAULT_REPORTS, build_from_rows, read_reports
+from medmm.labeler import binary_labels
+from medmm.labels import FINDINGS, iu_report_labels
+from medmm.metrics import youden_threshold
+from medmm.prediction import Prediction
+from medmm.report import T_INCONSISTENT, T_NO_IMAGE, T_NOT_ASSESSED, T_SUBTYPE_CAVEAT, draft_report
 
-from build_sentence_bank import DEFAULT_REPORTS, build_from_rows, read_reports  # noqa: E402
-from medmm.labeler import binary_labels  # noqa: E402
-from medmm.labels import FINDINGS, iu_report_labels  # noqa: E402
-from medmm.metrics import youden_threshold  # noqa: E402
-from medmm.prediction import Prediction  # noqa: E402
-from medmm.report import T_EMPTY_FINDINGS, T_INCONSISTENT, T_NO_IMAGE, T_SUBTYPE_CAVEAT, draft_report  # noqa: E402
 
 log = logging.getLogger("eval_report")
-META_SENTENCES = {T_NO_IMAGE, T_INCONSISTENT, T_SUBTYPE_CAVEAT, T_EMPTY_FINDINGS}
+# sentences about the draft itself, not the patient (T_NOT_ASSESSED replaced the empty-findings sentence)
+META_SENTENCES = {T_NO_IMAGE, T_INCONSISTENT, T_SUBTYPE_CAVEAT, T_NOT_ASSESSED}
 _PROB_RE = re.compile(r"\s*\(model probability [0-9.]+\)")
 
 

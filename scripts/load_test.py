@@ -50,9 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-SHARED_DATA = REPO.parent / "shared" / "data"
+from medmm.data import SHARED_DATA  # honours MEDMM_SHARED_DATA
+
+REPO = Path(__file__).resolve().parents[1]   # app.py lives here
 
 log = logging.getLogger("load_test")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -102,7 +101,6 @@ def evaluate(scrub: Callable[[str], str], corpus: dict, show: bool = False, sect
 
 # --------------------------------------------------------------------------- methods
 def _medmm() -> Callable[[str], str]:
-    sys.path.insert(0, str(ROOT))
     from medmm.deid import scrub_identifiers
     return scrub_identifiers
 

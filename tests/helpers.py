@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from medmm.data import SHARED_DATA  # ../shared/data, or $MEDMM_SHARED_DATA: the one definition
 
 
 def require_shared(*parts: str) -> Path:

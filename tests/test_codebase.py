@@ -1,0 +1,27 @@
+"""One place per concept (issue 12): checks over the source text that a duplicate would break."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = [*ROOT.glob("medmm/*.py"), *ROOT.glob("scripts/*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("tests/e2e/*.py"),
+           ROOT / "app.py"]
+THIS = Path(__file__).resolve()
+
+
+def _offenders(pattern: str, allowed: set[str] = frozenset()) -> list[str]:
+    rx = re.compile(pattern)
+    return sorted(str(p.relative_to(ROOT)) for p in SOURCES
+                  if p.resolve() != THIS and str(p.relative_to(ROOT)) not in allowed
+                  and rx.search(p.read_text(encoding="utf-8")))
+
+
+def test_scripts_and_tests_import_the_installed_package() -> None:
+    assert _offenders(r"sys\.path\.(insert|append)\(") == []
+
+
+def test_the_shared_data_path_is_built_once() -> None:
+    # medmm.data.SHARED_DATA (honours MEDMM_SHARED_DATA); everything else imports it
+    assert _offenders(r"""/\s*["']shared["']\s*/\s*["']data["']""", {"medmm/data.py"}) == []
