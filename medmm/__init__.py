@@ -5,3 +5,9 @@ Heavy imports (torch, transformers, timm, gradio) are deferred to the modules th
 """
 
 __version__ = "0.1.0"
+
+# the one disclaimer wording: the app's banner, the JSON result (`predict --json`, /predict_json), every drafted
+# report's NOTE section and its DICOM SR
+DISCLAIMER = ("Research decision support, not a diagnosis. Model outputs and machine-drafted reports must be checked "
+              "against the images and the clinical context, then edited or discarded, by a qualified clinician "
+              "before any use.")

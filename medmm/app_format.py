@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from medmm import DISCLAIMER  # noqa: F401  (the one wording; the app's banner)
 from medmm.explain_methods import DEFAULT_METHOD
 from medmm.prediction import Prediction
 
 log = logging.getLogger(__name__)
 
-DISCLAIMER = ("Research decision support, not a diagnosis. Model outputs and drafted reports require review "
-              "by a qualified clinician before any use.")
 MOST_PROBABLE = "most probable"
 FINDINGS_HEADERS = ["Finding", "Probability", "Threshold", "Positive"]
 FINDINGS_COLUMN_WIDTHS = ["30%", "24%", "23%", "23%"]   # all four columns readable on a 390 px phone screen

@@ -37,15 +37,13 @@ from typing import Any, BinaryIO, Callable, Iterable, Sequence
 
 import numpy as np
 
-from medmm import __version__
+from medmm import DISCLAIMER, __version__  # DISCLAIMER: the one wording, the report's NOTE
 from medmm.labeler import CONCEPT_BY_NAME, Mention, find_mentions, split_sentences
 from medmm.labels import FINDINGS
 from medmm.prediction import Prediction
 
 logger = logging.getLogger(__name__)
 
-DISCLAIMER = ("Machine-generated draft for clinician review; not a diagnosis. It must be checked against the images "
-              "and the clinical context, then edited or discarded by a qualified clinician.")
 NOT_PROVIDED = "Not provided."
 DEFAULT_BANK_PATH = Path(__file__).resolve().parents[1] / "assets" / "sentence_bank.npz"
 BANK_ENV_VAR = "MEDMM_SENTENCE_BANK"

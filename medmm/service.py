@@ -14,6 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from medmm import DISCLAIMER
 from medmm.energy import EnergyMeter, EnergyRecord
 from medmm.pipeline import ModelInputs, Pipeline, ScanInput
 from medmm.prediction import Prediction
@@ -58,7 +59,7 @@ class RequestResult:
             "warnings": self.warnings,
             "scans": list(p.scan_metadata),
             "checkpoint": p.checkpoint,
-            "disclaimer": "Research decision support; not a diagnosis. Drafts require review by a qualified clinician.",
+            "disclaimer": DISCLAIMER,
         }
 
 

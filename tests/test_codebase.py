@@ -25,3 +25,15 @@ def test_scripts_and_tests_import_the_installed_package() -> None:
 def test_the_shared_data_path_is_built_once() -> None:
     # medmm.data.SHARED_DATA (honours MEDMM_SHARED_DATA); everything else imports it
     assert _offenders(r"""/\s*["']shared["']\s*/\s*["']data["']""", {"medmm/data.py"}) == []
+
+
+def test_one_disclaimer_wording() -> None:
+    import medmm
+    from medmm import app_format, report, service
+
+    assert report.DISCLAIMER is app_format.DISCLAIMER is medmm.DISCLAIMER
+    assert "not a diagnosis" in medmm.DISCLAIMER and "qualified clinician" in medmm.DISCLAIMER
+    assert '"disclaimer": DISCLAIMER' in (ROOT / "medmm" / "service.py").read_text()
+    assert service.DISCLAIMER is medmm.DISCLAIMER
+    # no other module spells out a disclaimer of its own
+    assert _offenders(r"DISCLAIMER\s*=\s*\(", {"medmm/__init__.py"}) == []
