@@ -355,14 +355,25 @@ def _name_spans(text: str) -> list[Span]:
     spans = [Span(words[i][0], words[i][1], "NAME") for i in range(n) if is_name[i]]
     # 6. "Quincy, 67", "Ji-woo Park, 8 years", "John Doe is a 67 year old": capitalised words before an age
     for m in _NAME_BEFORE_AGE.finditer(text):
-        names = _WORD.findall(m.group(1))
+        start = m.start(1)
+        for w in re.finditer(r"[\w'’-]+", m.group(1)):           # leading descriptors stay: "Child [NAME], 4 years"
+            if _fold(w.group()) not in _PERSON_NOUNS:
+                break
+            start = m.start(1) + w.end()
+        start += len(text[start:m.end(1)]) - len(text[start:m.end(1)].lstrip())
+        names = _WORD.findall(text[start:m.end(1)])
         if names and any(_fold(w) not in common for w in names) and not any(
                 _fold(w) in _NOT_NAMES or _fold(w) in _LABELS or _fold(w) in _MONTH_WORDS for w in names):
-            spans.append(Span(m.start(1), m.end(1), "NAME"))
+            spans.append(Span(start, m.end(1), "NAME"))
     return spans
 
 
 _PARTICLES = frozenset("van der den de da di del della von le la du dos das bin ibn al el ten ter".split())
+# common nouns that describe the person before an age ("Child, 4 years", "Boy Smith, 6 yo"): never a name there
+_PERSON_NOUNS = frozenset("""
+child boy girl infant baby toddler neonate newborn kid youth lad lass teen teenager adolescent adult man woman male
+female gentleman lady schoolboy schoolgirl twin elderly
+""".split())
 _NAME_BEFORE_AGE = re.compile(
     r"(?:^|(?<=[.!?;:\n])\s*)((?:[A-Z][\w'’-]+\s){0,2}[A-Z][\w'’-]+),?\s+(?:(?:is|was)\s+an?\s+)?\d{1,3}"
     r"(?=\s*(?:-\s*)?(?:y|yo|yrs?|years?|year-old|[MF])\b|\s*,)")

@@ -101,3 +101,17 @@ def test_dicom_sr_scrubs_every_text_item_and_says_how(tmp_path: Path) -> None:
     texts = " ".join(str(item.TextValue) for item in ds.ContentSequence)
     assert phi_recall.leaked(typed, phi, texts) == []
     assert phi_recall.leaked(CORPUS["cases"][0]["text"], CORPUS["cases"][0]["phi"], rep.indication) == []
+
+
+@pytest.mark.parametrize("text", ["Child, 4 years. Fever, productive cough.", "Boy, 6 years.", "Girl, 10 yo, cough.",
+                                  "Woman, 45 years. Dyspnoea.", "Adult male, 58 years.", "Infant, 2 y, wheeze."])
+def test_a_person_noun_before_an_age_is_not_a_name(text: str) -> None:
+    assert clean_indication(text) == text                        # "Child" is a common noun, not "[NAME]"
+
+
+@pytest.mark.parametrize("text,name", [("Child Smith, 4 years.", "Smith"), ("Boy Quincy, 6 years.", "Quincy"),
+                                       ("Quincy, 67, cough.", "Quincy"), ("Child, John, 4 years.", "John")])
+def test_a_name_after_a_person_noun_is_still_removed(text: str, name: str) -> None:
+    out = clean_indication(text)
+    assert name not in out and "[NAME]" in out
+    assert not out.startswith("[NAME]") or text.startswith(name)  # the descriptor itself stays
