@@ -367,14 +367,6 @@ def label_sentence(sentence: str) -> dict[str, str]:
     return out
 
 
-def concept_labels(sentence: str) -> dict[str, str]:
-    """``{concept: status}`` for one sentence (same aggregation as ``label_sentence``)."""
-    out: dict[str, str] = {}
-    for mention in find_mentions(sentence):
-        _merge(out, mention.concept, mention.status)
-    return out
-
-
 _ENUM_RE = re.compile(r"(?:(?<=^)|(?<=\s))\d{1,2}[.)]\s+(?=[A-Za-z])")
 _ABBREV = frozenset({"dr", "mr", "mrs", "ms", "vs", "e.g", "i.e", "approx", "st", "no", "fig", "prof", "dept"})
 _SPLIT_RE = re.compile(r"(?<=[.!?])\s+|(?<=[a-z]{2}\.)(?=[A-Z][a-z])|\n+")
@@ -452,5 +444,5 @@ def binary_labels(text: str, *, uncertain_as_positive: bool = True) -> dict[str,
 
 __all__ = [
     "CONCEPTS", "CONCEPT_BY_NAME", "Concept", "LABELER_VERSION", "Mention", "STATUSES", "binary_labels",
-    "concept_labels", "find_mentions", "label_sentence", "label_text", "split_sentences",
+    "find_mentions", "label_sentence", "label_text", "split_sentences",
 ]
