@@ -116,6 +116,24 @@ class ImageEncoder(nn.Module):
             x = stage(x)
         return self.model.forward_head(x)
 
+    def forward_with_tap(self, x: torch.Tensor, tap: nn.Module) -> torch.Tensor:
+        """Pooled features with ``tap`` (an identity module Grad-CAM hooks) on the last ``[B, C, h, w]`` feature map.
+
+        Convolutional backbones: the last stage's output. ViTs: the patch tokens entering the last block, as a grid
+        (after the last block the class token no longer depends on them), then back into the token sequence.
+        """
+        if self.backbone.family != "vit":
+            return self.model.forward_head(tap(self.model.forward_features(x)))
+        stages = self.stages
+        for _, stage in stages[:-2]:
+            x = stage(x)
+        prefix = getattr(self.model, "num_prefix_tokens", 1)
+        grid = tap(self.backbone.feature_map(x, self.model))
+        x = torch.cat([x[:, :prefix], grid.flatten(2).transpose(1, 2)], dim=1)
+        for _, stage in stages[-2:]:
+            x = stage(x)
+        return self.model.forward_head(x)
+
     def tail_parameters(self, tail_blocks: int) -> list[nn.Parameter]:
         return [p for _, stage in self.stages[self._split(tail_blocks):] for p in stage.parameters()]
 

@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from medmm.explain_methods import METHOD_NAMES, METHODS, NOTES_METHODS  # the one registry of methods
+
+MAX_NOTE_SPANS = 48  # note-word occlusion removes at most this many spans (longer notes: spans of several words)
 from medmm.pipeline import InputError
 
 if TYPE_CHECKING:
@@ -106,9 +108,8 @@ class _ImageScorer:
         if self.encode is not None and not torch.is_grad_enabled():
             feat = self.encode(pixels)
         else:
-            enc = self.model.image_encoder.model
             x = pixels.contiguous(memory_format=torch.channels_last)  # as MedMM.encode_images (NHWC convs on CPU)
-            feat = enc.forward_head(self.tap(enc.forward_features(x)))  # [N, F]
+            feat = self.model.image_encoder.forward_with_tap(x, self.tap)  # [N, F]
         n = feat.shape[0]
         if other_views is not None:  # the pipeline averages view features; the others enter as a constant sum
             feat = (feat + _rows(other_views, n)) / self.n_views
@@ -152,11 +153,7 @@ class _TextScorer:
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  image_feat: torch.Tensor | None = None) -> torch.Tensor:
         n = input_ids.shape[0]
-        mask = _rows(attention_mask, n)
-        hidden = self.model.text_encoder.model(inputs_embeds=self.lookup(input_ids),
-                                               attention_mask=mask).last_hidden_state  # [N, T, H]
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = F.normalize((hidden * m).sum(1) / m.sum(1).clamp_min(1e-6), dim=-1)
+        pooled = self.model.text_features_from_embeds(self.lookup(input_ids), _rows(attention_mask, n))
         img = None if image_feat is None else _rows(image_feat, n)
         return self.model.forward_features(img, pooled) / self.temperatures
 
@@ -170,7 +167,7 @@ def _rows(t: torch.Tensor, n: int) -> torch.Tensor:
 def explain(pipeline: "Pipeline", inputs: "ModelInputs", prediction: "Prediction | None" = None,
             finding: str | None = None, method: str = "gradcam", sanity: bool = False, *,
             view: int = 0, baseline: str = "blur", n_steps: int = 16, notes_n_steps: int = 32,
-            notes_method: str = "gradxinput", internal_batch_size: int = 16,
+            notes_method: str = "occlusion", internal_batch_size: int = 16,
             occlusion_window: int | None = None, occlusion_stride: int | None = None,
             randomize_stages: int | None = None, faithfulness_steps: int = 10, seed: int = 0) -> Explanation:
     """Explain ``finding`` (default: the most probable) for a prepared request.
@@ -258,7 +255,8 @@ def explain(pipeline: "Pipeline", inputs: "ModelInputs", prediction: "Prediction
                                                          inputs.input_ids, inputs.attention_mask, inputs.notes,
                                                          index, img_feat, n_steps=notes_n_steps,
                                                          internal_batch_size=internal_batch_size,
-                                                         method=notes_method)
+                                                         method=notes_method,
+                                                         text_encode=_forward_only_text_encoder(pipeline))
             exp.sanity["notes_ig_completeness"] = completeness  # key kept for readers; "method" says which
             exp.timings_s["tokens_s"] = time.perf_counter() - t
 
@@ -280,6 +278,12 @@ def _forward_only_encoder(pipeline: "Pipeline") -> Any | None:
     if runtime is None or getattr(runtime, "image", None) is None:
         return None
     return runtime.encode_image_batch
+
+
+def _forward_only_text_encoder(pipeline: "Pipeline") -> Any | None:
+    """The runtime's pooled text encoder ``(ids, mask) -> [N, H]`` when it covers the model's notes features."""
+    runtime = getattr(pipeline, "runtime", None)
+    return None if runtime is None or getattr(runtime, "text", None) is None else runtime.encode_text
 
 
 def _resolve_finding(pipeline: "Pipeline", prediction: "Prediction", finding: str | None) -> str:
@@ -420,10 +424,15 @@ def resize_map(heatmap: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 # ============================================================================================= notes
 def token_attribution(model: nn.Module, temperatures: torch.Tensor, tokenizer: Any, input_ids: torch.Tensor,
                       attention_mask: torch.Tensor, notes: str | None, index: int, image_feat: torch.Tensor | None,
-                      *, n_steps: int = 32, internal_batch_size: int = 16, method: str = "ig"
-                      ) -> tuple[list[tuple[str, float]], dict[str, float]]:
+                      *, n_steps: int = 32, internal_batch_size: int = 16, method: str = "ig",
+                      text_encode: Any | None = None) -> tuple[list[tuple[str, float]], dict[str, float]]:
     """Word scores in [-1, 1] on the token-embedding layer, image held fixed.
 
+    ``method="occlusion"`` (the default of ``explain``): each word (up to ``MAX_NOTE_SPANS`` spans; longer notes in
+    spans of several words) is replaced by the baseline's [PAD] tokens and the drop in the calibrated logit is its
+    score: one batched forward-only pass (through ``text_encode``, the pipeline's ONNX runtime, when given), no
+    gradients. Its "completeness" reports how far the scores' sum is from ``f(x) - f(baseline)`` (word effects are
+    not additive; it is a description, not a convergence check).
     ``method="ig"``: LayerIntegratedGradients (``n_steps``). ``method="gradxinput"``: one forward + backward,
     ``grad f(e) . (e - e_ref)`` per token at the input embedding ``e`` (the first-order term of the difference IG
     integrates): about a tenth of the cost; its completeness error (how far the scores' sum is from
@@ -439,7 +448,11 @@ def token_attribution(model: nn.Module, temperatures: torch.Tensor, tokenizer: A
     keep = torch.tensor([[int(i) in special for i in row] for row in input_ids.tolist()], device=input_ids.device)
     ref_ids = torch.where(keep, input_ids, torch.full_like(input_ids, pad))
     args = (attention_mask, image_feat)
-    if method == "gradxinput":
+    if method == "occlusion":
+        scores, f_x, f_ref = _word_occlusion(scorer, tokenizer, input_ids, ref_ids, attention_mask, image_feat, index,
+                                             text_encode, internal_batch_size)
+        completeness = _completeness(float(scores.sum()), f_x, f_ref, float(scores.sum()) - (f_x - f_ref))
+    elif method == "gradxinput":
         scores, f_x, f_ref = _grad_x_input(scorer, input_ids, ref_ids, args, index)
         completeness = _completeness(float(scores.sum()), f_x, f_ref, float(scores.sum()) - (f_x - f_ref))
     else:
@@ -456,6 +469,53 @@ def token_attribution(model: nn.Module, temperatures: torch.Tensor, tokenizer: A
     words = merge_wordpieces(tokenizer, input_ids[0].tolist(), scores, notes)
     top = max((abs(s) for _, s in words), default=0.0)
     return [(w, float(s / top) if top > 0 else 0.0) for w, s in words], completeness
+
+
+def _word_spans(tokenizer: Any, ids: list[int], max_spans: int = MAX_NOTE_SPANS) -> list[list[int]]:
+    """Token positions per occlusion span: one word each (WordPiece ``##`` pieces join their word), or runs of
+    consecutive words when there are more than ``max_spans`` words. Special tokens are never occluded."""
+    special = set(getattr(tokenizer, "all_special_ids", []))
+    words: list[list[int]] = []
+    for i, (tok, tid) in enumerate(zip(tokenizer.convert_ids_to_tokens(ids), ids)):
+        if tid in special:
+            continue
+        if tok.startswith("##") and words:
+            words[-1].append(i)
+        else:
+            words.append([i])
+    per = max(1, math.ceil(len(words) / max_spans))
+    return [sum(words[j:j + per], []) for j in range(0, len(words), per)]
+
+
+def _word_occlusion(scorer: _TextScorer, tokenizer: Any, input_ids: torch.Tensor, ref_ids: torch.Tensor,
+                    attention_mask: torch.Tensor, image_feat: torch.Tensor | None, index: int,
+                    text_encode: Any | None, batch_size: int) -> tuple[np.ndarray, float, float]:
+    """Per-token scores: ``f(x) - f(x with its span set to the baseline)``, spread evenly over the span's tokens
+    (so a word's merged score is its span's effect when the span is that word)."""
+    spans = _word_spans(tokenizer, input_ids[0].tolist())
+    rows = [input_ids[0], ref_ids[0]]
+    for span in spans:
+        row = input_ids[0].clone()
+        row[span] = ref_ids[0, span]
+        rows.append(row)
+    batch = torch.stack(rows)  # [2 + S, T]: x, baseline, one row per occluded span
+
+    def logits(ids: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.expand(ids.shape[0], -1)
+        if text_encode is not None:
+            txt = text_encode(ids, mask)
+            img = None if image_feat is None else _rows(image_feat, ids.shape[0])
+            return scorer.model.forward_features(img, txt) / scorer.temperatures
+        return scorer(ids, mask, image_feat)
+
+    with torch.no_grad():
+        out = torch.cat([logits(batch[i:i + max(1, batch_size)])[:, index] for i in range(0, len(batch),
+                                                                                          max(1, batch_size))])
+    f = out.float().cpu().numpy()
+    scores = np.zeros(input_ids.shape[1], dtype=np.float64)
+    for span, value in zip(spans, f[2:]):
+        scores[span] = (f[0] - value) / len(span)
+    return scores, float(f[0]), float(f[1])
 
 
 def _grad_x_input(scorer: _TextScorer, input_ids: torch.Tensor, ref_ids: torch.Tensor, args: tuple[Any, ...],
@@ -578,13 +638,8 @@ def cascade_stages(model: nn.Module) -> list[tuple[str, list[nn.Module]]]:
     """Stages to randomise from the output down (Adebayo et al. 2018): head, fusion, then the image encoder."""
     stages: list[tuple[str, list[nn.Module]]] = [
         ("head", [model.head]), ("fusion+projections", [model.fusion, model.image_proj, model.text_proj])]
-    enc = model.image_encoder.model
-    if hasattr(enc, "conv_head"):
-        stages.append(("conv_head", [enc.conv_head] + ([enc.bn2] if hasattr(enc, "bn2") else [])))
-    if hasattr(enc, "blocks"):
-        stages += [(f"blocks.{i}", [enc.blocks[i]]) for i in reversed(range(len(enc.blocks)))]
-    if hasattr(enc, "conv_stem"):
-        stages.append(("stem", [enc.conv_stem] + ([enc.bn1] if hasattr(enc, "bn1") else [])))
+    # the backbone adapter's stages, from the top: e.g. conv_head, blocks.6 ... blocks.0, stem for EfficientNet
+    stages += [(name, [module]) for name, module in reversed(model.image_encoder.stages)]
     return stages
 
 
@@ -726,7 +781,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-__all__ = ["METHODS", "NOTES_METHODS", "TARGET", "ExplainError", "Explanation", "cli_explain", "explain", "image_attribution",
+__all__ = ["MAX_NOTE_SPANS", "METHODS", "NOTES_METHODS", "TARGET", "ExplainError", "Explanation", "cli_explain", "explain", "image_attribution",
            "modality_contribution", "randomization_check", "faithfulness", "spearman", "token_attribution",
            "merge_wordpieces", "reference_image", "resize_map", "display_heatmap"]
 

@@ -214,6 +214,10 @@ class Pipeline:
         warnings += coherence
         if img_np is not None:
             warnings += self.scope_warnings(img_np)
+        other_views = sorted({str(s.metadata.view) for s in inputs.scans if s.metadata.view not in (None, "AP", "PA")})
+        if other_views:
+            warnings.append(f"View {', '.join(other_views)} (from the DICOM header): the model was trained on frontal "
+                            "(AP/PA) chest films only, so its output for this view is not meaningful.")
         modalities = tuple(m for m, present in (("image", img is not None), ("notes", txt is not None)) if present)
         return Prediction(
             findings=findings, thresholds=thresholds, positive=positive, modalities=modalities,

@@ -117,18 +117,20 @@ def _derive_from_earlier_cut(model: MedMM, records: list[Record], cfg: TrainConf
                              device: str) -> dict[int, torch.Tensor] | None:
     """A cache cut *earlier* in the network (more tail blocks) already on disk is advanced through the extra
     frozen blocks instead of decoding and encoding every image again (same images, views and seed)."""
-    blocks = model.image_encoder.model.blocks
-    for earlier in range(len(blocks), cfg.finetune_blocks, -1):
+    enc = model.image_encoder
+    for earlier in range(len(enc.stages) - 2, cfg.finetune_blocks, -1):
         other = cache_dir / f"stem_{cache_key(replace(cfg, finetune_blocks=earlier), model.cfg, records, aug_views)}.pt"
         if not other.is_file():
             continue
         log.info("deriving the cache for %d tail block(s) from %s", cfg.finetune_blocks, other)
         cache = torch.load(other, weights_only=True)
-        extra = blocks[len(blocks) - earlier : len(blocks) - cfg.finetune_blocks].eval()
+        lo, hi = enc._split(earlier), enc._split(cfg.finetune_blocks)
+        extra = nn.Sequential(*[stage for _, stage in enc.stages[lo:hi]]).eval()
         keys = list(cache)
         for s in range(0, len(keys), 32):  # batched, NHWC like the weights: small NCHW batches are ~10x slower
             chunk = keys[s : s + 32]
-            x = torch.cat([cache[i] for i in chunk]).float().to(device).contiguous(memory_format=torch.channels_last)
+            x = torch.cat([cache[i] for i in chunk]).float().to(device)
+            x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
             y = extra(x).half().cpu().contiguous().split([len(cache[i]) for i in chunk])
             cache.update({i: t.clone() for i, t in zip(chunk, y)})
         return cache
@@ -241,7 +243,8 @@ def forward_batch(model: MedMM, batch: Batch, tail_blocks: int,
     b, dev = batch.pooled.shape[0], batch.pooled.device
     img_feat = torch.zeros(b, model.image_encoder.num_features, device=dev)
     if batch.stems is not None:
-        stems = batch.stems if generator is None else mask_borders(batch.stems, generator)
+        # border masking applies to feature maps (a ViT's cached tokens are left as they are)
+        stems = batch.stems if generator is None or batch.stems.dim() != 4 else mask_borders(batch.stems, generator)
         img_feat = img_feat.index_copy(0, torch.tensor(batch.img_rows, device=dev),
                                        model.image_encoder.forward_tail(stems, tail_blocks).float())
     txt = batch.pooled
@@ -384,25 +387,32 @@ def calibrate(state_logits: np.ndarray, allowed: np.ndarray, folds: np.ndarray) 
 
 
 def choose_thresholds(probs: np.ndarray, labels: np.ndarray, sources: np.ndarray, target_sensitivity: float,
-                      adult_specificity: float) -> tuple[dict[str, float], dict[str, str]]:
-    """Per finding: the highest threshold that keeps ``target_sensitivity`` on the out-of-fold predictions.
+                      adult_specificity: float, reference: str | None = "kermany") -> tuple[dict[str, float], dict[str, str]]:
+    """Per finding: the highest threshold that keeps ``target_sensitivity`` on out-of-fold predictions.
 
-    COVID-19 also needs ``adult_specificity`` among adult non-COVID films (the NIH sets, all pre-2020): without it,
-    a threshold chosen where COVID-19 is trivially separable from children calls adults COVID-19.
+    The operating point is set on the ``reference`` source (the population the model is built for, pediatric
+    Kermany) when it has at least 20 positives and 20 negatives for the finding, else on every source pooled: a
+    pooled threshold is dragged down by the harder adult films and then gives away specificity on children.
+    COVID-19 also needs ``adult_specificity`` among adult non-COVID films (the NIH sets, all pre-2020): without it, a
+    threshold chosen where COVID-19 is trivially separable from children calls adults COVID-19.
     """
     thresholds, rules = {}, {}
     adult_non_covid = np.isin(sources, ["nih", "nih_sample"])
     for j, f in enumerate(FINDINGS):
         known = ~np.isnan(labels[:, j]) & ~np.isnan(probs[:, j])
+        ref = known & (sources == reference)
+        where = "all sources pooled"
+        if reference and min((labels[ref, j] == 1).sum(), (labels[ref, j] == 0).sum()) >= 20:
+            known, where = ref, f"{reference} films"
         y, p = labels[known, j], probs[known, j]
         if len(np.unique(y)) < 2:
             thresholds[f], rules[f] = 0.5, "default 0.5 (a single class in training)"
             continue
         t = sensitivity_threshold(y, p, target_sensitivity)
-        rules[f] = f"sensitivity >= {target_sensitivity:g} on out-of-fold predictions"
-        if f == "COVID-19" and (adult_non_covid & known).sum() >= 20:
-            t_adult = specificity_threshold(np.zeros((adult_non_covid & known).sum()), probs[adult_non_covid & known, j],
-                                            adult_specificity)
+        rules[f] = f"sensitivity >= {target_sensitivity:g} on out-of-fold predictions ({where})"
+        adult = adult_non_covid & ~np.isnan(labels[:, j]) & ~np.isnan(probs[:, j])
+        if f == "COVID-19" and adult.sum() >= 20:
+            t_adult = specificity_threshold(np.zeros(adult.sum()), probs[adult, j], adult_specificity)
             if t_adult > t:
                 t, rules[f] = t_adult, f"specificity >= {adult_specificity:g} among adult non-COVID films (NIH, out-of-fold)"
         thresholds[f] = float(t)
@@ -524,6 +534,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
     ap.add_argument("--manifest", default=None, help="CSV with image,notes,patient_id and one column per finding")
     ap.add_argument("--folds", type=int, default=d.folds, help="k for patient-grouped CV (0: no CV, final fit only)")
     ap.add_argument("--loso", action="store_true", help="also run leave-one-source-out (train without each image source)")
+    ap.add_argument("--loso-epochs", type=int, default=None, help="epochs of the leave-one-source-out runs (default --epochs)")
     ap.add_argument("--epochs", type=int, default=d.epochs)
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
     ap.add_argument("--lr", type=float, default=d.lr)
@@ -644,6 +655,9 @@ def cross_validate(run: Run) -> tuple[dict, float, dict, dict, list[dict]]:
 def leave_sources_out(run: Run, temperature: float, thresholds: dict) -> dict:
     """Train without each image source, test on it; metrics at the stored temperature and thresholds."""
     results = {}
+    if run.args.loso_epochs:
+        run.cfg = replace(run.cfg, epochs=run.args.loso_epochs)
+        run.run_key += f"|loso_epochs={run.args.loso_epochs}"
     for source, train_idx, test_idx in leave_one_source_out(run.records):
         preds, energy = run.fit_and_predict(f"loso_{source}", train_idx, test_idx, f"without {source}")
         probs = np.full((len(run.records), len(FINDINGS)), np.nan, np.float32)
@@ -716,7 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "records": {str(s): int(sum(r.source == s for r in run.records)) for s in sorted(set(run.sources))},
         "patients": len({r.patient_id for r in run.records}),
-        "config": cfg.to_dict() | {"aug_views": args.aug_views, "image_encoder": args.image_encoder},
+        "config": cfg.to_dict() | {"aug_views": args.aug_views, "image_encoder": args.image_encoder,
+                                   "loso_epochs": args.loso_epochs},
         "command": "python -m medmm.train " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
         "energy": {"total": total_meter.record.to_dict(), "folds": energy_folds},
         "duration_s": round(time.time() - t0, 1), "state_temperature": temperature, "threshold_rules": rules,
