@@ -32,9 +32,12 @@ METHODS: tuple[str, ...] = tuple(BY_KEY)
 METHOD_NAMES: dict[str, str] = {m.key: m.name for m in REGISTRY}
 DEFAULT_METHOD = METHODS[0]
 
-# note-token attribution (the notes half of every explanation): fast default, IG on request
-NOTES_METHODS: tuple[str, ...] = ("gradxinput", "ig")
-NOTES_METHOD_NAMES: dict[str, str] = {"gradxinput": "gradient x input", "ig": "Integrated Gradients"}
+# note-word attribution (the notes half of every explanation): fast default first (word occlusion: one batched
+# forward-only pass), IG on request; gradient x input is kept for comparison (it disagreed with IG on real notes,
+# docs/bench.md)
+NOTES_METHODS: tuple[str, ...] = ("occlusion", "ig", "gradxinput")
+NOTES_METHOD_NAMES: dict[str, str] = {"occlusion": "word occlusion", "ig": "Integrated Gradients",
+                                      "gradxinput": "gradient x input"}
 
 
 def method_help() -> str:

@@ -2,6 +2,7 @@
 """Latency of each explanation method on one real radiograph (median of several runs). Prints one JSON object.
 
     .venv/bin/python scripts/bench_explain.py --repeats 5
+    .venv/bin/python scripts/bench_explain.py --threads 1 --no-sanity --quality 10   # + accuracy of the fast paths
 
 Image attribution is timed on an image-only request (so the number is the map alone); token attribution on a
 notes-only request; "full" is an image + notes request with Grad-CAM (what the app runs); sanity checks once each.
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     ap.add_argument("--no-sanity", action="store_true", help="skip timing the sanity checks")
+    ap.add_argument("--quality", type=int, default=0, metavar="N",
+                    help="also measure, on N real images / N IU-report indications: IG completeness error per step "
+                         "count, and how well fast note-token scores (gradient x input) agree with IG (32 steps)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from medmm.checkpoint import DEFAULT_CHECKPOINT
-    from medmm.explain import METHODS, explain
+    from medmm.explain import METHODS, NOTES_METHODS, explain
     from medmm.pipeline import Pipeline
 
     if args.threads:
@@ -71,17 +75,18 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict[str, float]] = {}
     for method in METHODS:
-        runs = [explain(pipe, img_inputs, preds["image"], method=method) for _ in range(args.repeats)]
+        runs = [explain(pipe, img_inputs, preds["image"], method=method) for _ in range(args.repeats)]  # defaults
         results[method] = {"image_s_median": _median([r.timings_s["image_s"] for r in runs]),
                            "total_s_median": _median([r.timings_s["total_s"] for r in runs]),
                            "runs": len(runs)}
         if method == "ig":
             results[method]["completeness_relative_error"] = round(runs[0].sanity["ig_completeness"]["relative_error"], 5)
-    runs = [explain(pipe, txt_inputs, preds["notes"]) for _ in range(args.repeats)]
-    results["notes_tokens"] = {"tokens_s_median": _median([r.timings_s["tokens_s"] for r in runs]),
-                               "n_tokens": int(txt_inputs.input_ids.shape[1]), "runs": len(runs),
-                               "completeness_relative_error": round(
-                                   runs[0].sanity["notes_ig_completeness"]["relative_error"], 6)}
+    for notes_method in NOTES_METHODS:
+        runs = [explain(pipe, txt_inputs, preds["notes"], notes_method=notes_method) for _ in range(args.repeats)]
+        results[f"notes_tokens_{notes_method}"] = {
+            "tokens_s_median": _median([r.timings_s["tokens_s"] for r in runs]),
+            "n_tokens": int(txt_inputs.input_ids.shape[1]), "runs": len(runs),
+            "completeness_relative_error": round(runs[0].sanity["notes_ig_completeness"]["relative_error"], 6)}
     runs = [explain(pipe, both_inputs, preds["both"], method="gradcam") for _ in range(args.repeats)]
     results["full_gradcam_image_and_notes"] = {"total_s_median": _median([r.timings_s["total_s"] for r in runs]),
                                                "runs": len(runs)}
@@ -95,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
                 "deletion_gain": round(r.sanity["faithfulness"]["deletion_gain"], 4),
                 "insertion_gain": round(r.sanity["faithfulness"]["insertion_gain"], 4)}
 
+    if args.quality:
+        results["quality"] = quality(pipe, args.quality)
+
     out = {
         "image": str(image.relative_to(ROOT.parent)) if image.is_relative_to(ROOT.parent) else str(image),
-        "checkpoint": {"name": pipe.meta.name, "trained": pipe.meta.trained},
+        "checkpoint": {"name": pipe.meta.name, "trained": pipe.meta.trained}, "runtime": pipe.runtime_name,
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "processor": platform.processor() or platform.machine(), "torch": torch.__version__,
                     "loadavg_before": [round(x, 2) for x in load_before],
@@ -110,6 +118,61 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(text + "\n")
     print(text)
     return 0
+
+
+def quality(pipe, n: int) -> dict:
+    """Accuracy side of the speed choices (no timings): IG completeness vs steps on real films, and fast vs IG
+    note-token agreement (Spearman of word scores, top-3 overlap) on real clinical indications."""
+    import csv
+
+    import numpy as np
+
+    from medmm.explain import NOTES_METHODS, explain, spearman
+
+    films = sorted(KERMANY.glob("*.jpeg"))[:n] if KERMANY.is_dir() else []
+    nih = SHARED_DATA / "nih_adult" / "images"
+    films += sorted(nih.glob("*.jpg"))[:n] if nih.is_dir() else []
+    steps_err: dict[int, list[float]] = {}
+    for film in films[: 2 * n]:
+        inputs = pipe.prepare([film], None)
+        pred = pipe.predict_prepared(inputs)
+        for steps in (8, 16, 24, 32, 48):
+            e = explain(pipe, inputs, pred, finding="Pneumonia", method="ig", n_steps=steps)
+            steps_err.setdefault(steps, []).append(e.sanity["ig_completeness"]["relative_error"])
+    out: dict = {"ig_images": len(films[: 2 * n]),
+                 "ig_completeness_relative_error_median": {s: round(float(np.median(v)), 4) for s, v in steps_err.items()},
+                 "ig_completeness_relative_error_p90": {s: round(float(np.percentile(v, 90)), 4) for s, v in steps_err.items()}}
+    reports = SHARED_DATA / "iu_reports" / "indiana_reports.csv"
+    notes = []
+    if reports.is_file():
+        with reports.open(newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                text = " ".join(x for x in (row.get("indication"), row.get("findings")) if x and x.strip())
+                if len(text.split()) >= 8:
+                    notes.append(text[:600])
+                if len(notes) >= n:
+                    break
+    rhos: dict[str, list[float]] = {}
+    overlaps: dict[str, list[float]] = {}
+    errs: dict[str, list[float]] = {}
+    for text in notes:
+        inputs = pipe.prepare([], text)
+        pred = pipe.predict_prepared(inputs)
+        ig = explain(pipe, inputs, pred, finding="Pneumonia", notes_method="ig", notes_n_steps=32)
+        b = np.array([s for _, s in ig.tokens])
+        errs.setdefault("ig", []).append(ig.sanity["notes_ig_completeness"]["relative_error"])
+        for m in (x for x in NOTES_METHODS if x != "ig"):
+            fast = explain(pipe, inputs, pred, finding="Pneumonia", notes_method=m)
+            a = np.array([s for _, s in fast.tokens])
+            rhos.setdefault(m, []).append(spearman(a, b))
+            overlaps.setdefault(m, []).append(len(set(np.argsort(-a)[:3]) & set(np.argsort(-b)[:3])) / 3)
+            errs.setdefault(m, []).append(fast.sanity["notes_ig_completeness"]["relative_error"])
+    if notes:
+        out.update(notes_texts=len(notes),
+                   notes_spearman_vs_ig_median={m: round(float(np.nanmedian(v)), 3) for m, v in rhos.items()},
+                   notes_top3_overlap_vs_ig_mean={m: round(float(np.mean(v)), 3) for m, v in overlaps.items()},
+                   notes_completeness_relative_error_median={k: round(float(np.median(v)), 4) for k, v in errs.items()})
+    return out
 
 
 if __name__ == "__main__":

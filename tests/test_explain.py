@@ -133,26 +133,55 @@ def test_integrated_gradients_completeness(pipe, image_only, gradcam_sanity):
     assert c["relative_error"] < 0.1
     assert exp.attributions.sum() == pytest.approx(c["sum_attributions"], rel=1e-3, abs=1e-5)
     assert np.isfinite(exp.heatmap).all() and exp.heatmap_scan.shape == (100, 160)
-    assert gradcam_sanity.sanity["notes_ig_completeness"]["method"] == "gradxinput"  # the fast default
+    assert gradcam_sanity.sanity["notes_ig_completeness"]["method"] == "occlusion"  # the fast default
 
 
 def test_note_token_methods(pipe, both):
-    """IG on request converges (completeness); the fast gradient x input reports its own completeness honestly,
-    and both rank the same words on top more often than not."""
+    """IG on request converges (completeness); the fast methods (word occlusion by default, gradient x input) use
+    the same f(x) and baseline, report their own completeness honestly, and score the same words."""
     inputs, pred = both
     ig = explain(pipe, inputs, pred, finding="Pneumonia", notes_method="ig", notes_n_steps=32)
-    fast = explain(pipe, inputs, pred, finding="Pneumonia")
-    c_ig, c_fast = ig.sanity["notes_ig_completeness"], fast.sanity["notes_ig_completeness"]
+    c_ig = ig.sanity["notes_ig_completeness"]
     assert c_ig["method"] == "ig" and c_ig["relative_error"] < 0.05
-    assert c_fast["method"] == "gradxinput" and c_fast["f_input"] == pytest.approx(c_ig["f_input"], abs=1e-5)
-    assert c_fast["f_baseline"] == pytest.approx(c_ig["f_baseline"], abs=1e-5)
-    # completeness identity: delta = sum(scores) - (f(x) - f(ref))
-    assert c_fast["delta"] == pytest.approx(c_fast["sum_attributions"] - (c_fast["f_input"] - c_fast["f_baseline"]),
-                                            abs=1e-6)
-    assert [w for w, _ in fast.tokens] == [w for w, _ in ig.tokens]
-    assert all(-1.0 <= s <= 1.0 for _, s in fast.tokens) and max(abs(s) for _, s in fast.tokens) == pytest.approx(1.0)
+    for method in ("occlusion", "gradxinput"):
+        fast = explain(pipe, inputs, pred, finding="Pneumonia", **({} if method == "occlusion" else
+                                                                   {"notes_method": method}))
+        c_fast = fast.sanity["notes_ig_completeness"]
+        assert c_fast["method"] == method and c_fast["f_input"] == pytest.approx(c_ig["f_input"], abs=1e-5)
+        assert c_fast["f_baseline"] == pytest.approx(c_ig["f_baseline"], abs=1e-5)
+        # completeness identity: delta = sum(scores) - (f(x) - f(ref))
+        assert c_fast["delta"] == pytest.approx(
+            c_fast["sum_attributions"] - (c_fast["f_input"] - c_fast["f_baseline"]), abs=1e-6)
+        assert [w for w, _ in fast.tokens] == [w for w, _ in ig.tokens]
+        assert all(-1.0 <= s <= 1.0 for _, s in fast.tokens) and max(abs(s) for _, s in fast.tokens) == pytest.approx(1.0)
     with pytest.raises(ExplainError):
         explain(pipe, inputs, pred, notes_method="lime")
+
+
+def test_word_occlusion_is_the_logit_drop_per_word(pipe, both):
+    """Each word's occlusion score is exactly f(x) - f(x with that word's tokens set to [PAD])."""
+    from medmm.explain import _TextScorer, _word_spans
+
+    inputs, pred = both
+    index = pipe.findings.index("Pneumonia")
+    exp = explain(pipe, inputs, pred, finding="Pneumonia")
+    tok = pipe.model.text_encoder.tokenizer
+    ids = inputs.input_ids[0].tolist()
+    spans = _word_spans(tok, ids)
+    assert len(spans) == len(exp.tokens)  # one span per word for short notes
+    scorer = _TextScorer(pipe.model, pipe.temperatures)
+    img = pipe.model.encode_images(inputs.pixels)
+    with torch.no_grad():
+        f_x = float(scorer(inputs.input_ids, inputs.attention_mask, img)[0, index])
+        drops = []
+        for span in spans:
+            occluded = inputs.input_ids.clone()
+            occluded[0, span] = tok.pad_token_id
+            drops.append(f_x - float(scorer(occluded, inputs.attention_mask, img)[0, index]))
+    top = max(abs(d) for d in drops)
+    np.testing.assert_allclose([s for _, s in exp.tokens], np.array(drops) / top, atol=1e-4)
+    many = _word_spans(tok, tok(" ".join(["cough"] * 200))["input_ids"], max_spans=48)
+    assert len(many) <= 48 and sorted(sum(many, [])) == list(range(1, 201))  # every word once, in spans
 
 
 def test_occlusion_and_black_baseline(pipe, image_only):

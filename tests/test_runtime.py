@@ -219,3 +219,16 @@ def test_occlusion_through_the_runtime_matches_torch(onnx_pipe, torch_pipe, scan
                             occlusion_stride=32).attributions)
     scale = float(np.abs(maps[1]).max())
     assert scale > 0 and np.abs(maps[0] - maps[1]).max() <= 1e-3 * max(scale, 1.0)
+
+
+def test_note_word_occlusion_through_the_runtime_matches_torch(onnx_pipe, torch_pipe):
+    """The default note-word scores (word occlusion, forward-only) run through the runtime's text encoder when it
+    has one; they equal the torch model's."""
+    from medmm.explain import explain
+
+    got = []
+    for p in (onnx_pipe, torch_pipe):
+        inputs = p.prepare([], NOTES)
+        got.append(explain(p, inputs, p.predict_prepared(inputs), finding="Pneumonia").tokens)
+    assert [w for w, _ in got[0]] == [w for w, _ in got[1]]
+    assert max(abs(a - b) for (_, a), (_, b) in zip(*got)) <= 1e-3
