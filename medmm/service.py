@@ -199,7 +199,9 @@ class ImageBatcher:
                 return
             items = self._collect(first)
             try:
-                with torch.inference_mode():
+                # no_grad, not inference_mode: callers may use the rows as constants in an autograd graph
+                # (explanations), which inference tensors cannot join
+                with torch.no_grad():
                     out = self.encode(torch.cat([x for x, _ in items]) if len(items) > 1 else items[0][0])
                 i = 0
                 for x, fut in items:

@@ -125,3 +125,24 @@ def test_batching_from_env(pipe, monkeypatch):
         assert batching_from_env(pipe) is pipe.batcher is not None
     finally:
         disable_batching(pipe)
+
+
+def test_explanations_work_with_batching_on(pipe):
+    """Explanations take their forward-only features from the batcher; gradient methods still work with them."""
+    from medmm.explain import explain
+
+    scan = _phantoms(1)[0]
+    inputs = pipe.prepare([scan], "cough and fever for three days")
+    pred = pipe.predict_prepared(inputs)
+    want = explain(pipe, inputs, pred, finding="Pneumonia", notes_method="gradxinput").tokens
+    enable_batching(pipe, max_wait_ms=1)
+    try:
+        with torch.inference_mode():
+            pred_b = pipe.predict_prepared(inputs)
+        for notes_method in ("gradxinput", "occlusion"):
+            exp = explain(pipe, inputs, pred_b, finding="Pneumonia", notes_method=notes_method)
+            assert exp.heatmap is not None and exp.tokens
+        got = explain(pipe, inputs, pred_b, finding="Pneumonia", notes_method="gradxinput").tokens
+        assert max(abs(a - b) for (_, a), (_, b) in zip(want, got)) <= 1e-3
+    finally:
+        disable_batching(pipe)
