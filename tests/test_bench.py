@@ -13,12 +13,16 @@ from medmm import runtime as rt
 def result(tmp_path_factory):
     from medmm.bench import run_bench
 
+    import torch
+
     mp = pytest.MonkeyPatch()
     mp.setenv(rt.CACHE_ENV, str(tmp_path_factory.mktemp("onnx-cache")))
-    try:
+    threads = torch.get_num_threads()
+    try:  # one thread: on a shared 2-core box two spinning OpenMP threads make this run minutes long
         yield run_bench(repeats=1, cold=False, explain_methods=("gradcam",), explain_repeats=1,
-                        batch_sizes=(1,), run_experiments=False)
+                        batch_sizes=(1,), run_experiments=False, threads=1)
     finally:
+        torch.set_num_threads(threads)
         mp.undo()
 
 
