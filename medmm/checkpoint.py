@@ -103,6 +103,7 @@ class CheckpointMeta:
     metrics: dict[str, Any] = field(default_factory=dict)
     ood_threshold: float | None = None
     scope: dict[str, Any] = field(default_factory=dict)
+    notes_expert: dict[str, Any] | None = None
     medmm_version: str = __version__
     format_version: int = FORMAT_VERSION
     weights_sha256: str = ""
@@ -113,7 +114,7 @@ class CheckpointMeta:
             "trained": self.trained, "findings": list(self.findings), "model": self.model.to_dict(),
             "preprocessing": self.preprocessing.to_dict(), "temperatures": self.temperatures,
             "thresholds": self.thresholds, "operating_point": self.operating_point,
-            "ood_threshold": self.ood_threshold, "scope": self.scope, "training": self.training, "metrics": self.metrics,
+            "ood_threshold": self.ood_threshold, "scope": self.scope, "notes_expert": self.notes_expert, "training": self.training, "metrics": self.metrics,
             "weights_sha256": self.weights_sha256,
         }
 
@@ -131,7 +132,7 @@ class CheckpointMeta:
             thresholds={k: float(v) for k, v in d["thresholds"].items()}, trained=bool(d["trained"]),
             name=d.get("name", "medmm"), operating_point=d.get("operating_point", ""),
             training=d.get("training", {}), metrics=d.get("metrics", {}), ood_threshold=d.get("ood_threshold"),
-            scope=d.get("scope", {}),
+            scope=d.get("scope", {}), notes_expert=d.get("notes_expert"),
             medmm_version=d.get("medmm_version", "?"), format_version=d["format_version"],
             weights_sha256=d["weights_sha256"],
         )
@@ -223,4 +224,10 @@ def load_checkpoint(folder: str | Path = DEFAULT_CHECKPOINT, *, expected_finding
         raise CheckpointError(f"weights do not fit the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.to(device).eval()
     model.scope = scope  # plain attribute (not a module): read by the pipeline
+    if meta.model.notes_expert:
+        if not meta.notes_expert:
+            raise CheckpointError("the model expects a notes expert but the checkpoint has none")
+        from medmm.notes_expert import NotesExpert
+
+        model.notes_expert = NotesExpert.from_dict(meta.notes_expert)
     return model, meta, ood

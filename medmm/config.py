@@ -26,6 +26,7 @@ class ModelConfig:
     # mutually exclusive states of labels.LEAF_STATES, so that finding probabilities follow the hierarchy
     output: str = "independent"
     bag_of_words_dim: int = 0                         # >0: a trained bag-of-words pathway beside the frozen encoder
+    notes_expert: str | None = None                   # finding of a TF-IDF + LR notes expert whose logit is a feature
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
@@ -79,6 +80,7 @@ class TrainConfig:
     target_sensitivity: float = 0.9  # operating point per finding, on out-of-fold predictions
     adult_specificity: float = 0.97  # COVID-19 threshold: at least this specificity on adult non-COVID films
     bag_of_words_dim: int = 128
+    notes_expert: str | None = "COVID-19"
     # loss weight per source: the adult sets are small next to Kermany's 5,190 children
     source_weights: dict[str, float] = field(default_factory=lambda: {"nih": 2.0, "nih_sample": 2.0, "covid": 1.5})
     seed: int = 0

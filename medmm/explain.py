@@ -146,14 +146,17 @@ class _TextScorer:
     hook the embedding output without touching the shared encoder.
     """
 
-    def __init__(self, model: nn.Module, temperatures: torch.Tensor) -> None:
+    def __init__(self, model: nn.Module, temperatures: torch.Tensor, expert_logit: torch.Tensor | None = None) -> None:
         self.model, self.temperatures = model, temperatures
         self.lookup = _TokenLookup(model.text_encoder.embeddings_layer())
+        # the bag-of-words notes expert's logit of the full notes, held fixed: word scores cover the neural path
+        self.expert_logit = expert_logit
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                  image_feat: torch.Tensor | None = None) -> torch.Tensor:
         n = input_ids.shape[0]
-        pooled = self.model.text_features_from_embeds(self.lookup(input_ids), _rows(attention_mask, n))
+        expert = None if self.expert_logit is None else self.expert_logit.reshape(-1)[:1].expand(n)
+        pooled = self.model.text_features_from_embeds(self.lookup(input_ids), _rows(attention_mask, n), expert)
         img = None if image_feat is None else _rows(image_feat, n)
         return self.model.forward_features(img, pooled) / self.temperatures
 
@@ -442,7 +445,7 @@ def token_attribution(model: nn.Module, temperatures: torch.Tensor, tokenizer: A
     kept, so only the words' content is removed, not the sentence frame the encoder expects. Token scores are the
     embedding-dimension sums; WordPiece ``##`` continuations are summed into their word.
     """
-    scorer = _TextScorer(model, temperatures)
+    scorer = _TextScorer(model, temperatures, model.notes_expert_logits([notes]) if notes else None)
     special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     keep = torch.tensor([[int(i) in special for i in row] for row in input_ids.tolist()], device=input_ids.device)

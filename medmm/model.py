@@ -91,7 +91,9 @@ class MedMM(nn.Module):
         d = cfg.fused_dim
         self.bag_of_words = BagOfWords(text_dim, cfg.bag_of_words_dim) if cfg.bag_of_words_dim else None
         self.image_proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(image_encoder.num_features, d), nn.GELU())
-        self.text_proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(text_dim + cfg.bag_of_words_dim, d), nn.GELU())
+        self.notes_expert = None  # medmm.notes_expert.NotesExpert (plain numbers, set by training / the checkpoint)
+        n_text = text_dim + cfg.bag_of_words_dim + (1 if cfg.notes_expert else 0)
+        self.text_proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(n_text, d), nn.GELU())
         self.fusion = GatedFusion(d)
         if cfg.output == "states":
             from medmm.labels import LEAF_NAMES
@@ -116,17 +118,36 @@ class MedMM(nn.Module):
         w = view_mask.to(feats.dtype)[..., None]
         return (feats * w).sum(1) / w.sum(1).clamp_min(1.0)
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    expert_logit: torch.Tensor | None = None) -> torch.Tensor:
         if self.text_encoder is None:
             raise RuntimeError("model was built without a text encoder")
-        return self.text_features_from_embeds(self.text_encoder.embeddings_layer()(input_ids), attention_mask)
+        return self.text_features_from_embeds(self.text_encoder.embeddings_layer()(input_ids), attention_mask,
+                                              expert_logit)
 
-    def text_features_from_embeds(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Notes features from token embeddings ``[B, T, E]``: the one text path (pipeline, training, attribution)."""
-        pooled = self.text_encoder.forward_embeds(embeds, attention_mask)
-        if self.bag_of_words is None:
-            return pooled
-        return torch.cat([pooled, self.bag_of_words(embeds, attention_mask)], dim=-1)
+    def text_features_from_embeds(self, embeds: torch.Tensor, attention_mask: torch.Tensor,
+                                  expert_logit: torch.Tensor | None = None) -> torch.Tensor:
+        """Notes features from token embeddings ``[B, T, E]``: the one text path (pipeline, training, attribution).
+
+        ``expert_logit`` ``[B]``: the notes expert's logit for each row (``notes_expert_logits``), a constant here.
+        """
+        return self.join_text_features(self.text_encoder.forward_embeds(embeds, attention_mask),
+                                       None if self.bag_of_words is None else self.bag_of_words(embeds, attention_mask),
+                                       expert_logit)
+
+    def join_text_features(self, pooled: torch.Tensor, bag: torch.Tensor | None,
+                           expert_logit: torch.Tensor | None) -> torch.Tensor:
+        parts = [pooled] + ([bag] if bag is not None else [])
+        if self.cfg.notes_expert:
+            e = torch.zeros(pooled.shape[0], device=pooled.device) if expert_logit is None else expert_logit
+            parts.append((e.to(pooled.dtype).reshape(-1, 1) / 4).expand(pooled.shape[0], 1))
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else pooled
+
+    def notes_expert_logits(self, notes: list[str | None]) -> torch.Tensor | None:
+        """``[B]`` logits of the notes expert (None when the model has none)."""
+        if self.notes_expert is None:
+            return None
+        return torch.from_numpy(self.notes_expert.logits(notes))
 
     # --- fusion + head on pooled features (what training on cached features calls directly)
     def forward_features(self, image_feat: torch.Tensor | None, text_feat: torch.Tensor | None,

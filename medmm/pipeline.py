@@ -150,7 +150,8 @@ class Pipeline:
         if self.runtime is not None and self.runtime.text is not None:
             feat = self.runtime.encode_text(inputs.input_ids, inputs.attention_mask)
         else:
-            feat = self.model.encode_text(inputs.input_ids, inputs.attention_mask)
+            feat = self.model.encode_text(inputs.input_ids, inputs.attention_mask,
+                                          self.model.notes_expert_logits([inputs.notes]))
         with self._text_lock:
             self._text_cache[key] = feat
             while len(self._text_cache) > 256:

@@ -71,7 +71,8 @@ def dist_info() -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------------ caches
 def cache_key(cfg: TrainConfig, model_cfg: ModelConfig, records: list[Record], aug_views: int) -> str:
-    h = hashlib.sha256(json.dumps([model_cfg.to_dict(), cfg.input_size, cfg.finetune_blocks, aug_views, cfg.seed,
+    image_side = {k: model_cfg.to_dict()[k] for k in ("image_encoder", "image_weights")}  # what the cache depends on
+    h = hashlib.sha256(json.dumps([image_side, cfg.input_size, cfg.finetune_blocks, aug_views, cfg.seed,
                                    [r.image for r in records]]).encode())
     return h.hexdigest()[:16]
 
@@ -144,6 +145,7 @@ class TextCache:
     pooled: torch.Tensor      # [N, 384] (zeros where a record has no notes)
     ids: torch.Tensor         # [N, T] int64 (0 where none)
     mask: torch.Tensor        # [N, T] int64
+    expert: torch.Tensor | None = None  # [N] notes-expert logits of the current split (set per fit)
 
 
 @torch.inference_mode()
@@ -173,6 +175,7 @@ class Batch:
     has_txt: torch.Tensor        # [B] float
     allowed: torch.Tensor        # [B, L] bool: states consistent with the labels
     weight: torch.Tensor         # [B]
+    expert: torch.Tensor | None = None  # [B] notes-expert logits
 
 
 class Batcher:
@@ -213,11 +216,14 @@ class Batcher:
                 v = 0 if view == "clean" else int(torch.randint(len(views), (1,), generator=generator))
                 picks.append(views[v])
             stems = torch.stack(picks).float().to(self.device)
+            if stems.dim() == 4:  # NHWC like the encoder weights: NCHW feature maps run several times slower
+                stems = stems.contiguous(memory_format=torch.channels_last)
         t = int(self.text.mask[idx].sum(1).max().clamp_min(1))  # trim padding to the batch's longest notes
         d = self.device
         return Batch(stems, img_rows, self.text.pooled[idx].to(d), self.text.ids[idx, :t].to(d),
                      self.text.mask[idx, :t].to(d), has_img.float().to(d), has_txt.float().to(d),
-                     self.allowed[idx].to(d), self.weight[idx].to(d))
+                     self.allowed[idx].to(d), self.weight[idx].to(d),
+                     None if self.text.expert is None else self.text.expert[idx].to(d))
 
 
 def mask_borders(stems: torch.Tensor, generator: torch.Generator, p: float = 0.5, max_frac: float = 0.12) -> torch.Tensor:
@@ -247,10 +253,10 @@ def forward_batch(model: MedMM, batch: Batch, tail_blocks: int,
         stems = batch.stems if generator is None or batch.stems.dim() != 4 else mask_borders(batch.stems, generator)
         img_feat = img_feat.index_copy(0, torch.tensor(batch.img_rows, device=dev),
                                        model.image_encoder.forward_tail(stems, tail_blocks).float())
-    txt = batch.pooled
+    bag = None
     if model.bag_of_words is not None:
-        emb = model.text_encoder.embeddings_layer()(batch.ids)
-        txt = torch.cat([txt, model.bag_of_words(emb, batch.mask)], dim=-1)
+        bag = model.bag_of_words(model.text_encoder.embeddings_layer()(batch.ids), batch.mask)
+    txt = model.join_text_features(batch.pooled, bag, batch.expert)
     return model.forward_states(img_feat, txt, batch.has_img, batch.has_txt), img_feat
 
 
@@ -359,6 +365,7 @@ def image_embeddings(model: MedMM, batcher: Batcher, idx: np.ndarray, cfg: Train
     feats = []
     for s in range(0, len(idx), 256):
         stems = torch.stack([batcher.image_cache[i][0] for i in idx[s : s + 256]]).float().to(batcher.device)
+        stems = stems.contiguous(memory_format=torch.channels_last) if stems.dim() == 4 else stems
         feats.append(model.image_encoder.forward_tail(stems, cfg.finetune_blocks).float().cpu().numpy())
     return np.concatenate(feats)
 
@@ -543,6 +550,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
     ap.add_argument("--image-encoder", default=ModelConfig.image_encoder, help="timm name (efficientnet, densenet, vit)")
     ap.add_argument("--no-pretrained", action="store_true", help="random image-encoder weights (tests, smoke runs)")
     ap.add_argument("--bag-of-words-dim", type=int, default=d.bag_of_words_dim)
+    ap.add_argument("--notes-expert", default=d.notes_expert,
+                    help="finding of the TF-IDF + logistic-regression notes expert fed to the fusion ('' for none)")
     ap.add_argument("--aug-views", type=int, default=2, help="augmented cached views per image (plus one clean)")
     ap.add_argument("--modality-dropout", type=float, default=d.modality_dropout)
     ap.add_argument("--contrastive-weight", type=float, default=d.contrastive_weight)
@@ -561,7 +570,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                   encoder_lr=args.encoder_lr, finetune_blocks=args.finetune_blocks,
                   modality_dropout=args.modality_dropout, contrastive_weight=args.contrastive_weight,
                   target_sensitivity=args.target_sensitivity, adult_specificity=args.adult_specificity,
-                  seed=args.seed, limit_per_source=args.limit_per_source, bag_of_words_dim=args.bag_of_words_dim)
+                  seed=args.seed, limit_per_source=args.limit_per_source, bag_of_words_dim=args.bag_of_words_dim,
+                  notes_expert=args.notes_expert or None)
     return args, cfg
 
 
@@ -577,7 +587,7 @@ class Run:
         if not self.records:
             raise SystemExit("no training records")
         self.model_cfg = ModelConfig(image_encoder=args.image_encoder, num_findings=len(FINDINGS), output="states",
-                                     bag_of_words_dim=cfg.bag_of_words_dim,
+                                     bag_of_words_dim=cfg.bag_of_words_dim, notes_expert=cfg.notes_expert,
                                      image_weights=None if args.no_pretrained else ModelConfig.image_weights)
         # channels_last: ~2x faster convolutions on CPU; set here, not under inference_mode, so the
         # parameters stay ordinary (trainable) tensors
@@ -597,8 +607,30 @@ class Run:
         self.initial = {k: v.clone() for k, v in self.model.state_dict().items() if not k.startswith("text_encoder.")}
         self.labels = label_matrix(self.records)
         self.sources = np.array([r.source for r in self.records])
+        self.groups = np.array([r.patient_id for r in self.records])
         self.run_key = (cache_key(cfg, self.model_cfg, self.records, args.aug_views)
                         + json.dumps(cfg.to_dict(), sort_keys=True))
+
+    def set_notes_expert(self, train_idx: np.ndarray, test_idx: np.ndarray):
+        """Expert logits for this split: cross-fitted on the training rows, from the training-rows expert on the
+        test rows; returns that expert (None when the recipe has none)."""
+        from medmm.notes_expert import NotesExpert, cross_fitted_logits
+
+        if not self.cfg.notes_expert:
+            return None
+        j = FINDINGS.index(self.cfg.notes_expert)
+        notes = [r.notes for r in self.records]
+        y = self.labels[:, j]
+        vec = np.zeros(len(self.records), np.float32)
+        vec[train_idx] = cross_fitted_logits([notes[i] for i in train_idx], y[train_idx], self.groups[train_idx],
+                                             self.cfg.notes_expert, seed=self.cfg.seed)
+        known = [i for i in train_idx if notes[i] is not None and not np.isnan(y[i])]
+        expert = NotesExpert.fit([notes[i] for i in known], y[known], self.cfg.notes_expert) if known else None
+        if expert is not None and len(test_idx):
+            vec[test_idx] = expert.logits([notes[i] for i in test_idx])
+        has_notes = np.array([n is not None for n in notes])
+        self.batcher.text.expert = torch.from_numpy(np.where(has_notes, vec, 0.0).astype(np.float32))
+        return expert
 
     def fresh_model(self) -> MedMM:
         self.model.load_state_dict(self.initial, strict=False)
@@ -614,6 +646,7 @@ class Run:
             if np.array_equal(saved["val_idx"], test_idx) and str(saved.get("run_key", "")) == self.run_key:
                 log.info("%s: resumed from %s", name, path)
                 return {c: saved[c] for c in ("full", "image_only", "notes_only")}, json.loads(str(saved["energy"]))
+        self.set_notes_expert(train_idx, test_idx)
         with EnergyMeter() as meter:
             m = train_model(self.fresh_model(), self.batcher, train_idx, self.cfg, desc, self.show, self.rank, self.world)
             preds = {"full": predict_states(m, self.batcher, test_idx, self.cfg),
@@ -689,8 +722,10 @@ def _short(res: dict, prefix: str = "") -> str:
 
 def fit_final(run: Run) -> tuple[MedMM, OODReference | None, ScopeCheck | None, dict]:
     """The shipped model: trained on every record, with its out-of-distribution reference and scope check."""
+    expert = run.set_notes_expert(np.arange(len(run.records)), np.array([], dtype=np.int64))
     final = train_model(run.fresh_model(), run.batcher, np.arange(len(run.records)), run.cfg, "final", run.show,
                         run.rank, run.world)
+    final.notes_expert = expert
     img_idx = np.array([i for i, r in enumerate(run.records) if r.image])
     if len(img_idx) <= 10:
         return final, None, None, {}
@@ -742,7 +777,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = CheckpointMeta(model=run.model_cfg, preprocessing=run.prep, findings=FINDINGS,
                           temperatures={f: 1.0 for f in FINDINGS}, thresholds=thresholds, trained=True, name=run.out.name,
                           operating_point="; ".join(f"{f}: {r}" for f, r in rules.items()),
-                          training=summary, metrics=_headline(metrics))
+                          training=summary, metrics=_headline(metrics),
+                          notes_expert=None if final.notes_expert is None else final.notes_expert.to_dict())
     ckpt = save_checkpoint(args.checkpoint_out or run.out / "checkpoint", final, meta, ood, scope)
     _write_metrics(run.out, metrics, summary)
     log.info("checkpoint written to %s; metrics in %s", ckpt, run.out / "metrics.json")

@@ -114,3 +114,27 @@ def test_nih_weights_remove_view_confound():
     values = list(total.values())
     assert len(values) == 4 and max(values) / min(values) == pytest.approx(1.0, abs=1e-6)
     assert np.mean([r.weight for r in recs]) == pytest.approx(1.0)
+
+
+def test_notes_expert_matches_scikit_learn_and_round_trips():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from medmm.notes_expert import NotesExpert, cross_fitted_logits
+
+    texts = ["covid positive fever", "bacterial pneumonia strep", "covid-19 pcr positive", "klebsiella growth",
+             "fever and cough covid", "strep pneumo"] * 4
+    y = np.array([1, 0, 1, 0, 1, 0] * 4, dtype=float)
+    expert = NotesExpert.fit(texts, y, "COVID-19")
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    clf = LogisticRegression(C=10.0, max_iter=3000).fit(vec.fit_transform(texts), y)
+    probe = ["new covid case with fever", "strep", "nothing known here"]
+    np.testing.assert_allclose(expert.logits(probe), clf.decision_function(vec.transform(probe)), atol=1e-5)
+    again = NotesExpert.from_dict(expert.to_dict())
+    np.testing.assert_allclose(again.logits(probe), expert.logits(probe), atol=1e-5)
+    assert expert.contributions("covid fever")[0][1] > 0
+    # cross-fitted logits never come from an expert that saw the row's patient
+    groups = np.array([f"p{i % 8}" for i in range(len(texts))])
+    out = cross_fitted_logits(texts, y, groups, "COVID-19", k=4)
+    assert out.shape == (len(texts),) and np.isfinite(out).all()
+    assert not np.allclose(out, expert.logits(texts))
