@@ -106,6 +106,14 @@ class MedMM(nn.Module):
         else:
             raise ValueError(f"unknown output {cfg.output!r}; expected 'states' or 'independent'")
         self.head = nn.Sequential(nn.LayerNorm(d), nn.Dropout(cfg.dropout), nn.Linear(d, n_out))
+        if cfg.notes_expert and self.state_head is not None:
+            # residual notes expert: its log-odds go straight onto the states where its finding is present
+            # (scaled by a learned weight, initialised at 1), the fused model learns the correction
+            from medmm.labels import FINDING_INDEX, LEAF_MATRIX
+
+            col = torch.from_numpy(LEAF_MATRIX[:, FINDING_INDEX[cfg.notes_expert]].astype("float32"))
+            self.register_buffer("expert_states", col, persistent=False)
+            self.expert_weight = nn.Parameter(torch.ones(()))
 
     # --- encoders
     def encode_images(self, pixels: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -167,7 +175,7 @@ class MedMM(nn.Module):
         else:
             txt = self.text_proj(text_feat)
             has_text = torch.ones(b, device=dev) if has_text is None else has_text.float()
-        out = self.head(self.fusion(img, txt, has_image, has_text))
+        out = self._with_expert(self.head(self.fusion(img, txt, has_image, has_text)), text_feat, has_text)
         # [B, num_findings] finding logits (log-odds of the calibrated-state marginals for a state head)
         return out if self.state_head is None else self.state_head.finding_logits(out)
 
@@ -175,7 +183,15 @@ class MedMM(nn.Module):
                        has_text: torch.Tensor) -> torch.Tensor:
         """Raw state logits ``[B, L]`` (training of a state head); all inputs given, absences by the masks."""
         img, txt = self.image_proj(image_feat), self.text_proj(text_feat)
-        return self.head(self.fusion(img, txt, has_image.float(), has_text.float()))
+        return self._with_expert(self.head(self.fusion(img, txt, has_image.float(), has_text.float())), text_feat,
+                                 has_text)
+
+    def _with_expert(self, state_logits: torch.Tensor, text_feat: torch.Tensor | None,
+                     has_text: torch.Tensor) -> torch.Tensor:
+        if text_feat is None or not hasattr(self, "expert_weight"):
+            return state_logits
+        expert = text_feat[:, -1] * 4 * has_text.to(text_feat.dtype)  # the expert column of join_text_features
+        return state_logits + self.expert_weight * expert[:, None] * self.expert_states
 
     def forward(self, pixels: torch.Tensor | None = None, view_mask: torch.Tensor | None = None,
                 input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
