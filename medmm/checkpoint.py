@@ -220,6 +220,10 @@ def load_checkpoint(folder: str | Path = DEFAULT_CHECKPOINT, *, expected_finding
     model = create_model(meta.model, pretrained=False)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if not k.startswith("text_encoder.")]
+    if "expert_weight" in missing:  # saved before the residual notes expert existed: the expert enters as a feature only
+        with torch.no_grad():
+            model.expert_weight.zero_()
+        missing.remove("expert_weight")
     if missing or unexpected:
         raise CheckpointError(f"weights do not fit the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.to(device).eval()

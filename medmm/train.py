@@ -620,7 +620,12 @@ class Run:
             return None
         j = FINDINGS.index(self.cfg.notes_expert)
         notes = [r.notes for r in self.records]
-        y = self.labels[:, j]
+        # fitted only on sources whose notes carry both classes of the finding (the COVID collection): with the IU
+        # indications (all COVID-19 negative) in, the expert learns which collection a note comes from instead of
+        # the words that separate COVID-19 from other pneumonias (measured: AUC 0.71 vs 0.84 inside the collection)
+        y = self.labels[:, j].copy()
+        both = {s for s in set(self.sources) if len(np.unique(y[(self.sources == s) & ~np.isnan(y)])) == 2}
+        y[~np.isin(self.sources, sorted(both))] = np.nan
         vec = np.zeros(len(self.records), np.float32)
         vec[train_idx] = cross_fitted_logits([notes[i] for i in train_idx], y[train_idx], self.groups[train_idx],
                                              self.cfg.notes_expert, seed=self.cfg.seed)
