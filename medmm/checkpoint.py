@@ -228,9 +228,7 @@ def load_checkpoint(folder: str | Path = DEFAULT_CHECKPOINT, *, expected_finding
         raise CheckpointError(f"weights do not fit the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
     model.to(device).eval()
     model.scope = scope  # plain attribute (not a module): read by the pipeline
-    if meta.model.notes_expert:
-        if not meta.notes_expert:
-            raise CheckpointError("the model expects a notes expert but the checkpoint has none")
+    if meta.model.notes_expert and meta.notes_expert:  # trained without labelled notes: the expert feature stays 0
         from medmm.notes_expert import NotesExpert
 
         model.notes_expert = NotesExpert.from_dict(meta.notes_expert)
