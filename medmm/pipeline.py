@@ -10,7 +10,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -182,7 +182,19 @@ class Pipeline:
         img = self.image_features(inputs)
         txt = self.text_features(inputs)
         probs = self.calibrate(self.model.forward_features(img, txt))[0].float().cpu().numpy()
-        return self._to_prediction(probs, inputs, img, txt)
+        pred = self._to_prediction(probs, inputs, img, txt)
+        if img is None or txt is None:
+            return pred
+        # a finding called only because of the notes is said so (the notes expert reads words, often the diagnosis)
+        alone = self.calibrate(self.model.forward_features(img, None))[0].float().cpu().numpy()
+        by_image, _ = coherent_positives(dict(zip(self.findings, map(float, alone))), pred.thresholds)
+        notes_only = [f for f in pred.positive if f not in by_image]
+        if not notes_only:
+            return pred
+        parts = ", ".join(f"{f} (image alone {alone[self.findings.index(f)]:.2f})" for f in notes_only)
+        return replace(pred, warnings=pred.warnings + (
+            f"Called because of the notes, not the image: {parts}. The notes pathway reads words and was trained on "
+            "adult COVID-collection notes; check that the notes support it.",))
 
     def scope_warnings(self, image_embedding: np.ndarray) -> list[str]:
         """Plain-language warning when the film looks adult: the population where the default model is weak."""
