@@ -60,15 +60,8 @@ def sensitivity_threshold(y: np.ndarray, prob: np.ndarray, target: float) -> flo
     return float(pos[min(k, len(pos) - 1)])
 
 
-def fit_temperature(y: np.ndarray, logits: np.ndarray) -> float:
-    """Temperature T > 0 minimising the binary NLL of ``sigmoid(logit / T)`` (golden-section search on log T)."""
-    y = np.asarray(y, dtype=np.float64)
-    z = np.asarray(logits, dtype=np.float64)
-
-    def nll(log_t: float) -> float:
-        p = np.clip(expit(z / np.exp(log_t)), 1e-7, 1 - 1e-7)
-        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
-
+def _minimise_temperature(nll) -> float:
+    """T in [0.05, 20] minimising ``nll(log T)``: golden-section search on log T (the NLL is unimodal there)."""
     a, b = np.log(0.05), np.log(20.0)
     g = (np.sqrt(5) - 1) / 2
     c, d = b - g * (b - a), a + g * (b - a)
@@ -79,6 +72,18 @@ def fit_temperature(y: np.ndarray, logits: np.ndarray) -> float:
             a = c
         c, d = b - g * (b - a), a + g * (b - a)
     return float(np.exp((a + b) / 2))
+
+
+def fit_temperature(y: np.ndarray, logits: np.ndarray) -> float:
+    """Temperature T > 0 minimising the binary NLL of ``sigmoid(logit / T)`` (golden-section search on log T)."""
+    y = np.asarray(y, dtype=np.float64)
+    z = np.asarray(logits, dtype=np.float64)
+
+    def nll(log_t: float) -> float:
+        p = np.clip(expit(z / np.exp(log_t)), 1e-7, 1 - 1e-7)
+        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+    return _minimise_temperature(nll)
 
 
 def expected_calibration_error(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> float:
@@ -152,16 +157,7 @@ def fit_state_temperature(state_logits: np.ndarray, allowed: np.ndarray) -> floa
         lse_ok = np.log((np.exp(s - m) * ok).sum(1).clip(1e-300)) + m[:, 0]
         return float((lse - lse_ok).mean())
 
-    a, b = np.log(0.05), np.log(20.0)
-    g = (np.sqrt(5) - 1) / 2
-    c, d = b - g * (b - a), a + g * (b - a)
-    for _ in range(80):
-        if nll(c) < nll(d):
-            b = d
-        else:
-            a = c
-        c, d = b - g * (b - a), a + g * (b - a)
-    return float(np.exp((a + b) / 2))
+    return _minimise_temperature(nll)
 
 
 def specificity_threshold(y: np.ndarray, prob: np.ndarray, target: float) -> float:
