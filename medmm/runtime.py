@@ -56,7 +56,11 @@ class RuntimeUnavailable(RuntimeError):
 
 # ============================================================================================ which runtime
 def installed(name: str) -> bool:
-    """Whether the Python package of runtime ``name`` imports here (torch always does)."""
+    """Whether runtime ``name`` can run here (torch always can).
+
+    An ONNX runtime also needs the ``onnx`` package: ``torch.onnx.export`` writes the graphs with it, so
+    onnxruntime without onnx would fail at the first export - count it as absent instead.
+    """
     if name == "torch":
         return True
     module = {"onnxruntime": "onnxruntime", "openvino": "openvino"}.get(name)
@@ -64,6 +68,7 @@ def installed(name: str) -> bool:
         return False
     try:
         __import__(module)
+        __import__("onnx")
     except Exception:  # noqa: BLE001 - a broken install counts as absent
         return False
     return True

@@ -156,6 +156,17 @@ def test_explicit_runtime_that_is_missing_is_an_error(monkeypatch):
     assert rt.resolve("auto") == "torch"  # auto falls back to what is installed
 
 
+def test_onnx_runtime_without_the_onnx_exporter_counts_as_absent(monkeypatch):
+    """onnxruntime installed but ``onnx`` missing (torch.onnx.export needs it): auto must pick torch, not crash."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # makes ``import onnx`` raise ImportError
+    assert not rt.installed("onnxruntime") and not rt.installed("openvino")
+    assert rt.resolve("auto") == "torch"
+    with pytest.raises(rt.RuntimeUnavailable, match="not installed"):
+        rt.resolve("onnxruntime")
+
+
 def test_cuda_resolution_without_gpu_providers(monkeypatch):
     """On CUDA, auto is ONNX Runtime only with its CUDA provider; OpenVINO is refused (CPU only)."""
     monkeypatch.setattr(rt, "ort_cuda_available", lambda: False)
