@@ -445,7 +445,7 @@ def token_attribution(model: nn.Module, temperatures: torch.Tensor, tokenizer: A
     kept, so only the words' content is removed, not the sentence frame the encoder expects. Token scores are the
     embedding-dimension sums; WordPiece ``##`` continuations are summed into their word.
     """
-    scorer = _TextScorer(model, temperatures, model.notes_expert_logits([notes]) if notes else None)
+    scorer = _TextScorer(model, temperatures, model.notes_expert_features([notes]) if notes else None)
     special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     keep = torch.tensor([[int(i) in special for i in row] for row in input_ids.tolist()], device=input_ids.device)

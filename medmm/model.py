@@ -137,7 +137,7 @@ class MedMM(nn.Module):
                                   expert_logit: torch.Tensor | None = None) -> torch.Tensor:
         """Notes features from token embeddings ``[B, T, E]``: the one text path (pipeline, training, attribution).
 
-        ``expert_logit`` ``[B]``: the notes expert's logit for each row (``notes_expert_logits``), a constant here.
+        ``expert_logit`` ``[B]``: the notes expert's logit for each row (``notes_expert_features``), a constant here.
         """
         return self.join_text_features(self.text_encoder.forward_embeds(embeds, attention_mask),
                                        None if self.bag_of_words is None else self.bag_of_words(embeds, attention_mask),
@@ -151,11 +151,11 @@ class MedMM(nn.Module):
             parts.append((e.to(pooled.dtype).reshape(-1, 1) / 4).expand(pooled.shape[0], 1))
         return torch.cat(parts, dim=-1) if len(parts) > 1 else pooled
 
-    def notes_expert_logits(self, notes: list[str | None]) -> torch.Tensor | None:
-        """``[B]`` logits of the notes expert (None when the model has none)."""
+    def notes_expert_features(self, notes: list[str | None]) -> torch.Tensor | None:
+        """``[B]`` word evidence of the notes expert (``NotesExpert.features``; None when the model has none)."""
         if self.notes_expert is None:
             return None
-        return torch.from_numpy(self.notes_expert.logits(notes))
+        return torch.from_numpy(self.notes_expert.features(notes))
 
     # --- fusion + head on pooled features (what training on cached features calls directly)
     def forward_features(self, image_feat: torch.Tensor | None, text_feat: torch.Tensor | None,

@@ -7,6 +7,11 @@ multimodal model starts from the bag-of-words anchor instead of competing with i
 training rows of each fold, and the fusion model sees *cross-fitted* expert logits (from an expert that never saw
 that row), so it learns how far to trust the expert on unseen notes.
 
+What the fusion model reads is the expert's *word evidence* (``features``): the logit minus the intercept. The
+intercept is the prior of the notes it was fitted on (the COVID collection, mostly COVID-19: +2.0 in log-odds);
+left in, any note that shares no word with that vocabulary (a knee pre-op note on an adult film) would arrive as
+"+2.0 towards COVID-19". Centred, a note without known words is neutral (0), as a note that is absent is.
+
 Stored in the checkpoint JSON (vocabulary, idf, coefficients): plain numbers, no pickle. ``contributions`` gives
 each term's share of the logit, so the app can show which words the expert used.
 """
@@ -35,6 +40,7 @@ class NotesExpert:
     idf: np.ndarray         # [V]
     coef: np.ndarray        # [V]
     intercept: float
+    centred: bool = True    # ``features`` = word evidence only (False: checkpoints from before, logit incl. intercept)
 
     # -------------------------------------------------------------------------------------------- fit / apply
     @classmethod
@@ -69,6 +75,15 @@ class NotesExpert:
     def logits(self, texts: Sequence[str | None]) -> np.ndarray:
         return np.array([self.logit(t) for t in texts], dtype=np.float32)
 
+    def feature(self, text: str | None) -> float:
+        """What the fusion model reads: the word evidence (logit without the intercept; 0 without notes)."""
+        if not text:
+            return 0.0
+        return self.logit(text) - (self.intercept if self.centred else 0.0)
+
+    def features(self, texts: Sequence[str | None]) -> np.ndarray:
+        return np.array([self.feature(t) for t in texts], dtype=np.float32)
+
     def contributions(self, text: str | None, top: int = 8) -> list[tuple[str, float]]:
         """The terms with the largest |coefficient x tf-idf| in ``text`` (what the expert read), largest first."""
         if not text or not self.vocabulary:
@@ -81,18 +96,20 @@ class NotesExpert:
     def to_dict(self) -> dict[str, Any]:
         order = sorted(self.vocabulary, key=self.vocabulary.get)
         return {"finding": self.finding, "terms": order, "idf": [round(float(self.idf[self.vocabulary[t]]), 6) for t in order],
-                "coef": [round(float(self.coef[self.vocabulary[t]]), 6) for t in order], "intercept": self.intercept}
+                "coef": [round(float(self.coef[self.vocabulary[t]]), 6) for t in order], "intercept": self.intercept,
+                "centred": self.centred}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "NotesExpert":
         terms = list(d["terms"])
         return cls(d["finding"], {t: i for i, t in enumerate(terms)}, np.asarray(d["idf"], np.float64),
-                   np.asarray(d["coef"], np.float64), float(d["intercept"]))
+                   np.asarray(d["coef"], np.float64), float(d["intercept"]), bool(d.get("centred", False)))
 
 
-def cross_fitted_logits(texts: Sequence[str | None], y: np.ndarray, groups: np.ndarray, finding: str,
-                        k: int = 5, seed: int = 0) -> np.ndarray:
-    """Expert logits for every row with notes, each from an expert fitted without that row's patient."""
+def cross_fitted_features(texts: Sequence[str | None], y: np.ndarray, groups: np.ndarray, finding: str,
+                          k: int = 5, seed: int = 0) -> np.ndarray:
+    """Expert features (``NotesExpert.features``) for every row with notes, each from an expert fitted without
+    that row's patient."""
     from sklearn.model_selection import GroupKFold
 
     out = np.zeros(len(texts), np.float32)
@@ -103,10 +120,10 @@ def cross_fitted_logits(texts: Sequence[str | None], y: np.ndarray, groups: np.n
     splitter = GroupKFold(n_splits=k)
     for tr, va in splitter.split(idx, groups=groups[idx]):
         ex = NotesExpert.fit([texts[i] for i in idx[tr]], y[idx[tr]], finding)
-        out[idx[va]] = ex.logits([texts[i] for i in idx[va]])
+        out[idx[va]] = ex.features([texts[i] for i in idx[va]])
     # rows with notes but no label for the finding: an expert fitted on every labelled row
     other = np.array([t is not None for t in texts]) & ~rows
     if other.any():
         ex = NotesExpert.fit([texts[i] for i in idx], y[idx], finding)
-        out[other] = ex.logits([texts[i] for i in np.where(other)[0]])
+        out[other] = ex.features([texts[i] for i in np.where(other)[0]])
     return out

@@ -151,7 +151,7 @@ class Pipeline:
             feat = self.runtime.encode_text(inputs.input_ids, inputs.attention_mask)
         else:
             feat = self.model.encode_text(inputs.input_ids, inputs.attention_mask,
-                                          self.model.notes_expert_logits([inputs.notes]))
+                                          self.model.notes_expert_features([inputs.notes]))
         with self._text_lock:
             self._text_cache[key] = feat
             while len(self._text_cache) > 256:

@@ -552,6 +552,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
     ap.add_argument("--bag-of-words-dim", type=int, default=d.bag_of_words_dim)
     ap.add_argument("--notes-expert", default=d.notes_expert,
                     help="finding of the TF-IDF + logistic-regression notes expert fed to the fusion ('' for none)")
+    ap.add_argument("--source-weights", type=_source_weights,
+                    default=",".join(f"{k}={v:g}" for k, v in d.source_weights.items()),
+                    help="loss weight per source, e.g. nih=2,nih_sample=4,covid=1.5 (unnamed sources: 1)")
     ap.add_argument("--aug-views", type=int, default=2, help="augmented cached views per image (plus one clean)")
     ap.add_argument("--modality-dropout", type=float, default=d.modality_dropout)
     ap.add_argument("--contrastive-weight", type=float, default=d.contrastive_weight)
@@ -571,8 +574,24 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                   modality_dropout=args.modality_dropout, contrastive_weight=args.contrastive_weight,
                   target_sensitivity=args.target_sensitivity, adult_specificity=args.adult_specificity,
                   seed=args.seed, limit_per_source=args.limit_per_source, bag_of_words_dim=args.bag_of_words_dim,
-                  notes_expert=args.notes_expert or None)
+                  notes_expert=args.notes_expert or None,
+                  source_weights=args.source_weights if isinstance(args.source_weights, dict)
+                  else _source_weights(args.source_weights))
     return args, cfg
+
+
+def _source_weights(text: str) -> dict[str, float]:
+    """``"nih=2,covid=1.5"`` -> ``{"nih": 2.0, "covid": 1.5}`` (argparse type; a clear error on a bad pair)."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"source weight {part!r} is not NAME=NUMBER") from None
+        if not sep or not name.strip() or out[name.strip()] < 0:
+            raise argparse.ArgumentTypeError(f"source weight {part!r} is not NAME=NUMBER (number >= 0)")
+    return out
 
 
 class Run:
@@ -614,7 +633,7 @@ class Run:
     def set_notes_expert(self, train_idx: np.ndarray, test_idx: np.ndarray):
         """Expert logits for this split: cross-fitted on the training rows, from the training-rows expert on the
         test rows; returns that expert (None when the recipe has none)."""
-        from medmm.notes_expert import NotesExpert, cross_fitted_logits
+        from medmm.notes_expert import NotesExpert, cross_fitted_features
 
         if not self.cfg.notes_expert:
             return None
@@ -627,12 +646,12 @@ class Run:
         both = {s for s in set(self.sources) if len(np.unique(y[(self.sources == s) & ~np.isnan(y)])) == 2}
         y[~np.isin(self.sources, sorted(both))] = np.nan
         vec = np.zeros(len(self.records), np.float32)
-        vec[train_idx] = cross_fitted_logits([notes[i] for i in train_idx], y[train_idx], self.groups[train_idx],
+        vec[train_idx] = cross_fitted_features([notes[i] for i in train_idx], y[train_idx], self.groups[train_idx],
                                              self.cfg.notes_expert, seed=self.cfg.seed)
         known = [i for i in train_idx if notes[i] is not None and not np.isnan(y[i])]
         expert = NotesExpert.fit([notes[i] for i in known], y[known], self.cfg.notes_expert) if known else None
         if expert is not None and len(test_idx):
-            vec[test_idx] = expert.logits([notes[i] for i in test_idx])
+            vec[test_idx] = expert.features([notes[i] for i in test_idx])
         has_notes = np.array([n is not None for n in notes])
         self.batcher.text.expert = torch.from_numpy(np.where(has_notes, vec, 0.0).astype(np.float32))
         return expert

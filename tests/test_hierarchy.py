@@ -120,7 +120,7 @@ def test_notes_expert_matches_scikit_learn_and_round_trips():
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from medmm.notes_expert import NotesExpert, cross_fitted_logits
+    from medmm.notes_expert import NotesExpert, cross_fitted_features
 
     texts = ["covid positive fever", "bacterial pneumonia strep", "covid-19 pcr positive", "klebsiella growth",
              "fever and cough covid", "strep pneumo"] * 4
@@ -135,6 +135,24 @@ def test_notes_expert_matches_scikit_learn_and_round_trips():
     assert expert.contributions("covid fever")[0][1] > 0
     # cross-fitted logits never come from an expert that saw the row's patient
     groups = np.array([f"p{i % 8}" for i in range(len(texts))])
-    out = cross_fitted_logits(texts, y, groups, "COVID-19", k=4)
+    out = cross_fitted_features(texts, y, groups, "COVID-19", k=4)
     assert out.shape == (len(texts),) and np.isfinite(out).all()
     assert not np.allclose(out, expert.logits(texts))
+
+
+def test_notes_expert_feature_is_word_evidence_only():
+    """A note sharing no word with the expert's vocabulary is neutral for the fusion model, not the training prior."""
+    from medmm.notes_expert import NotesExpert
+
+    texts = ["covid positive fever", "covid pcr positive", "fever and cough covid", "strep pneumo"] * 4
+    y = np.array([1, 1, 1, 0] * 4, dtype=float)  # mostly positive: a clearly positive intercept
+    expert = NotesExpert.fit(texts, y, "COVID-19")
+    assert expert.intercept > 0.3
+    assert expert.feature("left knee arthroscopy planned") == 0.0 == expert.feature(None)
+    assert expert.feature("covid fever") == pytest.approx(expert.logit("covid fever") - expert.intercept)
+    assert expert.feature("covid fever") > 0 > expert.feature("strep pneumo")
+    # checkpoints written before centring stored no flag: they keep the logit they were trained with
+    old = expert.to_dict()
+    del old["centred"]
+    legacy = NotesExpert.from_dict(old)
+    assert legacy.feature("left knee arthroscopy planned") == pytest.approx(expert.intercept, abs=1e-6)
