@@ -42,7 +42,7 @@ from medmm.checkpoint import DEFAULT_CHECKPOINT, read_meta  # noqa: E402
 from medmm.explain_methods import DEFAULT_METHOD, METHOD_NAMES, METHODS  # noqa: E402
 from medmm.io import ScanError  # noqa: E402
 from medmm.pipeline import MAX_SCANS, InputError, Pipeline  # noqa: E402
-from medmm.deid import scrub_identifiers  # noqa: E402
+from medmm.report.deid import scrub_identifiers  # noqa: E402
 from medmm.report import check_consistency  # noqa: E402
 from medmm.service import STAGE_LABELS, RequestResult, configure_from_env, run_request  # noqa: E402
 
@@ -132,7 +132,7 @@ def _request_dir() -> Path:
 
 
 def _exports(session: fmt.SessionResult, report_text: str) -> tuple[str, str, str | None]:
-    """Write the downloads of ``report_text`` after de-identification (medmm.deid): the .txt, JSON and SR never
+    """Write the downloads of ``report_text`` after de-identification (medmm.report.deid): the .txt, JSON and SR never
     carry identifiers a clinician typed into the report (the draft itself is unchanged by it)."""
     try:
         report_text = server.text_input(report_text, "report", server.MAX_REPORT_CHARS)

@@ -750,8 +750,8 @@ def cli_explain(pipeline: "Pipeline", images: Sequence[str | Path], notes: str |
         (out / "overlay.png").write_bytes(figure_to_png(fig))
         np.save(out / "attributions.npy", exp.attributions)
         written += ["overlay.png", "attributions.npy"]
-    # words inside identifiers of the notes (medmm.deid) are written as [REDACTED], never as typed
-    from medmm.deid import phi_words
+    # words inside identifiers of the notes (medmm.report.deid) are written as [REDACTED], never as typed
+    from medmm.report.deid import phi_words
 
     phi = phi_words(inputs.notes or "")
     tokens = [{"word": "[REDACTED]" if w.lower() in phi or sum(c.isdigit() for c in w) >= 5 else w, "score": s}

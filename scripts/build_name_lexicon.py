@@ -1,4 +1,4 @@
-"""Build medmm/deid_lexicon.json.gz: the first-name and surname lists medmm.deid matches names against.
+"""Build medmm/report/deid_lexicon.json.gz: the first-name and surname lists medmm.report.deid matches names against.
 
     pip install faker          # development only (MIT); the app reads the generated file, not faker
     python scripts/build_name_lexicon.py
@@ -7,7 +7,7 @@ Names: every Latin-script first name and surname in Faker's person providers (al
 lower case. Words that are ordinary clinical or English vocabulary are removed (they would be redacted wherever
 they are capitalised): every word that occurs at least twice in the IU chest X-ray reports (../shared, real report
 prose whose identifiers were already removed) plus a short list of everyday words below. Eponyms (Parkinson,
-Hodgkin...) are handled by rules in medmm.deid, not here.
+Hodgkin...) are handled by rules in medmm.report.deid, not here.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from medmm.data import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "medmm" / "deid_lexicon.json.gz"
+OUT = ROOT / "medmm" / "report" / "deid_lexicon.json.gz"
 IU = SHARED_DATA / "iu_reports" / "indiana_reports.csv"
 EVERYDAY = """a an and are as at be but by can day days did do does for from had has have he her him his how i if in
 into is it its me my no not of on one or our out over she so than that the their them then there they this to too

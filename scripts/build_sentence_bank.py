@@ -5,7 +5,7 @@
 
 Splits the ``findings`` and ``impression`` sections into sentences, drops sentences that relied on ``XXXX``
 placeholders or talk about comparisons/technique, dedupes with per-report frequency counts, keeps the
-sentences a draft could use, labels them with ``medmm.labeler`` and embeds them with
+sentences a draft could use, labels them with ``medmm.report.labeler`` and embeds them with
 ``medmm.encoders.embed_texts`` (all-MiniLM-L6-v2 from the offline wheel). Source data: Open-i IU reports
 (non-commercial terms); the bank is a derived artefact under the same terms.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable
 
 from medmm.data import SHARED_DATA
-from medmm.labeler import LABELER_VERSION
+from medmm.report.labeler import LABELER_VERSION
 from medmm.report import DEFAULT_BANK_PATH, SentenceBank, build_bank
 
 log = logging.getLogger("build_sentence_bank")

@@ -14,7 +14,7 @@ Protocol
   probabilities (the project's operating point). Findings without positive training labels (IU has no subtype or COVID-19 labels) get
   probability 0.
 * Draft -> compare with the real findings + impression:
-  - label agreement: ``medmm.labeler.binary_labels`` on both texts (uncertain counts as present), micro/macro F1;
+  - label agreement: ``medmm.report.labeler.binary_labels`` on both texts (uncertain counts as present), micro/macro F1;
   - BLEU-4 (sacrebleu, corpus, lower-cased, 13a tokens) and ROUGE-L F (rouge-score), with ``XXXX`` removed from
     the references and meta sentences (no-image caveat, inconsistency warning, organism caveat, "no descriptive
     findings") and the "(model probability ...)" suffixes removed from the drafts.
@@ -39,7 +39,7 @@ import numpy as np
 
 # the sibling script: `python scripts/eval_report.py` puts scripts/ first on sys.path
 from build_sentence_bank import DEFAULT_REPORTS, build_from_rows, read_reports
-from medmm.labeler import binary_labels
+from medmm.report.labeler import binary_labels
 from medmm.labels import FINDINGS, iu_report_labels
 from medmm.metrics import youden_threshold
 from medmm.prediction import Prediction

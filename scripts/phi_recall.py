@@ -1,6 +1,6 @@
 """Measure de-identification recall on the PHI test corpus (tests/data/phi_corpus.json).
 
-    python scripts/phi_recall.py                    # medmm.deid (what the app uses)
+    python scripts/phi_recall.py                    # medmm.report.deid (what the app uses)
     python scripts/phi_recall.py --method all       # also the alternatives that are installed (see docs/privacy.md)
     python scripts/phi_recall.py --json out.json    # per-type figures as JSON
 
@@ -101,7 +101,7 @@ def evaluate(scrub: Callable[[str], str], corpus: dict, show: bool = False, sect
 
 # --------------------------------------------------------------------------- methods
 def _medmm() -> Callable[[str], str]:
-    from medmm.deid import scrub_identifiers
+    from medmm.report.deid import scrub_identifiers
     return scrub_identifiers
 
 

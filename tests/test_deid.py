@@ -1,4 +1,4 @@
-"""medmm.deid on the PHI corpus (tests/data/phi_corpus.json): no identifier survives, clinical text is kept, and
+"""medmm.report.deid on the PHI corpus (tests/data/phi_corpus.json): no identifier survives, clinical text is kept, and
 every export path (Indication, edited Findings/Impression, DICOM SR, text/JSON downloads) goes through it."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from medmm.deid import DEID_METHOD, clean_indication, find_phi, phi_words, scrub_identifiers
+from medmm.report.deid import DEID_METHOD, clean_indication, find_phi, phi_words, scrub_identifiers
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("phi_recall", ROOT / "scripts" / "phi_recall.py")

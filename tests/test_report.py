@@ -1,4 +1,4 @@
-"""Tests for medmm.labeler and medmm.report: labeller, PHI scrubbing, drafting, consistency, exports, DICOM SR.
+"""Tests for medmm.report.labeler and medmm.report: labeller, PHI scrubbing, drafting, consistency, exports, DICOM SR.
 
 Fast (no torch, no text encoder): the shipped bank in assets/ carries its embeddings; a synthetic bank with
 random unit vectors stands in where embeddings must be controlled.
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medmm.labeler import binary_labels, find_mentions, label_sentence, label_text, split_sentences
+from medmm.report.labeler import binary_labels, find_mentions, label_sentence, label_text, split_sentences
 from medmm.labels import FINDINGS
 from medmm.prediction import Prediction
 from medmm.report import (BASIC_TEXT_SR, DEFAULT_BANK_PATH, DISCLAIMER, MODELLED_CONCEPTS, NOT_PROVIDED,

@@ -6,7 +6,7 @@ What
   Impression. Sentences are either *retrieved* from a bank of real IU report sentences (ranked by cosine
   similarity to the notes embedding, frequency when there are no notes) or *templated* (hedged statements
   for the modelled findings, probability in the text). Every sentence is label-checked with
-  ``medmm.labeler`` so the draft never asserts a finding predicted negative nor negates one predicted positive.
+  ``medmm.report.labeler`` so the draft never asserts a finding predicted negative nor negates one predicted positive.
 * ``check_consistency(report_text, prediction)`` re-runs the labeller over a (clinician-edited) report and
   lists contradictions with the model output.
 * ``Report.to_text/to_markdown/to_dict/to_json`` and ``to_dicom_sr`` (DICOM Basic Text SR, no identifiers).
@@ -38,14 +38,14 @@ from typing import Any, BinaryIO, Callable, Iterable, Sequence
 import numpy as np
 
 from medmm import DISCLAIMER, __version__  # DISCLAIMER: the one wording, the report's NOTE
-from medmm.labeler import CONCEPT_BY_NAME, Mention, find_mentions, split_sentences
+from medmm.report.labeler import CONCEPT_BY_NAME, Mention, find_mentions, split_sentences
 from medmm.labels import FINDINGS
 from medmm.prediction import Prediction
 
 logger = logging.getLogger(__name__)
 
 NOT_PROVIDED = "Not provided."
-DEFAULT_BANK_PATH = Path(__file__).resolve().parents[1] / "assets" / "sentence_bank.npz"
+DEFAULT_BANK_PATH = Path(__file__).resolve().parents[2] / "assets" / "sentence_bank.npz"
 BANK_ENV_VAR = "MEDMM_SENTENCE_BANK"
 MAX_INDICATION_CHARS = 1000
 MAX_REPORT_CHARS = 100_000           # check_consistency reads at most this much of an edited report
@@ -114,9 +114,9 @@ def _finding_template(finding: str, band: str, prob: float, image: bool) -> str:
 
 
 # ----------------------------------------------------------------------------------------- notes -> indication
-# De-identification lives in medmm.deid (rules + name lexicon, measured on a PHI corpus; see docs/privacy.md).
-from medmm.deid import DEID_METHOD, scrub_identifiers  # noqa: E402  (re-exported: report.scrub_identifiers)
-from medmm.deid import clean_indication as _deid_indication  # noqa: E402
+# De-identification lives in medmm.report.deid (rules + name lexicon, measured on a PHI corpus; see docs/privacy.md).
+from medmm.report.deid import DEID_METHOD, scrub_identifiers  # noqa: E402  (re-exported: report.scrub_identifiers)
+from medmm.report.deid import clean_indication as _deid_indication  # noqa: E402
 
 
 def clean_indication(notes: str | None, max_chars: int = MAX_INDICATION_CHARS) -> str:
@@ -797,7 +797,7 @@ def to_dicom_sr(report: Report, prediction: Prediction, path_or_buffer: str | Pa
         item.RelationshipType = "CONTAINS"
         item.ValueType = "TEXT"
         item.ConceptNameCodeSequence = DicomSequence([_code(Dataset, *code)])
-        item.TextValue = scrub_identifiers(value)   # every text, clinician edits included (medmm.deid)
+        item.TextValue = scrub_identifiers(value)   # every text, clinician edits included (medmm.report.deid)
         return item
 
     outputs = "; ".join(f"{m['finding']} {m['probability']:.2f} (threshold {m['threshold']:.2f}, {m['band']})"

@@ -19,7 +19,7 @@ separate download); scrubadub without its NER add-ons finds no names or dates. S
 
 * names: titles (Mr/Dr/...), labels (patient, pt, name, wife, son, nurse, referred by...), DICOM person names
   (``DOE^JOHN``), "Surname, First", and any capitalised word in the first-name or surname lexicon
-  (``medmm/deid_lexicon.json.gz``, built by ``scripts/build_name_lexicon.py`` from Faker's multi-locale name lists
+  (``medmm/report/deid_lexicon.json.gz``, built by ``scripts/build_name_lexicon.py`` from Faker's multi-locale name lists
   minus ordinary clinical/English words), extended to the capitalised words around it. Eponyms ("Parkinson
   disease", "Bell's palsy") and organisms are kept.
 * addresses (street numbers + street words, apartments, US state + ZIP, UK and European postcodes, a short list of
