@@ -797,7 +797,7 @@ def test_empty_missing_folder_and_wrong_type(tmp_path) -> None:
 
 def test_file_size_limit(tmp_path, monkeypatch) -> None:
     data = png_bytes(phantom(255).astype(np.uint8))
-    monkeypatch.setattr(mio, "MAX_FILE_BYTES", len(data) - 1)
+    monkeypatch.setattr(mio.limits, "MAX_FILE_BYTES", len(data) - 1)
     path = tmp_path / "big.png"
     path.write_bytes(data)
     expect_error(path, "larger than")

@@ -81,7 +81,7 @@ def test_7000_square_png_is_downsampled_in_bounded_time_and_memory(tmp_path: Pat
 
 
 def test_downsampling_is_an_area_average(monkeypatch) -> None:
-    monkeypatch.setattr(mio, "MAX_SIDE_PX", 64)
+    monkeypatch.setattr(mio.limits, "MAX_SIDE_PX", 64)
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (200, 256), dtype=np.uint8)
     from PIL import Image
@@ -97,7 +97,7 @@ def test_downsampling_is_an_area_average(monkeypatch) -> None:
     assert (scan.metadata.rows, scan.metadata.columns) == (200, 256)
     # 16-bit and numpy strip reduction agree with a plain block mean too (edges averaged over what they have)
     arr = rng.integers(0, 4096, (130, 70)).astype(np.uint16)
-    red = mio._block_reduce(arr, 4)
+    red = mio.pixels._block_reduce(arr, 4)
     assert red.shape == (33, 18)
     assert np.allclose(red[:32, :17], arr[:128, :68].reshape(32, 4, 17, 4).mean(axis=(1, 3)))
     assert np.isclose(red[32, 17], arr[128:, 68:].mean())
@@ -105,11 +105,11 @@ def test_downsampling_is_an_area_average(monkeypatch) -> None:
 
 def test_request_budgets_from_headers(monkeypatch, tmp_path: Path) -> None:
     small = gray_png(2000, 2000)                           # 4 MP each
-    monkeypatch.setattr(mio, "MAX_REQUEST_PIXELS", 10_000_000)
+    monkeypatch.setattr(mio.limits, "MAX_REQUEST_PIXELS", 10_000_000)
     with pytest.raises(ScanError, match="too large together"):
         load_scans([small, small, small])                  # 12 MP > 10 MP, refused before any decode
     assert len(load_scans([small, small])) == 2
-    monkeypatch.setattr(mio, "MAX_REQUEST_BYTES", len(small) + 10)
+    monkeypatch.setattr(mio.limits, "MAX_REQUEST_BYTES", len(small) + 10)
     path = tmp_path / "a.png"
     path.write_bytes(small)
     with pytest.raises(ScanError, match="larger than"):
