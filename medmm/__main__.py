@@ -22,7 +22,7 @@ class CliError(Exception):
     """Turned into a one-line message on stderr and exit code 2."""
 
 
-META_FILE = "medmm.json"   # = medmm.checkpoint.META_FILE (that module imports torch)
+META_FILE = "medmm.json"   # = medmm.models.checkpoint.META_FILE (that module imports torch)
 
 
 def resolve_checkpoint(path: str | None) -> str | None:
@@ -88,7 +88,7 @@ def _load_scans_naming_the_file(paths: list[Path]):
 
 
 def _pipeline(checkpoint: str | None, runtime: str | None = None):
-    from medmm.checkpoint import DEFAULT_CHECKPOINT
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
     from medmm.pipeline import Pipeline
     from medmm.runtime import RuntimeUnavailable
 
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
 
 # (module, class) of the errors whose messages are meant for the user; checked without importing the modules
 # (an error class can only have been raised if its module is loaded), so a bad file never waits for torch.
-_USER_ERRORS = (("medmm.io", "ScanError"), ("medmm.pipeline", "InputError"), ("medmm.checkpoint", "CheckpointError"),
+_USER_ERRORS = (("medmm.io", "ScanError"), ("medmm.pipeline", "InputError"), ("medmm.models.checkpoint", "CheckpointError"),
                 ("medmm.explain", "ExplainError"))
 
 

@@ -328,7 +328,7 @@ def fresh_backbone(pipeline: Any) -> nn.Module:
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Copy of a timm EfficientNet-style model with BatchNorm folded (``ImageEncoder.fold_batchnorm_``)."""
-    from medmm.encoders import ImageEncoder
+    from medmm.models.encoders import ImageEncoder
 
     holder = ImageEncoder.__new__(ImageEncoder)
     nn.Module.__init__(holder)
@@ -517,10 +517,10 @@ def run_bench(checkpoint: str | Path | None = None, repeats: int = 20, *, cold: 
               threads: int | None = None, runtime: str | None = None,
               compare_runtimes: bool = True) -> dict[str, Any]:
     """Run every stage once in this process and return the result dict (see the module docstring)."""
-    from medmm.checkpoint import DEFAULT_CHECKPOINT
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
     from medmm.io import load_scan
     from medmm.pipeline import Pipeline
-    from medmm.transforms import to_model_input
+    from medmm.models.transforms import to_model_input
 
     if threads:
         torch.set_num_threads(threads)

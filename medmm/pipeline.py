@@ -17,11 +17,11 @@ from typing import Sequence, Union
 import numpy as np
 import torch
 
-from medmm.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from medmm.models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from medmm.io import Scan, load_scans
 from medmm.labels import coherent_positives
 from medmm.prediction import Prediction
-from medmm.transforms import to_model_input
+from medmm.models.transforms import to_model_input
 
 log = logging.getLogger(__name__)
 

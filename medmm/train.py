@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medmm.checkpoint import CheckpointMeta, OODReference, ScopeCheck, save_checkpoint
+from medmm.models.checkpoint import CheckpointMeta, OODReference, ScopeCheck, save_checkpoint
 from medmm.config import ModelConfig, Preprocessing, TrainConfig
 from medmm.data import Record, label_matrix, leave_one_source_out, load_records, patient_folds
 from medmm.io import load_scan
@@ -45,8 +45,8 @@ from medmm.labels import FINDINGS, LEAF_NAMES, allowed_states, marginals
 from medmm.losses import ClipLoss, partial_label_nll
 from medmm.metrics import (binary_metrics, expected_calibration_error, fit_state_temperature, roc_auc,
                            sensitivity_threshold, specificity_threshold, youden_threshold)
-from medmm.model import MedMM, create_model
-from medmm.transforms import radiograph_augment, to_model_input
+from medmm.models.model import MedMM, create_model
+from medmm.models.transforms import radiograph_augment, to_model_input
 
 log = logging.getLogger("medmm.train")
 
@@ -633,7 +633,7 @@ class Run:
     def set_notes_expert(self, train_idx: np.ndarray, test_idx: np.ndarray):
         """Expert logits for this split: cross-fitted on the training rows, from the training-rows expert on the
         test rows; returns that expert (None when the recipe has none)."""
-        from medmm.notes_expert import NotesExpert, cross_fitted_features
+        from medmm.models.notes_expert import NotesExpert, cross_fitted_features
 
         if not self.cfg.notes_expert:
             return None

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from medmm.checkpoint import DEFAULT_CHECKPOINT
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
     from medmm.explain import METHODS, NOTES_METHODS, explain
     from medmm.pipeline import Pipeline
 

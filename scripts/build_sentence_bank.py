@@ -6,7 +6,7 @@
 Splits the ``findings`` and ``impression`` sections into sentences, drops sentences that relied on ``XXXX``
 placeholders or talk about comparisons/technique, dedupes with per-report frequency counts, keeps the
 sentences a draft could use, labels them with ``medmm.report.labeler`` and embeds them with
-``medmm.encoders.embed_texts`` (all-MiniLM-L6-v2 from the offline wheel). Source data: Open-i IU reports
+``medmm.models.encoders.embed_texts`` (all-MiniLM-L6-v2 from the offline wheel). Source data: Open-i IU reports
 (non-commercial terms); the bank is a derived artefact under the same terms.
 """
 
@@ -41,10 +41,10 @@ def sections(rows: Iterable[dict[str, str]]) -> list[tuple[str, str]]:
 def build_from_rows(rows: list[dict[str, str]], min_count: int = 2, source: str = "IU chest X-ray reports (Open-i)",
                     extra_meta: dict | None = None) -> SentenceBank:
     """Bank from IU rows, embedded with the project's text encoder (imported here: it loads torch)."""
-    from medmm.encoders import embed_texts
+    from medmm.models.encoders import embed_texts
 
     meta = {"source": source, "license": "Open-i terms of use (non-commercial)", "labeler_version": LABELER_VERSION,
-            "embedding": "all-MiniLM-L6-v2 mean-pooled, L2-normalised (medmm.encoders.embed_texts)",
+            "embedding": "all-MiniLM-L6-v2 mean-pooled, L2-normalised (medmm.models.encoders.embed_texts)",
             **(extra_meta or {})}
     return build_bank(sections(rows), lambda texts: embed_texts(texts, batch_size=128), min_count=min_count, meta=meta)
 

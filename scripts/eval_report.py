@@ -151,7 +151,7 @@ def evaluate(name: str, refs: list[str], hyps: list[str]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ main
 def embed_sorted(texts: list[str]) -> np.ndarray:
     """``embed_texts`` in length order (less padding per batch), returned in input order."""
-    from medmm.encoders import embed_texts
+    from medmm.models.encoders import embed_texts
 
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     emb = embed_texts([texts[i] for i in order], batch_size=64)

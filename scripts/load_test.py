@@ -526,7 +526,7 @@ def reference_predictions(plan: list[tuple[Path, str]], checkpoint: str | None) 
     """
     import torch
 
-    from medmm.checkpoint import DEFAULT_CHECKPOINT
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
     from medmm.pipeline import Pipeline
 
     pipe = Pipeline.from_checkpoint(checkpoint or DEFAULT_CHECKPOINT, device="cpu")

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kermany", type=int, default=60, help="Kermany films for the border share")
     ap.add_argument("--out", default=None, help="write the JSON here (default: print)")
     args = ap.parse_args(argv)
-    from medmm.checkpoint import DEFAULT_CHECKPOINT
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
 
     res = run(args.checkpoint or str(DEFAULT_CHECKPOINT), args.kermany)
     text = json.dumps(res, indent=2)

@@ -349,7 +349,7 @@ def test_module_demo_is_built_without_loading_the_model_and_lists_the_api() -> N
 
     code = ("import sys, app; import gradio as gr; "
             "assert isinstance(app.demo, gr.Blocks); "
-            "print(app.PIPELINE.loaded, 'medmm.model' in sys.modules, sorted(app.demo.get_api_info()['named_endpoints']))")
+            "print(app.PIPELINE.loaded, 'medmm.models.model' in sys.modules, sorted(app.demo.get_api_info()['named_endpoints']))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]

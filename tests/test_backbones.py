@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from medmm.encoders import ImageEncoder, backbone_for
+from medmm.models.encoders import ImageEncoder, backbone_for
 from tests.helpers import require_shared
 
 FAMILIES = {"tf_efficientnet_lite0": "efficientnet", "densenet121": "densenet", "vit_tiny_patch16_224": "vit"}

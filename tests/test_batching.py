@@ -78,7 +78,7 @@ def test_max_batch_is_respected_and_errors_reach_every_caller():
 
 @pytest.fixture(scope="module")
 def pipe():
-    from medmm.checkpoint import DEFAULT_CHECKPOINT
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
     from medmm.pipeline import Pipeline
 
     return Pipeline.from_checkpoint(DEFAULT_CHECKPOINT, device="cpu")

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from medmm.checkpoint import CheckpointMeta
+from medmm.models.checkpoint import CheckpointMeta
 from medmm.config import ModelConfig, Preprocessing
 from medmm.explain import (ExplainError, Explanation, _ImageScorer, _TextScorer, cli_explain, explain,
                            merge_wordpieces, occlusion_geometry, reference_image, spearman)
 from medmm.io import Scan, ScanMetadata
 from medmm.labels import FINDINGS
-from medmm.model import create_model
+from medmm.models.model import create_model
 from medmm.pipeline import InputError, Pipeline
 from medmm.render import figure_to_array, figure_to_png, overlay_figure, token_highlights
 

@@ -10,7 +10,7 @@ from medmm.data import leave_one_source_out, load_records, nih_records
 from medmm.labels import (FINDINGS, LEAF_MATRIX, LEAF_NAMES, allowed_states, ancestors, children, coherent_positives,
                           covid_collection_labels, kermany_labels, marginals, nih_labels)
 from medmm.losses import partial_label_nll
-from medmm.model import StateHead
+from medmm.models.model import StateHead
 from tests.helpers import require_shared
 
 F = {f: i for i, f in enumerate(FINDINGS)}
@@ -120,7 +120,7 @@ def test_notes_expert_matches_scikit_learn_and_round_trips():
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from medmm.notes_expert import NotesExpert, cross_fitted_features
+    from medmm.models.notes_expert import NotesExpert, cross_fitted_features
 
     texts = ["covid positive fever", "bacterial pneumonia strep", "covid-19 pcr positive", "klebsiella growth",
              "fever and cough covid", "strep pneumo"] * 4
@@ -142,7 +142,7 @@ def test_notes_expert_matches_scikit_learn_and_round_trips():
 
 def test_notes_expert_feature_is_word_evidence_only():
     """A note sharing no word with the expert's vocabulary is neutral for the fusion model, not the training prior."""
-    from medmm.notes_expert import NotesExpert
+    from medmm.models.notes_expert import NotesExpert
 
     texts = ["covid positive fever", "covid pcr positive", "fever and cough covid", "strep pneumo"] * 4
     y = np.array([1, 1, 1, 0] * 4, dtype=float)  # mostly positive: a clearly positive intercept

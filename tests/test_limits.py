@@ -37,7 +37,7 @@ _PROBE = """
 import json, resource, sys, time
 from medmm.io import ScanError, load_scans
 from medmm.config import Preprocessing
-from medmm.transforms import to_model_input
+from medmm.models.transforms import to_model_input
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 out = {}

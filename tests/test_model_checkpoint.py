@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from medmm.checkpoint import CheckpointError, CheckpointMeta, OODReference, load_checkpoint, save_checkpoint
+from medmm.models.checkpoint import CheckpointError, CheckpointMeta, OODReference, load_checkpoint, save_checkpoint
 from medmm.config import ModelConfig, Preprocessing
 from medmm.labels import FINDINGS
 from medmm.losses import ClipLoss, masked_bce
-from medmm.model import create_model
+from medmm.models.model import create_model
 
 
 @pytest.fixture(scope="module")

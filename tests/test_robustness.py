@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medmm.checkpoint import DEFAULT_CHECKPOINT
+from medmm.models.checkpoint import DEFAULT_CHECKPOINT
 from medmm.io import ScanError
 from medmm.pipeline import MAX_SCANS, InputError, Pipeline
 from tests.make_bad_inputs import NOTES, SCANS, BadInput, BadNotes, write_corpus

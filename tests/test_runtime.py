@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from medmm import runtime as rt
-from medmm.checkpoint import DEFAULT_CHECKPOINT
+from medmm.models.checkpoint import DEFAULT_CHECKPOINT
 from medmm.pipeline import Pipeline
 from tests.helpers import require_shared
 

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "medmm.json"
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "default"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
 
 
 class CheckpointError(ValueError):
@@ -193,7 +193,7 @@ def load_checkpoint(folder: str | Path = DEFAULT_CHECKPOINT, *, expected_finding
     """
     from safetensors import safe_open
 
-    from medmm.model import create_model
+    from medmm.models.model import create_model
 
     folder = Path(folder)
     meta = read_meta(folder)
@@ -229,7 +229,7 @@ def load_checkpoint(folder: str | Path = DEFAULT_CHECKPOINT, *, expected_finding
     model.to(device).eval()
     model.scope = scope  # plain attribute (not a module): read by the pipeline
     if meta.model.notes_expert and meta.notes_expert:  # trained without labelled notes: the expert feature stays 0
-        from medmm.notes_expert import NotesExpert
+        from medmm.models.notes_expert import NotesExpert
 
         model.notes_expert = NotesExpert.from_dict(meta.notes_expert)
     return model, meta, ood

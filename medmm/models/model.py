@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from medmm.config import ModelConfig
-from medmm.encoders import ImageEncoder, TextEncoder
+from medmm.models.encoders import ImageEncoder, TextEncoder
 
 
 class GatedFusion(nn.Module):
@@ -91,7 +91,7 @@ class MedMM(nn.Module):
         d = cfg.fused_dim
         self.bag_of_words = BagOfWords(text_dim, cfg.bag_of_words_dim) if cfg.bag_of_words_dim else None
         self.image_proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(image_encoder.num_features, d), nn.GELU())
-        self.notes_expert = None  # medmm.notes_expert.NotesExpert (plain numbers, set by training / the checkpoint)
+        self.notes_expert = None  # medmm.models.notes_expert.NotesExpert (plain numbers, set by training / the checkpoint)
         n_text = text_dim + cfg.bag_of_words_dim + (1 if cfg.notes_expert else 0)
         self.text_proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(n_text, d), nn.GELU())
         self.fusion = GatedFusion(d)
