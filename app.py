@@ -39,7 +39,7 @@ from gradio.utils import get_upload_folder  # noqa: E402
 
 from medmm import app_format as fmt  # noqa: E402
 from medmm.models.checkpoint import DEFAULT_CHECKPOINT, read_meta  # noqa: E402
-from medmm.explain_methods import DEFAULT_METHOD, METHOD_NAMES, METHODS  # noqa: E402
+from medmm.explain.methods import DEFAULT_METHOD, METHOD_NAMES, METHODS  # noqa: E402
 from medmm.io import ScanError  # noqa: E402
 from medmm.pipeline import MAX_SCANS, InputError, Pipeline  # noqa: E402
 from medmm.report.deid import scrub_identifiers  # noqa: E402

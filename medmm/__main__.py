@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from medmm.explain_methods import DEFAULT_METHOD, METHODS, NOTES_METHODS, method_help  # no torch import
+from medmm.explain.methods import DEFAULT_METHOD, METHODS, NOTES_METHODS, method_help  # no torch import
 
 EXIT_BAD_INPUT = 2
 
@@ -229,7 +229,7 @@ def evaluation_table(result: dict) -> str:
 
 
 def cmd_explain(args) -> int:
-    from medmm.explain import cli_explain
+    from medmm.explain.attribution import cli_explain
 
     pipe = _pipeline(args.checkpoint, getattr(args, "runtime", None))
     return cli_explain(pipe, args.images, _notes_arg(args), finding=args.finding,
@@ -346,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
 
 # (module, class) of the errors whose messages are meant for the user; checked without importing the modules
 # (an error class can only have been raised if its module is loaded), so a bad file never waits for torch.
-_USER_ERRORS = (("medmm.io", "ScanError"), ("medmm.pipeline", "InputError"), ("medmm.models.checkpoint", "CheckpointError"),
-                ("medmm.explain", "ExplainError"))
+_USER_ERRORS = (("medmm.io.scan", "ScanError"), ("medmm.pipeline", "InputError"),
+                ("medmm.models.checkpoint", "CheckpointError"), ("medmm.explain.attribution", "ExplainError"))
 
 
 def _user_error(e: Exception) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from medmm import DISCLAIMER  # noqa: F401  (the one wording; the app's banner)
-from medmm.explain_methods import DEFAULT_METHOD
+from medmm.explain.methods import DEFAULT_METHOD
 from medmm.prediction import Prediction
 
 log = logging.getLogger(__name__)
@@ -222,11 +222,11 @@ def _p(value: Any) -> str:
 
 def explanation_markdown(explanation: Any, check: Mapping[str, Any] | None = None) -> str:
     """What the overlay and the token colours show: method, finding, probability, the map's own faithfulness
-    and agreement result (``medmm.saliency_check``), modality effects, caveats."""
+    and agreement result (``medmm.explain.saliency_check``), modality effects, caveats."""
     if explanation is None:
         return ""
-    from medmm.explain_methods import METHOD_NAMES
-    from medmm.saliency_check import summarise
+    from medmm.explain.methods import METHOD_NAMES
+    from medmm.explain.saliency_check import summarise
 
     target = f"**{explanation.finding}** (p = {explanation.probability:.2f})"
     if explanation.heatmap_scan is None:
@@ -258,8 +258,8 @@ def consistency_markdown(contradictions: Sequence[Any]) -> str:
 # ------------------------------------------------------------------------------------------------ explanation drawing
 def overlay_caption(explanation: Any, check: Mapping[str, Any] | None) -> str:
     """The overlay's own caption: method, then its faithfulness / agreement verdict in plain words."""
-    from medmm.explain_methods import METHOD_NAMES
-    from medmm.saliency_check import verdict
+    from medmm.explain.methods import METHOD_NAMES
+    from medmm.explain.saliency_check import verdict
 
     v = verdict(check)
     faith = {None: "faithfulness not checked", True: "better than random (deletion test)",
@@ -272,10 +272,10 @@ def overlay_caption(explanation: Any, check: Mapping[str, Any] | None) -> str:
 
 
 def overlay_image(explanation: Any, scans: Sequence[Any], check: Mapping[str, Any] | None = None) -> np.ndarray | None:
-    """Saliency overlay on the explained scan as an RGB array, drawn by medmm.render (None without a heatmap)."""
+    """Saliency overlay on the explained scan as an RGB array, drawn by medmm.explain.render (None without a heatmap)."""
     if explanation is None or explanation.heatmap_scan is None or explanation.view is None:
         return None
-    from medmm.render import figure_to_array, overlay_figure
+    from medmm.explain.render import figure_to_array, overlay_figure
 
     fig = overlay_figure(scans[explanation.view].pixels, explanation.heatmap_scan,
                          f"{explanation.finding} (p = {explanation.probability:.2f})",
@@ -287,7 +287,7 @@ def note_tokens(explanation: Any, notes: str | None) -> list[tuple[str, float | 
     """Note words with scores in [-1, 1] for a ``gr.HighlightedText`` (None without notes)."""
     if explanation is None or not explanation.tokens:
         return None
-    from medmm.render import token_highlights
+    from medmm.explain.render import token_highlights
 
     items = token_highlights(explanation.tokens, notes)
     # show only what the model read: notes beyond its token limit were never scored (nor seen by the model)

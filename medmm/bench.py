@@ -38,13 +38,13 @@ import torch
 from torch import nn
 
 from medmm.data import SHARED_DATA
-from medmm.explain_methods import METHODS
+from medmm.explain.methods import METHODS
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BATCH_SIZES = (1, 8, 32)
-EXPLAIN_METHODS = METHODS  # medmm.explain_methods
+EXPLAIN_METHODS = METHODS  # medmm.explain.methods
 TYPICAL_NOTES = ("58-year-old with fever, productive cough and right basal crackles for three days; "
                  "SpO2 91% on room air. Rule out pneumonia.")
 OVERHEAD_TARGET = 1.3  # issue 15
@@ -671,7 +671,7 @@ def _explain_stages(pipe: Any, inputs: Any, prediction: Any, methods: Sequence[s
                     notes_out: list[str]) -> dict[str, dict[str, float]]:
     """``explain`` per method on an image+notes request; also the image-map part alone (``timings_s['image_s']``)."""
     try:
-        from medmm.explain import explain
+        from medmm.explain.attribution import explain
     except ImportError as e:
         notes_out.append(f"explanation stages skipped: medmm.explain not importable ({e})")
         return {}

@@ -30,7 +30,7 @@ class RequestResult:
     latency_s: float
     stage_latency_s: dict[str, float] = field(default_factory=dict)
     study_warnings: tuple[str, ...] = ()   # scans of several patients / studies (medmm.study)
-    explanation_check: dict[str, Any] | None = None   # medmm.saliency_check: faithfulness + method agreement
+    explanation_check: dict[str, Any] | None = None   # medmm.explain.saliency_check: faithfulness + method agreement
 
     @property
     def warnings(self) -> list[str]:
@@ -74,7 +74,7 @@ def run_request(pipeline: Pipeline, scans: Sequence[ScanInput] = (), notes: str 
 
     ``explain``: keyword arguments for ``medmm.explain.explain`` (e.g. ``{"finding": "Pneumonia", "method": "gradcam"}``),
     or None to skip explanations; ``check_explanation`` adds the map's faithfulness and agreement with a second
-    method (``medmm.saliency_check``, in the explanation stage). ``on_stage(name, index, total)`` is called as
+    method (``medmm.explain.saliency_check``, in the explanation stage). ``on_stage(name, index, total)`` is called as
     each stage starts (progress bars).
     """
     stages = ["load", "inference", *(["explanation"] if explain is not None else []), *(["report"] if report else [])]
@@ -101,14 +101,14 @@ def run_request(pipeline: Pipeline, scans: Sequence[ScanInput] = (), notes: str 
             prediction = pipeline.predict_prepared(inputs)
             stage_s["inference"] = time.perf_counter() - t
         if explain is not None:
-            from medmm.explain import explain as run_explain
+            from medmm.explain.attribution import explain as run_explain
 
             starting("explanation")
             with meter.stage("explanation"):
                 t = time.perf_counter()
                 explanation = run_explain(pipeline, inputs, prediction, **explain)
                 if check_explanation:
-                    from medmm.saliency_check import check_saliency
+                    from medmm.explain.saliency_check import check_saliency
 
                     checked = check_saliency(pipeline, inputs, explanation)
                 stage_s["explanation"] = time.perf_counter() - t

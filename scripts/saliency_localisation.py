@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from medmm.data import SHARED_DATA
-from medmm.explain_methods import METHODS
+from medmm.explain.methods import METHODS
 BORDER = 0.10
 
 

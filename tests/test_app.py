@@ -308,7 +308,7 @@ def test_progress_reports_every_stage_in_order() -> None:
 
 
 def test_overlay_caption_reports_its_own_check(analyzed: dict) -> None:
-    from medmm.saliency_check import verdict
+    from medmm.explain.saliency_check import verdict
 
     session_payload = analyzed["state"].payload
     text = analyzed["explanation_md"]
@@ -368,7 +368,7 @@ def test_build_demo_takes_a_loaded_pipeline_too() -> None:
     info = blocks.get_api_info()["named_endpoints"]["/predict_json"]
     assert [p["parameter_name"] for p in info["parameters"]] == ["files", "notes", "report"]
     assert [r["component"] for r in info["returns"]] == ["Json"]
-    from medmm.explain_methods import DEFAULT_METHOD, METHOD_NAMES, METHODS
+    from medmm.explain.methods import DEFAULT_METHOD, METHOD_NAMES, METHODS
 
     radio = blocks.medmm_components["method_in"]                    # the registry's methods, in its order
     assert [tuple(c) for c in radio.choices] == [(METHOD_NAMES[m], m) for m in METHODS]

@@ -1,4 +1,4 @@
-"""medmm.explain (attributions, sanity checks, CLI) and medmm.render (figures without pyplot).
+"""medmm.explain (attributions, sanity checks, CLI) and medmm.explain.render (figures without pyplot).
 
 A tiny model (fused_dim 32, random image encoder, 96 px input) keeps the whole file well under a minute on 2 cores.
 """
@@ -17,13 +17,13 @@ import torch
 
 from medmm.models.checkpoint import CheckpointMeta
 from medmm.config import ModelConfig, Preprocessing
-from medmm.explain import (ExplainError, Explanation, _ImageScorer, _TextScorer, cli_explain, explain,
-                           merge_wordpieces, occlusion_geometry, reference_image, spearman)
+from medmm.explain.attribution import (ExplainError, Explanation, _ImageScorer, _TextScorer, cli_explain, explain,
+                                       merge_wordpieces, occlusion_geometry, reference_image, spearman)
 from medmm.io import Scan, ScanMetadata
 from medmm.labels import FINDINGS
 from medmm.models.model import create_model
 from medmm.pipeline import InputError, Pipeline
-from medmm.render import figure_to_array, figure_to_png, overlay_figure, token_highlights
+from medmm.explain.render import figure_to_array, figure_to_png, overlay_figure, token_highlights
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 96
@@ -160,7 +160,7 @@ def test_note_token_methods(pipe, both):
 
 def test_word_occlusion_is_the_logit_drop_per_word(pipe, both):
     """Each word's occlusion score is exactly f(x) - f(x with that word's tokens set to [PAD])."""
-    from medmm.explain import _TextScorer, _word_spans
+    from medmm.explain.attribution import _TextScorer, _word_spans
 
     inputs, pred = both
     index = pipe.findings.index("Pneumonia")
@@ -311,21 +311,21 @@ def test_token_highlights_keep_the_text_gaps():
 
 
 def test_render_never_imports_pyplot():
-    source = (ROOT / "medmm" / "render.py").read_text()
+    source = (ROOT / "medmm" / "explain" / "render.py").read_text()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             assert not any("pyplot" in a.name for a in node.names)
         if isinstance(node, ast.ImportFrom):
             assert "pyplot" not in (node.module or "") and not any(a.name == "pyplot" for a in node.names)
     code = ("import sys, numpy as np\n"
-            "from medmm.render import overlay_figure, figure_to_png\n"
+            "from medmm.explain.render import overlay_figure, figure_to_png\n"
             "figure_to_png(overlay_figure(np.zeros((20, 30)), np.ones((8, 8)), 't'))\n"
             "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
 
 
 def test_token_highlights_leave_punctuation_unscored():
-    from medmm.render import token_highlights
+    from medmm.explain.render import token_highlights
 
     out = token_highlights([("fever", 0.8), (",", 0.5), ("cough", -0.2), (".", 0.1)], "fever, cough.")
     assert "".join(t for t, _ in out) == "fever, cough."

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from medmm.explain_methods import BY_KEY
+from medmm.explain.methods import BY_KEY
 
 AGREEMENT_MIN = 0.3     # Spearman of patch-level positive evidence below which two methods "disagree"
 MARGIN = 0.01           # AUC gain within +-MARGIN of random counts as "no better than random"
@@ -32,11 +32,11 @@ def check_saliency(pipeline: Any, inputs: Any, explanation: Any, *, steps: int =
     import torch
     import torch.nn.functional as F
 
-    from medmm import explain as ex
+    from medmm.explain import attribution as ex
 
     view, method = explanation.view or 0, explanation.method
     index = pipeline.findings.index(explanation.finding)
-    other = compare_with or BY_KEY[method].compare_with      # medmm.explain_methods
+    other = compare_with or BY_KEY[method].compare_with      # medmm.explain.methods
     model = pipeline.model
     temperatures = pipeline.temperatures.to(pipeline.device)
     with torch.inference_mode(False), torch.enable_grad():

@@ -1,6 +1,6 @@
 """Attributions for one request: image saliency, note-token scores, modality contributions, sanity checks.
 
-Computing only — drawing lives in ``medmm.render``. Every method goes through Captum's one verb,
+Computing only — drawing lives in ``medmm.explain.render``. Every method goes through Captum's one verb,
 ``attribute(inputs, target=..., additional_forward_args=...)``.
 
 What is attributed: the finding's **calibrated logit**, ``logit / T`` (T = the checkpoint's temperature for that
@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medmm.explain_methods import METHOD_NAMES, METHODS, NOTES_METHODS  # the one registry of methods
+from medmm.explain.methods import METHOD_NAMES, METHODS, NOTES_METHODS  # the one registry of methods
 
 MAX_NOTE_SPANS = 48  # note-word occlusion removes at most this many spans (longer notes: spans of several words)
 from medmm.pipeline import InputError
@@ -59,7 +59,7 @@ class ExplainError(InputError):
 
 @dataclass
 class Explanation:
-    """Attributions for one finding of one request (numpy only; render with ``medmm.render``)."""
+    """Attributions for one finding of one request (numpy only; render with ``medmm.explain.render``)."""
 
     finding: str
     probability: float                     # calibrated probability of ``finding`` (as in the Prediction)
@@ -735,7 +735,7 @@ def cli_explain(pipeline: "Pipeline", images: Sequence[str | Path], notes: str |
     ``--sanity``: they take seconds); ``explain_kwargs`` go to ``explain``. Bad input raises ScanError / InputError / ExplainError (exit code 2 in the CLI).
     overlay.png and attributions.npy are written only when a scan was given.
     """
-    from medmm.render import figure_to_png, overlay_figure
+    from medmm.explain.render import figure_to_png, overlay_figure
 
     inputs = pipeline.prepare([Path(p) for p in images], notes)
     prediction = pipeline.predict_prepared(inputs)

@@ -1,0 +1,31 @@
+"""Explanations of one prediction: what each input contributed, how far the map can be trusted, and drawing it.
+
+* ``methods``: the one registry of explanation methods (CLI choices, app radio buttons, benchmark, docs table).
+* ``attribution``: Captum attributions (image saliency, note-token scores, modality contributions, sanity checks).
+* ``saliency_check``: faithfulness (deletion / insertion) and agreement with a second method, summarised.
+* ``render``: matplotlib figures and token highlights from plain arrays (no pyplot).
+
+``methods``, ``saliency_check`` and ``render`` are torch-free at import; the names of ``attribution`` (torch,
+Captum) are re-exported lazily, so ``import medmm.explain.methods`` (the CLI) does not import torch.
+"""
+
+from medmm._lazy import lazy_exports
+from medmm.explain.methods import (BY_KEY, DEFAULT_METHOD, METHOD_NAMES, METHODS, NOTES_METHOD_NAMES, NOTES_METHODS,
+                                   REGISTRY, ExplanationMethod, method_help, methods_markdown)
+from medmm.explain.render import figure_to_array, figure_to_png, overlay_figure, token_highlights
+from medmm.explain.saliency_check import check_saliency, summarise, verdict
+
+_EXPORTS = dict.fromkeys(("MAX_NOTE_SPANS", "TARGET", "ExplainError", "Explanation", "cli_explain", "display_heatmap",
+                          "explain", "faithfulness", "image_attribution", "merge_wordpieces", "modality_contribution",
+                          "randomization_check", "reference_image", "resize_map", "spearman", "token_attribution"),
+                         "attribution")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+__all__ = [
+    "BY_KEY", "DEFAULT_METHOD", "ExplainError", "Explanation", "ExplanationMethod", "MAX_NOTE_SPANS", "METHODS",
+    "METHOD_NAMES", "NOTES_METHODS", "NOTES_METHOD_NAMES", "REGISTRY", "TARGET", "check_saliency", "cli_explain",
+    "display_heatmap", "explain", "faithfulness", "figure_to_array", "figure_to_png", "image_attribution",
+    "merge_wordpieces", "method_help", "methods_markdown", "modality_contribution", "overlay_figure",
+    "randomization_check", "reference_image", "resize_map", "spearman", "summarise", "token_attribution",
+    "token_highlights", "verdict",
+]
