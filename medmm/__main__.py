@@ -189,7 +189,7 @@ def _predict_manifest(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from medmm.evaluate import evaluate_manifest
+    from medmm.training.evaluate import evaluate_manifest
 
     pipe = _pipeline(args.checkpoint, getattr(args, "runtime", None))
     result = evaluate_manifest(pipe, args.manifest, n_boot=args.bootstrap)

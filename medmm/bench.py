@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medmm.data import SHARED_DATA
+from medmm.training.data import SHARED_DATA
 from medmm.explain.methods import METHODS
 
 log = logging.getLogger(__name__)

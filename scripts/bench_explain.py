@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from medmm.data import SHARED_DATA  # honours MEDMM_SHARED_DATA
+from medmm.training.data import SHARED_DATA  # honours MEDMM_SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 KERMANY = SHARED_DATA / "kermany224" / "train" / "PNEUMONIA"

@@ -23,7 +23,7 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
-from medmm.data import SHARED_DATA
+from medmm.training.data import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "medmm" / "report" / "deid_lexicon.json.gz"

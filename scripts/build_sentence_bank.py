@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Iterable
 
-from medmm.data import SHARED_DATA
+from medmm.training.data import SHARED_DATA
 from medmm.report.labeler import LABELER_VERSION
 from medmm.report import DEFAULT_BANK_PATH, SentenceBank, build_bank
 

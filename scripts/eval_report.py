@@ -41,7 +41,7 @@ import numpy as np
 from build_sentence_bank import DEFAULT_REPORTS, build_from_rows, read_reports
 from medmm.report.labeler import binary_labels
 from medmm.labels import FINDINGS, iu_report_labels
-from medmm.metrics import youden_threshold
+from medmm.training.metrics import youden_threshold
 from medmm.prediction import Prediction
 from medmm.report import T_INCONSISTENT, T_NO_IMAGE, T_NOT_ASSESSED, T_SUBTYPE_CAVEAT, draft_report
 

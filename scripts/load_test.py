@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medmm.data import SHARED_DATA  # honours MEDMM_SHARED_DATA
+from medmm.training.data import SHARED_DATA  # honours MEDMM_SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[1]   # app.py lives here
 

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from medmm.labels import FINDINGS, marginals
-from medmm.metrics import expected_calibration_error, reliability_curve
+from medmm.training.metrics import expected_calibration_error, reliability_curve
 
 
 def fmt(m: dict | None, key: str) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medmm.data import SHARED_DATA
+from medmm.training.data import SHARED_DATA
 from medmm.explain.methods import METHODS
 BORDER = 0.10
 

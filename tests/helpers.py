@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from medmm.data import SHARED_DATA  # ../shared/data, or $MEDMM_SHARED_DATA: the one definition
+from medmm.training.data import SHARED_DATA  # ../shared/data, or $MEDMM_SHARED_DATA: the one definition
 
 
 def require_shared(*parts: str) -> Path:

@@ -44,7 +44,7 @@ def test_training_contract_other_backbones(tmp_path, name, capsys):
     require_shared("kermany224")
     require_shared("nih_adult")
     from medmm.__main__ import main as cli
-    from medmm.train import main as train
+    from medmm.training.train import main as train
 
     out = tmp_path / "run"
     assert train(["--out", str(out), "--image-encoder", name, "--no-pretrained", "--folds", "2", "--epochs", "1",

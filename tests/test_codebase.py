@@ -23,8 +23,8 @@ def test_scripts_and_tests_import_the_installed_package() -> None:
 
 
 def test_the_shared_data_path_is_built_once() -> None:
-    # medmm.data.SHARED_DATA (honours MEDMM_SHARED_DATA); everything else imports it
-    assert _offenders(r"""/\s*["']shared["']\s*/\s*["']data["']""", {"medmm/data.py"}) == []
+    # medmm.training.data.SHARED_DATA (honours MEDMM_SHARED_DATA); everything else imports it
+    assert _offenders(r"""/\s*["']shared["']\s*/\s*["']data["']""", {"medmm/training/data.py"}) == []
 
 
 def test_one_disclaimer_wording() -> None:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from medmm.data import Record, kermany_records, manifest_records, patient_folds
+from medmm.training.data import Record, kermany_records, manifest_records, patient_folds
 from medmm.labels import FINDINGS, kermany_labels
 from tests.helpers import require_shared
 
@@ -76,7 +76,7 @@ def test_manifest_blank_is_unknown(tmp_path):
 def test_smoke_training_produces_loadable_checkpoint(tmp_path):
     from medmm.__main__ import main as cli
     from medmm.pipeline import Pipeline
-    from medmm.train import main as train
+    from medmm.training.train import main as train
 
     manifest = _write_manifest(tmp_path)
     out = tmp_path / "run"

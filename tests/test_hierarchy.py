@@ -6,10 +6,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medmm.data import leave_one_source_out, load_records, nih_records
+from medmm.training.data import leave_one_source_out, load_records, nih_records
 from medmm.labels import (FINDINGS, LEAF_MATRIX, LEAF_NAMES, allowed_states, ancestors, children, coherent_positives,
                           covid_collection_labels, kermany_labels, marginals, nih_labels)
-from medmm.losses import partial_label_nll
+from medmm.training.losses import partial_label_nll
 from medmm.models.model import StateHead
 from tests.helpers import require_shared
 

@@ -6,7 +6,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from medmm.labels import (FINDINGS, covid_collection_labels, iu_report_labels, kermany_labels,
                           kermany_patient_id, labels_from_dict)
-from medmm.metrics import (binary_metrics, confusion_at, expected_calibration_error, fit_temperature, roc_auc,
+from medmm.training.metrics import (binary_metrics, confusion_at, expected_calibration_error, fit_temperature, roc_auc,
                            sensitivity_threshold, youden_threshold)
 
 

@@ -7,7 +7,7 @@ import torch
 from medmm.models.checkpoint import CheckpointError, CheckpointMeta, OODReference, load_checkpoint, save_checkpoint
 from medmm.config import ModelConfig, Preprocessing
 from medmm.labels import FINDINGS
-from medmm.losses import ClipLoss, masked_bce
+from medmm.training.losses import ClipLoss, masked_bce
 from medmm.models.model import create_model
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medmm.data import manifest_records
+from medmm.training.data import manifest_records
 from medmm.io import ScanError
-from medmm.metrics import binary_metrics, expected_calibration_error
+from medmm.training.metrics import binary_metrics, expected_calibration_error
 from medmm.pipeline import InputError, Pipeline
 
 

@@ -23,7 +23,7 @@ from medmm.labels import (FINDINGS, covid_collection_labels, iu_report_labels, k
 
 log = logging.getLogger(__name__)
 
-SHARED_DATA = Path(os.environ.get("MEDMM_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+SHARED_DATA = Path(os.environ.get("MEDMM_SHARED_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")
 IMAGE_SOURCES = ("kermany", "covid", "nih", "nih_sample")
 
 
