@@ -1,7 +1,7 @@
 """medmm Gradio app: chest radiograph(s) + clinical notes -> findings, saliency, draft report, energy.
 
 Research decision support, never a diagnosis. A thin layer over ``medmm.service.run_request``: the handlers
-only call medmm and map its results onto components (formatting lives in ``medmm.app_format``). Per-user data
+only call medmm and map its results onto components (formatting lives in ``medmm.serve.presenters``). Per-user data
 is kept in ``gr.State``; nothing about a request is logged except exception types.
 
 ``build_demo(pipeline) -> gr.Blocks`` builds the page for a loaded ``Pipeline`` or a :class:`LazyPipeline`. The module's
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Union
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported
-from medmm import server  # noqa: E402  (no gradio import)
+from medmm.serve import server  # noqa: E402  (no gradio import)
 
 CACHE_DIR = server.prepare_cache(Path(__file__).resolve().parent)  # private GRADIO_TEMP_DIR, before gradio
 
@@ -37,7 +37,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 
-from medmm import app_format as fmt  # noqa: E402
+from medmm.serve import presenters as fmt  # noqa: E402
 from medmm.models.checkpoint import DEFAULT_CHECKPOINT, read_meta  # noqa: E402
 from medmm.explain.methods import DEFAULT_METHOD, METHOD_NAMES, METHODS  # noqa: E402
 from medmm.io import ScanError  # noqa: E402
@@ -190,7 +190,7 @@ def json_result(pipeline: PipelineLike, files: list[str] | None, notes: str | No
 
 
 def _present(result: RequestResult, session: fmt.SessionResult) -> dict[str, Any]:
-    """Every output component's value for one analysis (formatting itself lives in medmm.app_format)."""
+    """Every output component's value for one analysis (formatting itself lives in medmm.serve.presenters)."""
     stacks, exp = session.stacks, result.explanation
     text_file, json_file, sr_file = _exports(session, session.draft_text)
     check = result.explanation_check

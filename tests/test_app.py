@@ -1,4 +1,4 @@
-"""The Gradio app's handlers called directly (no server, no browser), and the pure formatting in medmm.app_format.
+"""The Gradio app's handlers called directly (no server, no browser), and the pure formatting in medmm.serve.presenters.
 
 One real analysis (example radiograph + notes, Grad-CAM) is shared by the module; a second one runs the example
 DICOM without notes. Everything asserts values a clinician would see: all findings with probabilities, the overlay
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 gr = pytest.importorskip("gradio")
 import app  # noqa: E402  (app.py at the repository root, on sys.path through pytest's rootdir; the model loads lazily)
-from medmm import app_format as fmt  # noqa: E402
+from medmm.serve import presenters as fmt  # noqa: E402
 from medmm.prediction import Prediction  # noqa: E402
 
 EXAMPLES = ROOT / "assets" / "examples"
@@ -185,7 +185,7 @@ def test_viewer_slices_through_a_series() -> None:
     assert app.show_slice(1, 1, None) is None
 
 
-# ------------------------------------------------------------------------------------------------ app_format (pure)
+# ------------------------------------------------------------------------------------------------ presenters (pure)
 def _prediction(**probs: float) -> Prediction:
     findings = {f: probs.get(f.replace(" ", "_").replace("-", "_"), 0.1) for f in FINDINGS}
     thresholds = {f: 0.5 for f in FINDINGS}

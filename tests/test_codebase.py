@@ -29,9 +29,10 @@ def test_the_shared_data_path_is_built_once() -> None:
 
 def test_one_disclaimer_wording() -> None:
     import medmm
-    from medmm import app_format, report, service
+    from medmm import report, service
+    from medmm.serve import presenters
 
-    assert report.DISCLAIMER is app_format.DISCLAIMER is medmm.DISCLAIMER
+    assert report.DISCLAIMER is presenters.DISCLAIMER is medmm.DISCLAIMER
     assert "not a diagnosis" in medmm.DISCLAIMER and "qualified clinician" in medmm.DISCLAIMER
     assert '"disclaimer": DISCLAIMER' in (ROOT / "medmm" / "service.py").read_text()
     assert service.DISCLAIMER is medmm.DISCLAIMER

@@ -1,5 +1,5 @@
 """The app as deployed: `python app.py` in a subprocess (private cache, login, headers, run history, upload limits,
-SIGTERM clean-up), and medmm.server's pieces on their own."""
+SIGTERM clean-up), and medmm.serve.server's pieces on their own."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from medmm import server
+from medmm.serve import server
 
 ROOT = Path(__file__).resolve().parents[1]
 httpx = pytest.importorskip("httpx")
