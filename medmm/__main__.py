@@ -255,7 +255,7 @@ def cmd_bench(args) -> int:
         args.repeats = 20
     print(f"bench: {'full' if args.full else 'quick (use --full for cold start, experiments, runtimes)'} mode...",
           file=sys.stderr)
-    from medmm.bench import cli_bench
+    from medmm.tools.bench import cli_bench
 
     code = cli_bench(args)
     print(f"bench: {'full' if args.full else 'quick'} mode took {time.perf_counter() - t:.0f} s", file=sys.stderr)

@@ -11,7 +11,7 @@ from medmm import runtime as rt
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    from medmm.bench import run_bench
+    from medmm.tools.bench import run_bench
 
     import torch
 

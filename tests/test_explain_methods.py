@@ -32,7 +32,8 @@ def test_cli_choices_and_help_come_from_the_registry() -> None:
 
 
 def test_explain_bench_and_saliency_check_use_the_registry() -> None:
-    from medmm import bench, explain
+    from medmm import explain
+    from medmm.tools import bench
 
     assert explain.METHODS is em.METHODS and explain.METHOD_NAMES is em.METHOD_NAMES
     assert explain.NOTES_METHODS is em.NOTES_METHODS

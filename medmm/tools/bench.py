@@ -42,7 +42,7 @@ from medmm.explain.methods import METHODS
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BATCH_SIZES = (1, 8, 32)
 EXPLAIN_METHODS = METHODS  # medmm.explain.methods
 TYPICAL_NOTES = ("58-year-old with fever, productive cough and right basal crackles for three days; "
