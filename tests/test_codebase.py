@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = [*ROOT.glob("medmm/*.py"), *ROOT.glob("scripts/*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("tests/e2e/*.py"),
+SOURCES = [*ROOT.glob("medmm/**/*.py"), *ROOT.glob("scripts/*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("tests/e2e/*.py"),
            ROOT / "app.py"]
 THIS = Path(__file__).resolve()
 
