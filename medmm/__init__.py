@@ -2,6 +2,11 @@
 
 Outputs are research/demo decision support and machine drafts for clinician review, never a diagnosis.
 Heavy imports (torch, transformers, timm, gradio) are deferred to the modules that need them.
+
+Layout: the request path at the top (``pipeline``, ``service``, ``prediction``, ``runtime``, ``energy``, ``study``,
+``labels``, ``config``; ``__main__`` is the CLI) and one subpackage per part: ``io`` (loading scans), ``models``,
+``explain``, ``report``, ``serve`` (the app's gradio-free side), ``training``, and ``tools`` (benchmarks, never
+imported by the runtime). ``tests/test_layout.py`` checks the import rules (README, Architecture).
 """
 
 __version__ = "0.1.0"
