@@ -401,6 +401,10 @@ def test_json_result_is_the_cli_object_and_report_is_optional() -> None:
     assert list(out) == list(ref)
     assert out["findings"] == pytest.approx(ref["findings"], abs=1e-6) and out["positive"] == ref["positive"]
     assert out["report"] == ref["report"] and "IMPRESSION:" in out["report"]
+    # stage times come from the energy meter's stages (one clock for both)
+    assert list(ref["stage_latency_s"]) == ["load", "inference", "report"]
+    for name, seconds in ref["stage_latency_s"].items():
+        assert seconds == pytest.approx(ref["energy"]["stages"][name]["duration_s"], abs=1e-4)
     json.dumps(out)                                                            # plain JSON, no numpy values
     bare = app.json_result(app.PIPELINE, [], "fever and cough for three days", report=False)
     assert bare["report"] == "" and bare["modalities"] == ["notes"] and "report" not in bare["stage_latency_s"]
