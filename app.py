@@ -145,7 +145,8 @@ def _exports(session: fmt.SessionResult, report_text: str) -> tuple[str, str, st
 # names of the Analyze outputs, in the order of the UI wiring and of the /predict API's return values
 OUTPUTS = ("findings_label", "findings_table", "positive_md", "warnings_md", "overlay_image", "explanation_md",
            "tokens_text", "modality_label", "report_box", "consistency_md", "download_text", "download_json",
-           "download_sr", "energy_md", "metadata_df", "viewer_image", "scan_slider", "slice_slider", "state")
+           "download_sr", "energy_md", "metadata_df", "viewer_image", "scan_slider", "slice_slider", "state",
+           "session_key")
 
 
 def _notes_input(notes: Any) -> str | None:
@@ -156,7 +157,7 @@ def _notes_input(notes: Any) -> str | None:
 
 
 def analyze(pipeline: PipelineLike, files: list[str] | None, notes: str | None, finding: str | None, method: str,
-            progress: Callable[..., Any] = gr.Progress()) -> dict[str, Any]:
+            progress: Callable[..., Any] = gr.Progress(), user: str | None = None) -> dict[str, Any]:
     """Predict, explain and draft a report for the uploaded scans and notes (the ``/predict`` API endpoint):
     every output's value by name (:data:`OUTPUTS`).
 
@@ -173,7 +174,7 @@ def analyze(pipeline: PipelineLike, files: list[str] | None, notes: str | None, 
                              on_stage=on_stage)
         n = len(result.stage_latency_s)
         progress(n / (n + 1), desc=f"Drawing the results and exports ({n + 1}/{n + 1})")
-        return _present(result, fmt.session_result(result))
+        return _present(result, fmt.session_result(result, owner=user))
 
 
 def json_result(pipeline: PipelineLike, files: list[str] | None, notes: str | None,
@@ -212,6 +213,7 @@ def _present(result: RequestResult, session: fmt.SessionResult) -> dict[str, Any
         "scan_slider": gr.Slider(maximum=max(len(stacks), 2), value=1, visible=len(stacks) > 1),
         "slice_slider": _slice_slider(stacks[0] if stacks else None),
         "state": session,
+        "session_key": session.key,
     }
 
 
@@ -229,16 +231,16 @@ def clear_outputs() -> dict[str, Any]:
         "consistency_md": "", "download_text": None, "download_json": None, "download_sr": None, "energy_md": "",
         "metadata_df": fmt.metadata_table(()), "viewer_image": None,
         "scan_slider": gr.Slider(value=1, visible=False), "slice_slider": gr.Slider(value=1, visible=False),
-        "state": None, "status_md": fmt.RUNNING_STATUS, "pending": None,
+        "state": None, "session_key": "", "status_md": fmt.RUNNING_STATUS, "pending": None,
     }
 
 
 def analyze_ui(pipeline: PipelineLike, files: list[str] | None, notes: str | None, finding: str | None, method: str,
-               progress: Callable[..., Any] = gr.Progress()) -> tuple[list | None, str]:
+               progress: Callable[..., Any] = gr.Progress(), user: str | None = None) -> tuple[list | None, str]:
     """The Analyze button: run :func:`analyze`; on failure show the message once, in the status panel, and
     leave every output empty (no error badge over each panel, no stale result)."""
     try:
-        values = analyze(pipeline, files, notes, finding, method, progress=progress)
+        values = analyze(pipeline, files, notes, finding, method, progress=progress, user=user)
     except gr.Error as exc:
         return None, fmt.failed_status(str(exc.message))
     return [values[c] for c in OUTPUTS], fmt.DONE_STATUS
@@ -249,6 +251,19 @@ def show_results(pending: list | None) -> list:
     if pending is None:
         return [gr.skip() for _ in OUTPUTS] + [None]
     return list(pending) + [None]
+
+
+def owned(session: fmt.SessionResult | None, key: Any, request: gr.Request | None) -> fmt.SessionResult | None:
+    """``session`` only for the browser that ran the analysis (its session key) and, with a login, the same user;
+    otherwise None, as if nothing had been analysed. Gradio finds ``gr.State`` by a client-chosen session hash:
+    a second client that sets another tab's hash gets nothing without that tab's key."""
+    if session is None or not session.opens_for(key, _user(request)):
+        return None
+    return session
+
+
+def _user(request: gr.Request | None) -> str | None:
+    return getattr(request, "username", None) if request is not None else None
 
 
 def check_report(report_text: str, session: fmt.SessionResult | None) -> str:
@@ -368,6 +383,8 @@ def _layout(pipeline: PipelineLike) -> dict[str, Any]:
                 c["metadata_df"] = gr.Dataframe(label="Scan metadata (no identifiers)", interactive=False, wrap=True,
                                                 elem_id="metadata")
     c["pending"] = gr.State(None, time_to_live=STATE_TTL_S)   # one finished analysis on its way to the panels
+    # the key to the session's result (SessionResult.key), held by this browser tab only; follow-ups send it
+    c["session_key"] = gr.Textbox(label="Session key", visible=False)
     return c
 
 
@@ -382,13 +399,26 @@ def _wire(c: dict[str, Any], pipeline: PipelineLike) -> None:
         values = clear_outputs()
         return [values[name] for name in (*OUTPUTS, "status_md", "pending")]
 
-    def run_ui(files, notes, finding, method, progress=gr.Progress()):
-        return analyze_ui(pipeline, files, notes, finding, method, progress=progress)
+    def run_ui(files, notes, finding, method, request: gr.Request, progress=gr.Progress()):
+        return analyze_ui(pipeline, files, notes, finding, method, progress=progress, user=_user(request))
 
-    def predict(files: list[str] | None, notes: str | None, finding: str | None, method: str,
+    def predict(files: list[str] | None, notes: str | None, finding: str | None, method: str, request: gr.Request,
                 progress=gr.Progress()) -> list:
-        values = analyze(pipeline, files, notes, finding, method, progress=progress)
+        values = analyze(pipeline, files, notes, finding, method, progress=progress, user=_user(request))
         return [values[name] for name in OUTPUTS]
+
+    # follow-ups read the session's result only with its key (and, with a login, as the same user)
+    def check(report_text: str, session, session_key: str, request: gr.Request) -> str:
+        return check_report(report_text, owned(session, session_key, request))
+
+    def export_shown(report_text: str, session, session_key: str, request: gr.Request):
+        return export(report_text, owned(session, session_key, request))
+
+    def scan(scan_number: float, session, session_key: str, request: gr.Request):
+        return select_scan(scan_number, owned(session, session_key, request))
+
+    def slice_(scan_number: float, slice_number: float, session, session_key: str, request: gr.Request):
+        return show_slice(scan_number, slice_number, owned(session, session_key, request))
 
     def predict_json(files: list[str] | None, notes: str | None, report: bool = True) -> dict[str, Any]:
         """Findings (calibrated probabilities), operating thresholds, positive findings, warnings, draft report,
@@ -412,16 +442,17 @@ def _wire(c: dict[str, Any], pipeline: PipelineLike) -> None:
     c["api_predict_json"].click(predict_json, [c["files_in"], c["notes_in"], c["report_in"]], c["json_out"],
                                 api_name="predict_json", show_progress="hidden")
     c["api_predict"].click(predict, inputs, outputs, api_name="predict")
-    c["check_btn"].click(check_report, [c["report_box"], c["state"]], c["consistency_md"], api_name="check_consistency")
+    key = c["session_key"]
+    c["check_btn"].click(check, [c["report_box"], c["state"], key], c["consistency_md"], api_name="check_consistency")
     # any change of the report text (typing, paste, a programmatic update) rewrites the three downloads
     downloads = [c["download_text"], c["download_json"], c["download_sr"]]
-    c["report_box"].change(export, [c["report_box"], c["state"]], downloads, api_name="export",
+    c["report_box"].change(export_shown, [c["report_box"], c["state"], key], downloads, api_name="export",
                            trigger_mode="always_last", show_progress="hidden", concurrency_id="light",
                            concurrency_limit=4)
-    c["scan_slider"].input(select_scan, [c["scan_slider"], c["state"]], [c["viewer_image"], c["slice_slider"]],
+    c["scan_slider"].input(scan, [c["scan_slider"], c["state"], key], [c["viewer_image"], c["slice_slider"]],
                            api_name="select_scan", api_visibility="private", show_progress="hidden",
                            concurrency_id="light", concurrency_limit=4)
-    c["slice_slider"].input(show_slice, [c["scan_slider"], c["slice_slider"], c["state"]], c["viewer_image"],
+    c["slice_slider"].input(slice_, [c["scan_slider"], c["slice_slider"], c["state"], key], c["viewer_image"],
                             api_name="show_slice", api_visibility="private", show_progress="hidden",
                             concurrency_id="light", concurrency_limit=4)
 

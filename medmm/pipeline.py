@@ -147,11 +147,12 @@ class Pipeline:
             if key in self._text_cache:
                 self._text_cache.move_to_end(key)
                 return self._text_cache[key]
-        if self.runtime is not None and self.runtime.text is not None:
-            feat = self.runtime.encode_text(inputs.input_ids, inputs.attention_mask)
+        expert = self.model.notes_expert_features([inputs.notes])
+        if self.runtime is not None and self.runtime.text is not None:  # exported sentence encoder (no bag of words)
+            feat = self.model.join_text_features(self.runtime.encode_text(inputs.input_ids, inputs.attention_mask),
+                                                 None, expert)
         else:
-            feat = self.model.encode_text(inputs.input_ids, inputs.attention_mask,
-                                          self.model.notes_expert_features([inputs.notes]))
+            feat = self.model.encode_text(inputs.input_ids, inputs.attention_mask, expert)
         with self._text_lock:
             self._text_cache[key] = feat
             while len(self._text_cache) > 256:
@@ -234,7 +235,9 @@ class Pipeline:
         modalities = tuple(m for m, present in (("image", img is not None), ("notes", txt is not None)) if present)
         return Prediction(
             findings=findings, thresholds=thresholds, positive=positive, modalities=modalities,
-            notes_embedding=None if txt is None else txt[0].float().cpu().numpy(), image_embedding=img_np,
+            # the sentence embedding alone (what the report's sentence bank is indexed by), not the joined features
+            notes_embedding=None if txt is None else txt[0, :self.model.text_encoder.dim].float().cpu().numpy(),
+            image_embedding=img_np,
             ood_score=ood_score, ood_threshold=None if self.ood is None else self.ood.threshold,
             warnings=tuple(warnings), scan_metadata=tuple(s.metadata.to_dict() for s in inputs.scans),
             checkpoint={"name": self.meta.name, "version": self.meta.medmm_version, "trained": self.meta.trained,

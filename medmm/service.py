@@ -78,48 +78,36 @@ def run_request(pipeline: Pipeline, scans: Sequence[ScanInput] = (), notes: str 
     each stage starts (progress bars).
     """
     stages = ["load", "inference", *(["explanation"] if explain is not None else []), *(["report"] if report else [])]
-
-    def starting(name: str) -> None:
-        if on_stage is not None:
-            on_stage(name, stages.index(name), len(stages))
-
     from medmm.study import study_warnings
 
-    stage_s: dict[str, float] = {}
     t_start = time.perf_counter()
     explanation = drafted = checked = None
     with EnergyMeter() as meter:
-        starting("load")
-        with meter.stage("load"):
-            t = time.perf_counter()
+        def stage(name: str):  # the progress callback, then the meter's stage (which also times it)
+            if on_stage is not None:
+                on_stage(name, stages.index(name), len(stages))
+            return meter.stage(name)
+
+        with stage("load"):
             inputs = pipeline.prepare(scans, notes)
-            stage_s["load"] = time.perf_counter() - t
         across = tuple(study_warnings(inputs.scans))
-        starting("inference")
-        with meter.stage("inference"):
-            t = time.perf_counter()
+        with stage("inference"):
             prediction = pipeline.predict_prepared(inputs)
-            stage_s["inference"] = time.perf_counter() - t
         if explain is not None:
             from medmm.explain.attribution import explain as run_explain
 
-            starting("explanation")
-            with meter.stage("explanation"):
-                t = time.perf_counter()
+            with stage("explanation"):
                 explanation = run_explain(pipeline, inputs, prediction, **explain)
                 if check_explanation:
                     from medmm.explain.saliency_check import check_saliency
 
                     checked = check_saliency(pipeline, inputs, explanation)
-                stage_s["explanation"] = time.perf_counter() - t
         if report:
             from medmm.report import draft_report
 
-            starting("report")
-            with meter.stage("report"):
-                t = time.perf_counter()
+            with stage("report"):
                 drafted = draft_report(prediction, inputs.notes, extra_warnings=across)
-                stage_s["report"] = time.perf_counter() - t
+    stage_s = {name: meter.record.stages[name].duration_s for name in stages}  # timed once, by the meter
     return RequestResult(prediction, inputs, drafted, explanation, meter.record,
                          time.perf_counter() - t_start, stage_s, across, checked)
 

@@ -341,6 +341,10 @@ def run(args: argparse.Namespace, extra_env: dict[str, str] | None = None,
     failures: list[str] = []
     tmp = tempfile.TemporaryDirectory(prefix="medmm-load-")
     workdir = Path(tmp.name)
+    # gradio_client makes a folder per downloaded file under the system temp dir and never removes it (a soak
+    # left ~10,000 empty folders in /tmp): point this process's temp dir into the run's folder, removed at the end
+    (workdir / "tmp").mkdir()
+    tempfile.tempdir, old_tempdir = str(workdir / "tmp"), tempfile.tempdir
     proc = None
     try:
         n_scans = max(args.users * 2, min(args.scans, max(args.requests, 1)))
@@ -511,6 +515,7 @@ def run(args: argparse.Namespace, extra_env: dict[str, str] | None = None,
     finally:
         if proc is not None:
             stop_app(proc)
+        tempfile.tempdir = old_tempdir
         tmp.cleanup()
     result["failures"] = failures
     result["ok"] = not failures

@@ -129,6 +129,29 @@ def test_readme_example_runs_as_written(url: str) -> None:
     assert "Pneumonia" in out.stdout and "IMPRESSION:" in out.stdout
 
 
+def test_session_follow_ups_need_the_sessions_key(url: str) -> None:
+    """gr.State is found by a session hash the client chooses: a second client that copies another's hash gets
+    nothing from /export or /check_consistency without the key /predict handed to the first client."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    owner = Client(url, verbose=False)
+    out = owner.predict(files=[handle_file(str(IMAGE))], notes=NOTES, finding="most probable", method="gradcam",
+                        api_name="/predict")
+    key = out[-1]
+    assert isinstance(key, str) and len(key) >= 32
+    intruder = Client(url, verbose=False)
+    intruder.session_hash = owner.session_hash
+    for guess in ("", "x" * len(key)):
+        assert list(intruder.predict(report_text="IMPRESSION: x.", session_key=guess, api_name="/export")) == [None] * 3
+        with pytest.raises(AppError, match="Analyze a study first"):
+            intruder.predict(report_text="IMPRESSION: x.", session_key=guess, api_name="/check_consistency")
+    assert "contradiction" in owner.predict(report_text="IMPRESSION: No pneumonia.", session_key=key,
+                                            api_name="/check_consistency")
+    text, _, _ = owner.predict(report_text="IMPRESSION: edited.", session_key=key, api_name="/export")
+    assert Path(text).read_text(encoding="utf-8") == "IMPRESSION: edited."
+
+
 def test_api_page_lists_the_data_api_and_hides_ui_only_events(url: str) -> None:
     from gradio_client import Client
 

@@ -173,6 +173,24 @@ def test_export_uses_edited_text(analyzed: dict) -> None:
     assert app.export(edited, None) == (None, None, None)
 
 
+def test_follow_ups_open_the_result_only_with_its_key_and_user(analyzed: dict) -> None:
+    session, key = analyzed["state"], analyzed["session_key"]
+    assert key == session.key and len(key) >= 32
+    assert app.owned(session, key, None) is session
+    assert app.owned(session, "", None) is None and app.owned(session, None, None) is None
+    assert app.owned(session, key[:-1] + ("A" if key[-1] != "A" else "B"), None) is None
+    assert app.owned(None, key, None) is None
+
+    class Signed:  # gr.Request of a signed-in user
+        def __init__(self, username):
+            self.username = username
+
+    mine = fmt.SessionResult(session.prediction, session.report, session.payload, session.stacks, owner="alice")
+    assert app.owned(mine, mine.key, Signed("alice")) is mine
+    assert app.owned(mine, mine.key, Signed("bob")) is None and app.owned(mine, mine.key, None) is None
+    assert fmt.SessionResult(None, None, {}, ()).key != fmt.SessionResult(None, None, {}, ()).key  # per analysis
+
+
 def test_viewer_slices_through_a_series() -> None:
     volume = np.stack([np.full((4, 5), v, np.uint8) for v in (10, 20, 30)])   # [D, H, W]
     single = np.zeros((1, 6, 6), np.uint8)
@@ -383,6 +401,10 @@ def test_json_result_is_the_cli_object_and_report_is_optional() -> None:
     assert list(out) == list(ref)
     assert out["findings"] == pytest.approx(ref["findings"], abs=1e-6) and out["positive"] == ref["positive"]
     assert out["report"] == ref["report"] and "IMPRESSION:" in out["report"]
+    # stage times come from the energy meter's stages (one clock for both)
+    assert list(ref["stage_latency_s"]) == ["load", "inference", "report"]
+    for name, seconds in ref["stage_latency_s"].items():
+        assert seconds == pytest.approx(ref["energy"]["stages"][name]["duration_s"], abs=1e-4)
     json.dumps(out)                                                            # plain JSON, no numpy values
     bare = app.json_result(app.PIPELINE, [], "fever and cough for three days", report=False)
     assert bare["report"] == "" and bare["modalities"] == ["notes"] and "report" not in bare["stage_latency_s"]

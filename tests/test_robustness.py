@@ -161,6 +161,22 @@ def test_notes_beside_a_scan_with_report(pipeline: Pipeline, corpus: Path, case:
         assert len(text) < 50_000  # 1 MB of notes must not be echoed back whole
 
 
+def test_notes_embedding_is_the_sentence_embedding_the_report_bank_uses(pipeline: Pipeline, caplog) -> None:
+    """The drafter ranks sentences by cosine to the notes' sentence embedding: it must get that embedding (the
+    encoder's width), not the fusion's joined notes features (bag of words and notes expert appended), which made
+    it fall back to frequency ranking on every request."""
+    import logging
+
+    from medmm.report import draft_report, load_bank
+
+    pred = pipeline.predict([], "Fever and productive cough for three days, crackles at the right base.")
+    bank = load_bank()
+    assert pred.notes_embedding.shape == (pipeline.model.text_encoder.dim,) == (bank.embeddings.shape[1],)
+    with caplog.at_level(logging.WARNING, logger="medmm.report"):
+        draft_report(pred, "Fever and productive cough for three days, crackles at the right base.")
+    assert "ranking by frequency" not in caplog.text
+
+
 def test_notes_with_lone_surrogate(pipeline: Pipeline) -> None:
     """Lone surrogates (valid in JSON) are dropped like control characters, not passed to the tokenizer."""
     pred = pipeline.predict([], "fever \ud800 cough")

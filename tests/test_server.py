@@ -4,6 +4,7 @@ SIGTERM clean-up), and medmm.serve.server's pieces on their own."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -93,9 +94,14 @@ def test_login_required_headers_and_run_history_off(running) -> None:
 def test_upload_limits(running) -> None:
     _, client, _, _ = running
     _login(client)
-    ok = client.post("/gradio_api/upload", files=[("files", ("a.png", b"\x89PNG" + b"0" * 100, "image/png"))])
+    ok = client.post("/gradio_api/upload", files=[("files", ("Doe_John_MRN4471923.png", b"\x89PNG" + b"0" * 100,
+                                                             "image/png"))])
     assert ok.status_code == 200 and len(ok.json()) == 1
-    assert Path(ok.json()[0]).resolve().is_relative_to((cache_of(running)).resolve())  # the private run folder
+    stored = Path(ok.json()[0])
+    assert stored.resolve().is_relative_to((cache_of(running)).resolve())  # the private run folder
+    # stored under a random name: the client's file name (here a patient's name and MRN) never reaches the disk
+    assert stored.name.startswith("upload-") and stored.suffix == ".png" and "Doe" not in str(stored)
+    assert stored.read_bytes() == b"\x89PNG" + b"0" * 100
     many = client.post("/gradio_api/upload",
                        files=[("files", (f"f{i}.png", b"x" * 10, "image/png")) for i in range(server.MAX_UPLOAD_FILES + 1)])
     assert many.status_code == 413 and "files" in many.text
@@ -114,6 +120,24 @@ def test_sigterm_removes_the_cache(running) -> None:
     proc.wait(timeout=60)
     assert not Path(up.json()[0]).exists()
     assert not [p for p in cache.iterdir() if p.name.startswith(f"run-{proc.pid}-")]
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 5000, 70_000])
+def test_upload_renamer_rewrites_part_names_only(chunk: int) -> None:
+    """Any chunking of the body: every part's file name is replaced, file bytes (even ones that look like a part
+    header) pass through unchanged."""
+    d = b"--boundary42"
+    payload = bytes(range(256)) * 400 + b'\r\nContent-Disposition: form-data; filename="inside.dcm"\r\n'
+    body = b"".join(d + b'\r\nContent-Disposition: form-data; name="files"; filename="' + name + b'"\r\n'
+                    b"Content-Type: application/octet-stream\r\n\r\n" + payload + b"\r\n"
+                    for name in (b"Smith, John 03-14-58.dcm", b"scan two.JPG", b"noext")) + d + b"--\r\n"
+    renamer, out = server._UploadRenamer(d), b""
+    for i in range(0, len(body), chunk):
+        out += renamer.feed(body[i:i + chunk], final=i + chunk >= len(body))
+    names = re.findall(rb'name="files"; filename="([^"]*)"', out)
+    assert [n.rsplit(b".", 1)[-1] if b"." in n else b"" for n in names] == [b"dcm", b"jpg", b""]
+    assert all(re.fullmatch(rb"upload-[0-9a-f]{16}(\.\w+)?", n) for n in names) and len(set(names)) == 3
+    assert b"Smith" not in out and out.count(payload) == 3  # contents intact, including the header-like bytes
 
 
 def test_parse_auth_and_text_input() -> None:

@@ -7,10 +7,12 @@ plain Python / numpy / pandas objects that gradio components accept as they are.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -307,16 +309,24 @@ class SessionResult:
     report: Any                      # medmm.report.Report
     payload: dict[str, Any]          # RequestResult.to_json()
     stacks: tuple[np.ndarray, ...]   # viewer_stack() per loaded scan, uint8
+    owner: str | None = None         # the signed-in user who ran the analysis (None without a login)
+    # handed to the browser that ran the analysis only; follow-ups must present it (gradio finds gr.State by a
+    # session hash the client chooses, so the hash alone must not unlock a result)
+    key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
 
     @property
     def draft_text(self) -> str:
         return self.report.to_text()
 
+    def opens_for(self, key: Any, user: str | None) -> bool:
+        """Whether a follow-up presenting ``key``, signed in as ``user``, may read this result."""
+        return isinstance(key, str) and hmac.compare_digest(self.key.encode(), key.encode()) and user == self.owner
 
-def session_result(result: Any) -> SessionResult:
+
+def session_result(result: Any, owner: str | None = None) -> SessionResult:
     """Keep only what follow-up actions need (no notes text beyond the scrubbed report indication)."""
     return SessionResult(result.prediction, result.report, result.to_json(),
-                         tuple(viewer_stack(s) for s in result.inputs.scans))
+                         tuple(viewer_stack(s) for s in result.inputs.scans), owner)
 
 
 def all_warnings(session: SessionResult) -> list[str]:

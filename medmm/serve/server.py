@@ -10,7 +10,8 @@ level (``prepare_cache`` must run before gradio is imported, because gradio read
   the run folder is removed at exit (uploads, exports, everything gradio cached).
 * ``SecurityMiddleware``: security headers on every response, and limits on every upload request (file count and
   total size, checked while the body streams) so that one request cannot fill the disk; a malformed upload gets
-  a plain 400 instead of a traceback.
+  a plain 400 instead of a traceback. Uploaded files are stored under random names (``upload-<hex>.<ext>``):
+  the file name a client sends (often a patient's name or MRN) never reaches the disk or a served URL.
 * ``launch_kwargs``: ``run_history=False`` (no runs kept in the browser's localStorage), ``max_file_size``, the
   middleware, and optional login (``MEDMM_AUTH="user:password[,user2:password2]"``), see docs/app.md.
 """
@@ -125,6 +126,7 @@ class SecurityMiddleware:
             return
         boundary = re.search(rb"boundary=\"?([^\";]+)", headers.get(b"content-type", b""))
         delimiter = b"--" + boundary.group(1) if boundary else None
+        renamer = _UploadRenamer(delimiter) if delimiter else None
         seen, parts, tail = 0, 0, b""
 
         async def limited_receive() -> dict:
@@ -141,6 +143,8 @@ class SecurityMiddleware:
                     tail = chunk[-len(delimiter):]
                     if parts - 1 > self.max_files:  # the closing delimiter is one more
                         raise _TooLarge(f"At most {self.max_files} files per upload.")
+                if renamer:
+                    message = {**message, "body": renamer.feed(body, final=not message.get("more_body", False))}
             return message
 
         try:
@@ -163,6 +167,41 @@ class SecurityMiddleware:
                     "headers": [(b"content-type", b"text/plain; charset=utf-8"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
+
+
+class _UploadRenamer:
+    """Rewrites the ``filename="..."`` of every multipart part header to ``upload-<random hex>.<ext>`` while the
+    body streams (the extension is kept when it is a short alphanumeric one; the loaders sniff content anyway).
+
+    Only part headers are touched - the text right after a boundary delimiter, which by the multipart rules
+    cannot occur inside a file's bytes - so file contents pass through unchanged. A header block cut by a chunk
+    edge is held back (at most ``HOLD`` bytes) until the next chunk completes it.
+    """
+
+    HOLD = 16 * 1024   # longer than any part header block a browser or gradio_client sends
+
+    def __init__(self, delimiter: bytes) -> None:
+        self.header = re.compile(re.escape(delimiter) + rb"(\r\n(?:[^\r\n]*\r\n)*?[^\r\n]*?filename\*?=)"
+                                 rb"(\"[^\"\r\n]*\"|[^;\r\n]*)", re.IGNORECASE)
+        self.delimiter, self.carry = delimiter, b""
+
+    def feed(self, body: bytes, final: bool) -> bytes:
+        buf, self.carry = self.carry + body, b""
+        cut = len(buf)
+        if not final:
+            cut = max(0, len(buf) - self.HOLD)
+            last = buf.rfind(self.delimiter, 0, cut + len(self.delimiter))  # a delimiter ending after the cut too
+            if last != -1 and last + self.HOLD > cut:
+                cut = last                                                 # its header block may not be complete
+            buf, self.carry = buf[:cut], buf[cut:]
+        return self.header.sub(self._rename, buf)
+
+    @staticmethod
+    def _rename(m: re.Match) -> bytes:
+        name = m.group(2).strip(b'"')
+        ext = re.search(rb"\.([A-Za-z0-9]{1,5})$", name)
+        new = b"upload-" + secrets.token_hex(8).encode() + (b"." + ext.group(1).lower() if ext else b"")
+        return m.group(0)[: m.start(2) - m.start(0)] + b'"' + new + b'"'
 
 
 def parse_auth(value: str | None) -> list[tuple[str, str]] | None:

@@ -163,6 +163,10 @@ def build_text_cache(model: MedMM, records: list[Record]) -> TextCache:
     return TextCache(pooled, ids, mask)
 
 
+# notes borrowing (Batcher.notes_donors): adult notes-only sources lend, adult image-only sources borrow
+BORROW_FROM = ("iu",)
+BORROW_TO = ("nih", "nih_sample")
+
 # ------------------------------------------------------------------------------------------------ batches
 @dataclass
 class Batch:
@@ -190,12 +194,40 @@ class Batcher:
         self.has_image = torch.tensor([r.image is not None for r in records])
         self.has_text = torch.tensor([r.notes is not None for r in records])
         self.image_cache, self.text, self.device = image_cache, text_cache, device
+        self.sources = np.array([r.source for r in records])
+
+    def notes_donors(self, train_idx: np.ndarray) -> dict[float, np.ndarray]:
+        """Notes an adult image-only film may borrow (``get(borrow=...)``), by the No Finding label they share.
+
+        Adult films with notes come (almost) only from the COVID collection, so without help the fusion learns
+        "adult film + any notes = COVID-19" (measured: a pre-op knee note lifted a normal adult film from
+        P(COVID-19) 0.01 to 0.66). IU indications are adult notes of non-COVID studies ("preoperative chest",
+        "chest pain"); lent to NIH films whose No Finding label agrees (normal study with a normal film's note,
+        abnormal with abnormal), they teach that notes on an adult film are not COVID-19 by themselves. Only
+        training rows lend and borrow (a held-out note never enters a fit); labels stay the film's.
+        """
+        nf = self.labels[:, FINDINGS.index("No Finding")]
+        donors = train_idx[np.isin(self.sources[train_idx], BORROW_FROM) & ~self.has_image[train_idx].numpy()
+                           & self.has_text[train_idx].numpy()]
+        return {v: donors[nf[donors] == v] for v in (0.0, 1.0)}
 
     def get(self, idx: list[int], *, view: str, drop: str | None = None, generator: torch.Generator | None = None,
-            modality_dropout: float = 0.0) -> Batch:
-        """``view``: 'clean' or 'random' (a random cached view per image); ``drop``: force 'image' or 'notes' off."""
+            modality_dropout: float = 0.0, borrow: tuple[float, dict[float, np.ndarray]] | None = None) -> Batch:
+        """``view``: 'clean' or 'random' (a random cached view per image); ``drop``: force 'image' or 'notes' off;
+        ``borrow``: (probability, :meth:`notes_donors`): adult image-only films take a donor's notes features."""
         has_img = self.has_image[idx].clone()
         has_txt = self.has_text[idx].clone()
+        text_rows = torch.tensor(idx)          # whose notes features each row reads (its own unless borrowed)
+        if borrow is not None and borrow[0] > 0:
+            p, donors = borrow
+            nf = self.labels[idx, FINDINGS.index("No Finding")]
+            for k, i in enumerate(idx):
+                pool = donors.get(float(nf[k])) if not np.isnan(nf[k]) else None
+                if (pool is None or not len(pool) or has_txt[k] or not has_img[k]
+                        or self.sources[i] not in BORROW_TO or float(torch.rand(1, generator=generator)) >= p):
+                    continue
+                text_rows[k] = int(pool[int(torch.randint(len(pool), (1,), generator=generator))])
+                has_txt[k] = True
         if drop == "image":
             has_img[:] = False
         elif drop == "notes":
@@ -218,12 +250,13 @@ class Batcher:
             stems = torch.stack(picks).float().to(self.device)
             if stems.dim() == 4:  # NHWC like the encoder weights: NCHW feature maps run several times slower
                 stems = stems.contiguous(memory_format=torch.channels_last)
-        t = int(self.text.mask[idx].sum(1).max().clamp_min(1))  # trim padding to the batch's longest notes
+        tr = text_rows
+        t = int(self.text.mask[tr].sum(1).max().clamp_min(1))  # trim padding to the batch's longest notes
         d = self.device
-        return Batch(stems, img_rows, self.text.pooled[idx].to(d), self.text.ids[idx, :t].to(d),
-                     self.text.mask[idx, :t].to(d), has_img.float().to(d), has_txt.float().to(d),
+        return Batch(stems, img_rows, self.text.pooled[tr].to(d), self.text.ids[tr, :t].to(d),
+                     self.text.mask[tr, :t].to(d), has_img.float().to(d), has_txt.float().to(d),
                      self.allowed[idx].to(d), self.weight[idx].to(d),
-                     None if self.text.expert is None else self.text.expert[idx].to(d))
+                     None if self.text.expert is None else self.text.expert[tr].to(d))
 
 
 def mask_borders(stems: torch.Tensor, generator: torch.Generator, p: float = 0.5, max_frac: float = 0.12) -> torch.Tensor:
@@ -305,6 +338,7 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
             m.train()
     g = torch.Generator().manual_seed(cfg.seed + 17 * rank)
     use_amp = batcher.device.startswith("cuda")
+    borrow = (cfg.borrow_notes, batcher.notes_donors(train_idx)) if cfg.borrow_notes > 0 else None
     for epoch in range(cfg.epochs):
         sampler.set_epoch(epoch)
         perm = train_idx[np.fromiter(iter(sampler), dtype=np.int64)]
@@ -313,7 +347,7 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
         running = 0.0
         for step in bar:
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size].tolist()
-            batch = batcher.get(idx, view="random", generator=g, modality_dropout=cfg.modality_dropout)
+            batch = batcher.get(idx, view="random", generator=g, modality_dropout=cfg.modality_dropout, borrow=borrow)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 states, img_feat = (ddp(batch, g) if ddp is not None else forward_batch(model, batch, cfg.finetune_blocks, g))
                 loss = partial_label_nll(states.float(), batch.allowed, batch.weight)
@@ -557,6 +591,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                     help="loss weight per source, e.g. nih=2,nih_sample=4,covid=1.5 (unnamed sources: 1)")
     ap.add_argument("--aug-views", type=int, default=2, help="augmented cached views per image (plus one clean)")
     ap.add_argument("--modality-dropout", type=float, default=d.modality_dropout)
+    ap.add_argument("--borrow-notes", type=float, default=d.borrow_notes,
+                    help="probability that an adult image-only (NIH) film borrows an IU indication with the same "
+                         "No Finding label in training (0: off)")
     ap.add_argument("--contrastive-weight", type=float, default=d.contrastive_weight)
     ap.add_argument("--target-sensitivity", type=float, default=d.target_sensitivity,
                     help="operating point per finding: highest threshold reaching this out-of-fold sensitivity")
@@ -571,7 +608,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
     cfg = replace(d, sources=tuple(s for s in args.sources.split(",") if s), manifest=args.manifest,
                   folds=args.folds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   encoder_lr=args.encoder_lr, finetune_blocks=args.finetune_blocks,
-                  modality_dropout=args.modality_dropout, contrastive_weight=args.contrastive_weight,
+                  modality_dropout=args.modality_dropout, borrow_notes=args.borrow_notes,
+                  contrastive_weight=args.contrastive_weight,
                   target_sensitivity=args.target_sensitivity, adult_specificity=args.adult_specificity,
                   seed=args.seed, limit_per_source=args.limit_per_source, bag_of_words_dim=args.bag_of_words_dim,
                   notes_expert=args.notes_expert or None,

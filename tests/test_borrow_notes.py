@@ -1,0 +1,59 @@
+"""Notes borrowing in training (``Batcher.notes_donors`` / ``Batcher.get(borrow=...)``): adult image-only films
+take the notes features of an adult notes-only record with the same No Finding label, training rows only."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from medmm.training.data import Record
+from medmm.labels import FINDINGS
+from medmm.training.train import Batcher, TextCache
+
+NF = FINDINGS.index("No Finding")
+
+
+def _labels(no_finding: float) -> np.ndarray:
+    out = np.full(len(FINDINGS), np.nan)
+    out[NF] = no_finding
+    return out
+
+
+RECORDS = [
+    Record("nih", "n0", "film0", None, _labels(1.0)),          # 0 adult normal, no notes: borrows a normal note
+    Record("nih_sample", "n1", "film1", None, _labels(0.0)),   # 1 adult abnormal: borrows an abnormal note
+    Record("kermany", "k2", "film2", None, _labels(1.0)),      # 2 child: never borrows (adult notes)
+    Record("iu", "i3", None, "preoperative chest", _labels(1.0)),
+    Record("iu", "i4", None, "cough and fever", _labels(0.0)),
+    Record("covid", "c5", "film5", "covid pcr positive", _labels(0.0)),  # has its own notes: keeps them
+    Record("iu", "i6", None, "chest pain", _labels(1.0)),      # 6 a normal note outside the training rows
+]
+
+
+def _batcher() -> Batcher:
+    n, t = len(RECORDS), 4
+    # every record's notes features carry its own index, so the test can see whose notes a row reads
+    text = TextCache(torch.arange(n).float()[:, None].repeat(1, 3), torch.arange(n)[:, None].repeat(1, t),
+                     torch.ones(n, t, dtype=torch.long), torch.arange(n).float() * 10)
+    images = {i: torch.zeros(1, 2, 2, 2) for i, r in enumerate(RECORDS) if r.image}
+    return Batcher(RECORDS, images, text, "cpu")
+
+
+def test_donors_are_training_notes_only_records_by_no_finding_label() -> None:
+    donors = _batcher().notes_donors(np.arange(6))                # record 6 is not a training row
+    assert {k: v.tolist() for k, v in donors.items()} == {0.0: [4], 1.0: [3]}
+
+
+def test_borrowed_rows_read_the_donors_notes_and_keep_their_labels() -> None:
+    b = _batcher()
+    donors = b.notes_donors(np.arange(6))
+    idx = [0, 1, 2, 5]
+    batch = b.get(idx, view="clean", generator=torch.Generator().manual_seed(0), borrow=(1.0, donors))
+    assert batch.pooled[:, 0].tolist() == [3.0, 4.0, 2.0, 5.0]    # normal <- normal note, abnormal <- abnormal
+    assert batch.expert.tolist() == [30.0, 40.0, 20.0, 50.0]
+    assert batch.has_txt.tolist() == [1.0, 1.0, 0.0, 1.0]          # the child film stays image-only
+    assert torch.equal(batch.allowed, b.allowed[idx])             # labels are the film's own
+    plain = b.get(idx, view="clean")                               # evaluation: nobody borrows
+    assert plain.pooled[:, 0].tolist() == [0.0, 1.0, 2.0, 5.0] and plain.has_txt.tolist() == [0.0, 0.0, 0.0, 1.0]
+    never = b.get(idx, view="clean", generator=torch.Generator().manual_seed(0), borrow=(0.0, donors))
+    assert never.has_txt.tolist() == plain.has_txt.tolist()
