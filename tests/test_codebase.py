@@ -38,3 +38,9 @@ def test_one_disclaimer_wording() -> None:
     assert service.DISCLAIMER is medmm.DISCLAIMER
     # no other module spells out a disclaimer of its own
     assert _offenders(r"DISCLAIMER\s*=\s*\(", {"medmm/__init__.py"}) == []
+
+
+def test_assertion_status_precedence_is_defined_once() -> None:
+    # medmm.report.labeler.STATUS_RANK / strongest_statuses: the labeller, the sentence bank and the consistency
+    # check aggregate a sentence's mentions the same way
+    assert _offenders(r"""["']positive["']\s*:\s*3""", {"medmm/report/labeler.py"}) == []

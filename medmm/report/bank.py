@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from medmm.report.labeler import CONCEPT_BY_NAME, Mention, find_mentions, split_sentences
+from medmm.report.labeler import CONCEPT_BY_NAME, Mention, find_mentions, split_sentences, strongest_statuses
 
 logger = logging.getLogger(__name__)
 
@@ -137,13 +137,7 @@ class SentenceBank:
 
     def labels(self, i: int) -> dict[str, str]:
         """Finding labels of sentence ``i`` (same aggregation as ``labeler.label_sentence``)."""
-        out: dict[str, str] = {}
-        rank = {"positive": 3, "uncertain": 2, "negative": 1}
-        for m in self.mentions[i]:
-            for f, s in m.finding_effects().items():
-                if f not in out or rank[s] > rank[out[f]]:
-                    out[f] = s
-        return out
+        return {f: status for f, (status, _) in strongest_statuses(self.mentions[i]).items()}
 
     def save(self, path: str | Path) -> None:
         """Write a compressed ``.npz`` (no pickles; embeddings stored as float16)."""

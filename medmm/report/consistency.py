@@ -15,7 +15,7 @@ from typing import Any
 
 from medmm.labels import FINDINGS
 from medmm.prediction import Prediction
-from medmm.report.labeler import find_mentions, split_sentences
+from medmm.report.labeler import find_mentions, split_sentences, strongest_statuses
 
 logger = logging.getLogger(__name__)
 
@@ -138,13 +138,8 @@ def check_consistency(report_text: str, prediction: Prediction, *, include_uncer
         if section.startswith(_UNCHECKED_SECTIONS):
             continue
         for sentence in split_sentences(text):
-            per_finding: dict[str, tuple[str, str]] = {}
-            rank = {"positive": 3, "uncertain": 2, "negative": 1}
             mentions = find_mentions(sentence)
-            for m in mentions:
-                for f, s in m.finding_effects().items():
-                    if f not in per_finding or rank[s] > rank[per_finding[f][0]]:
-                        per_finding[f] = (s, m.text)
+            per_finding = {f: (status, m.text) for f, (status, m) in strongest_statuses(mentions).items()}
             hedged = next((m for m in mentions if m.asserts_abnormality() and m.status == "uncertain"), None)
             if include_uncertain and hedged is not None and bands.get("No Finding") in POSITIVE_BANDS \
                     and "No Finding" not in per_finding:

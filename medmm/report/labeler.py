@@ -346,13 +346,18 @@ def find_mentions(sentence: str) -> list[Mention]:
     return out
 
 
-_PRECEDENCE = {"positive": 3, "uncertain": 2, "negative": 1}
+STATUS_RANK = {"positive": 3, "uncertain": 2, "negative": 1}  # CheXpert-style: positive > uncertain > negative
 
 
-def _merge(into: dict[str, str], finding: str, status: str) -> None:
-    old = into.get(finding)
-    if old is None or _PRECEDENCE[status] > _PRECEDENCE[old]:
-        into[finding] = status
+def strongest_statuses(mentions: Iterable[Mention]) -> dict[str, tuple[str, Mention]]:
+    """Per finding, the strongest status its mentions give it and the (first) mention that gave it - the one
+    aggregation rule of a sentence (labeller, sentence bank, report consistency check)."""
+    out: dict[str, tuple[str, Mention]] = {}
+    for mention in mentions:
+        for finding, status in mention.finding_effects().items():
+            if finding not in out or STATUS_RANK[status] > STATUS_RANK[out[finding][0]]:
+                out[finding] = (status, mention)
+    return out
 
 
 def label_sentence(sentence: str) -> dict[str, str]:
@@ -360,11 +365,7 @@ def label_sentence(sentence: str) -> dict[str, str]:
 
     Within a sentence, positive beats uncertain beats negative (CheXpert-style aggregation).
     """
-    out: dict[str, str] = {}
-    for mention in find_mentions(sentence):
-        for finding, status in mention.finding_effects().items():
-            _merge(out, finding, status)
-    return out
+    return {f: status for f, (status, _) in strongest_statuses(find_mentions(sentence)).items()}
 
 
 _ENUM_RE = re.compile(r"(?:(?<=^)|(?<=\s))\d{1,2}[.)]\s+(?=[A-Za-z])")
@@ -403,11 +404,8 @@ def split_sentences(text: str) -> list[str]:
 
 def label_text(text: str) -> dict[str, str]:
     """Aggregate finding labels over all sentences of a text (positive > uncertain > negative)."""
-    out: dict[str, str] = {}
-    for sentence in split_sentences(text):
-        for finding, status in label_sentence(sentence).items():
-            _merge(out, finding, status)
-    return out
+    mentions = (m for sentence in split_sentences(text) for m in find_mentions(sentence))
+    return {f: status for f, (status, _) in strongest_statuses(mentions).items()}
 
 
 def binary_labels(text: str, *, uncertain_as_positive: bool = True) -> dict[str, int]:
@@ -424,11 +422,7 @@ def binary_labels(text: str, *, uncertain_as_positive: bool = True) -> dict[str,
     for sentence in split_sentences(text):
         mentions = find_mentions(sentence)
         nf_against |= any(m.asserts_abnormality() for m in mentions)
-        labels: dict[str, str] = {}
-        for m in mentions:
-            for f, s in m.finding_effects().items():
-                _merge(labels, f, s)
-        for f, s in labels.items():
+        for f, (s, _) in strongest_statuses(mentions).items():
             if f == "No Finding":
                 nf_pos |= s in present
                 nf_against |= s == "negative"
@@ -443,6 +437,6 @@ def binary_labels(text: str, *, uncertain_as_positive: bool = True) -> dict[str,
 
 
 __all__ = [
-    "CONCEPTS", "CONCEPT_BY_NAME", "Concept", "LABELER_VERSION", "Mention", "STATUSES", "binary_labels",
-    "find_mentions", "label_sentence", "label_text", "split_sentences",
+    "CONCEPTS", "CONCEPT_BY_NAME", "Concept", "LABELER_VERSION", "Mention", "STATUSES", "STATUS_RANK", "binary_labels",
+    "find_mentions", "label_sentence", "label_text", "split_sentences", "strongest_statuses",
 ]
