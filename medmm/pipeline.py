@@ -163,8 +163,9 @@ class Pipeline:
         if inputs.pixels is None:
             return None
         if self.batcher is not None:
-            b, v = inputs.pixels.shape[:2]
-            return self.batcher(inputs.pixels.flatten(0, 1)).view(b, v, -1).mean(1)
+            from medmm.models.model import pool_views, view_features
+
+            return pool_views(view_features(self.batcher, inputs.pixels))
         if self.runtime is not None and self.runtime.image is not None:
             return self.runtime.encode_images(inputs.pixels)
         return self.model.encode_images(inputs.pixels)

@@ -279,8 +279,9 @@ class EncoderRuntime:
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """``[B, V, 3, S, S]`` -> mean over views ``[B, F]`` (as ``MedMM.encode_images`` without a view mask)."""
-        b, v = pixels.shape[:2]
-        return self.encode_image_batch(pixels.flatten(0, 1)).view(b, v, -1).mean(1)
+        from medmm.models.model import pool_views, view_features
+
+        return pool_views(view_features(self.encode_image_batch, pixels))
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         feeds = {"input_ids": input_ids.detach().cpu().numpy().astype(np.int64, copy=False),

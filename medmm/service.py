@@ -206,22 +206,13 @@ class ImageBatcher:
                         fut.set_exception(e)
 
 
-def _torch_encoder(pipeline: Pipeline) -> Callable[[Any], Any]:
-    import torch
-
-    def encode(x: Any) -> Any:
-        return pipeline.model.image_encoder(x.contiguous(memory_format=torch.channels_last))
-
-    return encode
-
-
 def enable_batching(pipeline: Pipeline, max_batch: int | None = None, max_wait_ms: float | None = None) -> ImageBatcher:
     """Route ``pipeline``'s image-encoder forwards (predictions; occlusion and explanation features too) through
     one :class:`ImageBatcher`. Idempotent; ``disable_batching`` undoes it."""
     if getattr(pipeline, "batcher", None) is not None:
         return pipeline.batcher
     runtime = getattr(pipeline, "runtime", None)
-    encode = runtime.encode_image_batch if runtime is not None and runtime.image is not None else _torch_encoder(pipeline)
+    encode = runtime.encode_image_batch if runtime is not None and runtime.image is not None else pipeline.model.encode_image_batch
     max_batch = max_batch or int(os.environ.get(MAX_BATCH_ENV, "16"))
     wait_ms = float(os.environ.get(BATCH_WAIT_ENV, "2")) if max_wait_ms is None else max_wait_ms
     pipeline.batcher = ImageBatcher(encode, max_batch=max_batch, max_wait_s=wait_ms / 1000)

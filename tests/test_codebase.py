@@ -44,3 +44,9 @@ def test_assertion_status_precedence_is_defined_once() -> None:
     # medmm.report.labeler.STATUS_RANK / strongest_statuses: the labeller, the sentence bank and the consistency
     # check aggregate a sentence's mentions the same way
     assert _offenders(r"""["']positive["']\s*:\s*3""", {"medmm/report/labeler.py"}) == []
+
+
+def test_view_pooling_is_defined_once() -> None:
+    # medmm.models.model.view_features / pool_views: the model, the ONNX runtimes, the batching worker and the
+    # explanations pool a request's views the same way
+    assert _offenders(r"\.view\(b, v, -1\)", {"medmm/models/model.py"}) == []

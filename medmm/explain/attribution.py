@@ -307,13 +307,10 @@ def _image_features(model: nn.Module, inputs: "ModelInputs", encode: Any | None 
     ``encode``: a forward-only encoder (the pipeline's runtime / batcher) instead of the torch model."""
     if inputs.pixels is None:
         return None, None
-    b, v = inputs.pixels.shape[:2]
-    if encode is not None:
-        per_view = encode(inputs.pixels.flatten(0, 1)).view(b, v, -1)
-        return per_view.mean(1), per_view
-    x = inputs.pixels.flatten(0, 1).contiguous(memory_format=torch.channels_last)
-    per_view = model.image_encoder(x).view(b, v, -1)
-    return per_view.mean(1), per_view
+    from medmm.models.model import pool_views, view_features
+
+    per_view = view_features(encode if encode is not None else model.encode_image_batch, inputs.pixels)
+    return pool_views(per_view), per_view
 
 
 # ============================================================================================= image maps

@@ -17,6 +17,22 @@ from medmm.config import ModelConfig
 from medmm.models.encoders import ImageEncoder, TextEncoder
 
 
+def view_features(encode_batch, pixels: torch.Tensor) -> torch.Tensor:
+    """``[B, V, 3, H, W]`` -> per-view features ``[B, V, F]``; ``encode_batch`` maps ``[N, 3, H, W]`` -> ``[N, F]``
+    (the torch encoder, an ONNX session, the batching worker)."""
+    b, v = pixels.shape[:2]
+    return encode_batch(pixels.flatten(0, 1)).view(b, v, -1)
+
+
+def pool_views(per_view: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, V, F]`` -> ``[B, F]``: the mean over a request's views (with ``view_mask``, over the real ones only).
+    The one view-pooling rule of the model, the pipeline's runtimes and the explanations."""
+    if view_mask is None:
+        return per_view.mean(1)
+    w = view_mask.to(per_view.dtype)[..., None]
+    return (per_view * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+
 class GatedFusion(nn.Module):
     """``z = g * img + (1 - g) * txt`` with ``g = sigmoid(W [img; txt; presence])``; absent modalities gated out."""
 
@@ -118,13 +134,11 @@ class MedMM(nn.Module):
     # --- encoders
     def encode_images(self, pixels: torch.Tensor, view_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, V, 3, H, W]`` (V views per request) -> masked mean of per-view features ``[B, F]``."""
-        b, v = pixels.shape[:2]
-        x = pixels.flatten(0, 1).contiguous(memory_format=torch.channels_last)  # NHWC: ~2x faster convs on CPU
-        feats = self.image_encoder(x).view(b, v, -1)  # [B, V, F]
-        if view_mask is None:
-            return feats.mean(1)
-        w = view_mask.to(feats.dtype)[..., None]
-        return (feats * w).sum(1) / w.sum(1).clamp_min(1.0)
+        return pool_views(view_features(self.encode_image_batch, pixels), view_mask)
+
+    def encode_image_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, 3, H, W]`` -> ``[N, F]`` (NHWC inside: ~2x faster convolutions on a CPU)."""
+        return self.image_encoder(x.contiguous(memory_format=torch.channels_last))
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     expert_logit: torch.Tensor | None = None) -> torch.Tensor:
