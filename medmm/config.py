@@ -76,7 +76,7 @@ class TrainConfig:
     input_size: int = 224
     finetune_blocks: int = 4        # last N backbone stages (+ the head conv/norm) trained; earlier ones frozen, cached
     modality_dropout: float = 0.3
-    borrow_notes: float = 0.5        # adult image-only films borrow an IU indication (train.Batcher.notes_donors)
+    borrow_notes: float = 0.0        # >0: NIH films borrow IU indications (Batcher.notes_donors); off: MODEL_CARD
     contrastive_weight: float = 0.0
     target_sensitivity: float = 0.9  # operating point per finding, on out-of-fold predictions
     adult_specificity: float = 0.97  # COVID-19 threshold: at least this specificity on adult non-COVID films
