@@ -11,19 +11,18 @@ import base64
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import ROOT, running_app
 
 pytest.importorskip("gradio")
 pytest.importorskip("gradio_client")
 httpx = pytest.importorskip("httpx")
 
-ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT / "assets" / "examples" / "02_child_bacterial_pneumonia.jpeg"
 NOTES = "Child, 4 years. Fever, productive cough."
 try:
@@ -33,43 +32,13 @@ except ImportError:
     HAVE_MCP = False
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory):
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("api") / "app.log"
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "OMP_NUM_THREADS": "1",
-           "MEDMM_RUNTIME": "torch", "MEDMM_MCP": "1" if HAVE_MCP else "0",
+    env = {"MEDMM_RUNTIME": "torch", "MEDMM_MCP": "1" if HAVE_MCP else "0",
            "MEDMM_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
-    env.pop("GRADIO_TEMP_DIR", None)
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app.py exited during start-up:\n{log_path.read_text()[-3000:]}")
-            try:
-                httpx.get(base, timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"app.py did not start within 240 s:\n{log_path.read_text()[-3000:]}")
-                time.sleep(1)
+    with running_app(log_path, env) as (base, _):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     assert "productive cough" not in log_path.read_text()      # nothing a user typed reaches the server log
 
 

@@ -50,3 +50,8 @@ def test_view_pooling_is_defined_once() -> None:
     # medmm.models.model.view_features / pool_views: the model, the ONNX runtimes, the batching worker and the
     # explanations pool a request's views the same way
     assert _offenders(r"\.view\(b, v, -1\)", {"medmm/models/model.py"}) == []
+
+
+def test_tests_start_the_app_in_one_place() -> None:
+    # tests/helpers.running_app: the API, server and browser tests share one way to start `python app.py`
+    assert _offenders(r"Popen\(\[sys\.executable, \"app\.py\"\]", {"tests/helpers.py"}) == []

@@ -3,28 +3,17 @@ SIGTERM clean-up), and medmm.serve.server's pieces on their own."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from medmm.serve import server
+from tests.helpers import running_app
 
-ROOT = Path(__file__).resolve().parents[1]
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("gradio")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -33,30 +22,9 @@ def running(tmp_path_factory: pytest.TempPathFactory):
     dead = cache / "run-999999999-deadbeef"          # a folder left by a killed earlier run
     dead.mkdir()
     (dead / "old_upload.dcm").write_bytes(b"x")
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "MEDMM_CACHE_DIR": str(cache), "MEDMM_AUTH": "clinician:s3cret-pass", "OMP_NUM_THREADS": "1"}
-    env.pop("GRADIO_TEMP_DIR", None)
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail("app.py exited during start-up:\n" + proc.stdout.read()[-3000:])
-        try:
-            httpx.get(url + "/", timeout=2)
-            break
-        except httpx.HTTPError:
-            time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail("app.py did not start within 240 s")
-    client = httpx.Client(base_url=url, timeout=30)
-    yield proc, client, cache, dead
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    env = {"MEDMM_CACHE_DIR": str(cache), "MEDMM_AUTH": "clinician:s3cret-pass"}
+    with running_app(tmp_path_factory.mktemp("log") / "app.log", env) as (url, proc):
+        yield proc, httpx.Client(base_url=url.rstrip("/"), timeout=30), cache, dead
 
 
 def cache_of(running) -> Path:

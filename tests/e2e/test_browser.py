@@ -13,15 +13,12 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import running_app
 
 pytestmark = pytest.mark.e2e
 
@@ -38,48 +35,13 @@ RESULT_TIMEOUT_MS = 120_000
 UPDATE_SCREENSHOT = os.environ.get("MEDMM_UPDATE_SCREENSHOT", "") == "1"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_until_up(url: str, proc: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"app.py exited with code {proc.returncode} before serving; log:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"app.py did not answer on {url} within {STARTUP_TIMEOUT_S} s; log:\n{log_path.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server() -> tuple[str, Path]:
     """(url, server log path) of ``python app.py`` on a free localhost port."""
     ARTIFACTS.mkdir(exist_ok=True)
-    port = _free_port()
     log_path = ARTIFACTS / "e2e_app.log"
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait_until_up(url, proc, log_path)
+    with running_app(log_path, timeout_s=STARTUP_TIMEOUT_S) as (url, _):
         yield url, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     # nothing the user typed may reach the server log
     assert NOTES[:40] not in log_path.read_text(), "clinical notes leaked into the server log"
 
