@@ -419,6 +419,8 @@ def measure_idle_baseline(sources: Sequence[EnergySource] | None = None, seconds
     """
     sources = default_sources() if sources is None else sources
     real = [s for s in sources if s.machine_wide]
+    if not real:
+        return {}
     first = [s._probe() for s in real]
     sleep(seconds)
     out: dict[str, float] = {}

@@ -74,6 +74,9 @@ class Pipeline:
         # medmm.runtime.EncoderRuntime: encoder forwards through ONNX Runtime / OpenVINO; None = torch
         self.runtime = runtime
         self.batcher = None  # medmm.service.ImageBatcher: groups concurrent image-encoder forwards (service layer)
+        # idle power (W) per machine-wide energy counter, measured once by a server at start-up
+        # (medmm.service.configure_from_env); each request's meter subtracts its share. Empty: nothing subtracted.
+        self.idle_watts: dict[str, float] = {}
         self._tok_cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()  # sha256 -> ids, mask
 
     @classmethod

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from medmm import DISCLAIMER
-from medmm.energy import EnergyMeter, EnergyRecord
+from medmm.energy import EnergyMeter, EnergyRecord, measure_idle_baseline
 from medmm.pipeline import ModelInputs, Pipeline, ScanInput
 from medmm.prediction import Prediction
 
@@ -82,7 +82,7 @@ def run_request(pipeline: Pipeline, scans: Sequence[ScanInput] = (), notes: str 
 
     t_start = time.perf_counter()
     explanation = drafted = checked = None
-    with EnergyMeter() as meter:
+    with EnergyMeter(baseline_watts=pipeline.idle_watts) as meter:
         def stage(name: str):  # the progress callback, then the meter's stage (which also times it)
             if on_stage is not None:
                 on_stage(name, stages.index(name), len(stages))
@@ -246,6 +246,9 @@ def configure_from_env(pipeline: Pipeline, concurrency: int = 1) -> dict[str, An
       every barrier (measured: Grad-CAM + note tokens 63 ms with 1 thread vs 3.4 s with 2 on the loaded box,
       docs/bench.md). Otherwise torch's default.
     * ``MEDMM_BATCHING``: see :func:`batching_from_env`.
+    * the idle power of machine-wide energy counters (RAPL, NVML; ``energy.measure_idle_baseline``, 2 s while
+      nothing runs), kept on ``pipeline.idle_watts``: every request's energy then excludes what the idle machine
+      would have drawn meanwhile. Nothing is measured where only the CPU-time estimate exists (it has no idle share).
     """
     import torch
 
@@ -257,5 +260,7 @@ def configure_from_env(pipeline: Pipeline, concurrency: int = 1) -> dict[str, An
     applied["torch_threads"] = torch.get_num_threads()
     applied["batching"] = batching_from_env(pipeline) is not None
     applied["runtime"] = getattr(pipeline, "runtime_name", "torch")
+    pipeline.idle_watts = measure_idle_baseline()
+    applied["idle_watts"] = {k: round(v, 2) for k, v in pipeline.idle_watts.items()}
     log.info("server: %s", applied)
     return applied

@@ -392,6 +392,39 @@ def test_cpu_estimate_exact_and_idle_baseline() -> None:
 
     assert measure_idle_baseline([counter, src], seconds=2.0, sleep=fake_sleep) == {"cpu_package": 25.0}
     assert slept == [2.0]
+    # only the CPU-time estimate: nothing to measure, no start-up wait
+    assert measure_idle_baseline([src], seconds=2.0, sleep=fake_sleep) == {} and slept == [2.0]
+
+
+def test_server_start_up_measures_the_idle_baseline_and_requests_subtract_it(monkeypatch) -> None:
+    """configure_from_env stores the idle power on the pipeline; run_request's meter is given it."""
+    from medmm import service
+
+    class FakePipeline:
+        idle_watts: dict = {}
+
+    pipe = FakePipeline()
+    monkeypatch.setattr(service, "measure_idle_baseline", lambda: {"cpu_package": 7.5})
+    monkeypatch.setattr(service, "batching_from_env", lambda p: None)
+    applied = service.configure_from_env(pipe)
+    assert pipe.idle_watts == {"cpu_package": 7.5} and applied["idle_watts"] == {"cpu_package": 7.5}
+
+    seen = {}
+
+    class Meter:  # stands in for EnergyMeter: records what it was given, then stops the request early
+        def __init__(self, **kwargs):
+            seen.update(kwargs)
+
+        def __enter__(self):
+            raise RuntimeError("stop here")
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(service, "EnergyMeter", Meter)
+    with pytest.raises(RuntimeError, match="stop here"):
+        service.run_request(pipe, [], "cough")
+    assert seen == {"baseline_watts": {"cpu_package": 7.5}}
 
 
 # -- real workload ---------------------------------------------------------------------------------------
