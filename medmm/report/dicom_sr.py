@@ -31,13 +31,27 @@ def to_dicom_sr(report: Report, prediction: Prediction, path_or_buffer: str | Pa
     only notes-derived text, is scrubbed again here in case an edit re-introduced identifiers). Fresh UIDs every
     call; Explicit VR Little Endian file meta.
     """
-    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence as DicomSequence
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     now = _dt.datetime.now(_dt.timezone.utc)
-    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
     sop_uid = generate_uid()
+    ds = Dataset()
+    ds.file_meta = _file_meta(sop_uid)
+    _header(ds, sop_uid, now.strftime("%Y%m%d"), now.strftime("%H%M%S"), prediction.checkpoint or {})
+    # SR Document Content: CONTAINER root with TEXT children
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = DicomSequence([_code(Dataset, "18748-4", "LN", "Diagnostic Imaging Report")])
+    ds.ContinuityOfContent = "SEPARATE"
+    ds.ContentSequence = DicomSequence(_content_items(report))
+    ds.save_as(path_or_buffer, enforce_file_format=True)
+    return ds
+
+
+def _file_meta(sop_uid: str) -> Any:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = BASIC_TEXT_SR
@@ -45,9 +59,15 @@ def to_dicom_sr(report: Report, prediction: Prediction, path_or_buffer: str | Pa
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = f"MEDMM_{__version__}"[:16]
+    return meta
 
-    ds = Dataset()
-    ds.file_meta = meta
+
+def _header(ds: Any, sop_uid: str, date: str, time: str, ckpt: dict) -> None:
+    """SOP Common, Patient (deliberately empty), General Study, SR Document Series, General Equipment and SR
+    Document General modules."""
+    from pydicom.sequence import Sequence as DicomSequence
+    from pydicom.uid import generate_uid
+
     # SOP Common
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = BASIC_TEXT_SR
@@ -59,7 +79,7 @@ def to_dicom_sr(report: Report, prediction: Prediction, path_or_buffer: str | Pa
     ds.PatientID = ""
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
-    ds.PatientIdentityRemoved = "YES"   # true: no header identifier is copied and every TEXT item is scrubbed below
+    ds.PatientIdentityRemoved = "YES"   # true: no header identifier is copied and every TEXT item is scrubbed
     ds.DeidentificationMethod = DEID_METHOD
     # General Study
     ds.StudyInstanceUID = generate_uid()
@@ -77,7 +97,6 @@ def to_dicom_sr(report: Report, prediction: Prediction, path_or_buffer: str | Pa
     # General Equipment
     ds.Manufacturer = "medmm"
     ds.ManufacturerModelName = "medmm decision-support demo"
-    ckpt = prediction.checkpoint or {}
     versions = [f"medmm {__version__}"]
     if ckpt.get("version"):
         versions.append(f"checkpoint {ckpt.get('name', 'medmm')} {ckpt['version']}")
@@ -90,10 +109,13 @@ def to_dicom_sr(report: Report, prediction: Prediction, path_or_buffer: str | Pa
     ds.PreliminaryFlag = "PRELIMINARY"
     ds.ContentDate, ds.ContentTime = date, time
     ds.PerformedProcedureCodeSequence = DicomSequence([])
-    # SR Document Content: CONTAINER root with TEXT children
-    ds.ValueType = "CONTAINER"
-    ds.ConceptNameCodeSequence = DicomSequence([_code(Dataset, "18748-4", "LN", "Diagnostic Imaging Report")])
-    ds.ContinuityOfContent = "SEPARATE"
+
+
+def _content_items(report: Report) -> list[Any]:
+    """The TEXT items: indication, findings, impression, every clinician section, disclaimer, warnings, outputs -
+    each scrubbed of identifiers (clinician edits included)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
 
     def text_item(code: tuple[str, str, str], value: str) -> Dataset:
         item = Dataset()
@@ -120,9 +142,7 @@ def to_dicom_sr(report: Report, prediction: Prediction, path_or_buffer: str | Pa
         items.append(text_item(("121106", "DCM", "Comment"), "Model warnings: " + " ".join(report.warnings)))
     if outputs:
         items.append(text_item(("121106", "DCM", "Comment"), f"Model outputs: {outputs}."))
-    ds.ContentSequence = DicomSequence(items)
-    ds.save_as(path_or_buffer, enforce_file_format=True)
-    return ds
+    return items
 
 
 __all__ = ["BASIC_TEXT_SR", "to_dicom_sr"]
