@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from medmm.models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from medmm.io import Scan, load_scans
+from medmm.io import RADIOGRAPH_MODALITIES, Scan, load_scans
 from medmm.labels import coherent_positives
 from medmm.prediction import Prediction
 from medmm.models.transforms import to_model_input
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 ScanInput = Union[str, Path, bytes, Scan]
 MAX_NOTES_CHARS = 20_000       # more than any clinical indication; longer input is cut (with a warning)
 MAX_SCANS = 8                  # views per request
-RADIOGRAPH_MODALITIES = {None, "CR", "DX", "DR", "RG", "OT", "SC", "XC"}
 # C0 controls and lone UTF-16 surrogates (valid in JSON, e.g. "\ud800", but not encodable text)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
@@ -114,7 +113,7 @@ class Pipeline:
             prep = self.meta.preprocessing
             pixels = torch.stack([to_model_input(s.pixels, prep) for s in loaded])[None].to(self.device)
             for s in loaded:
-                if s.metadata.modality not in RADIOGRAPH_MODALITIES:
+                if s.metadata.modality is not None and s.metadata.modality not in RADIOGRAPH_MODALITIES:
                     warnings.append(f"Modality {s.metadata.modality} is not a radiograph; the model was trained on "
                                     "chest radiographs only, so its output for this scan is not meaningful.")
         input_ids = attention_mask = None

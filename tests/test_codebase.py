@@ -55,3 +55,8 @@ def test_view_pooling_is_defined_once() -> None:
 def test_tests_start_the_app_in_one_place() -> None:
     # tests/helpers.running_app: the API, server and browser tests share one way to start `python app.py`
     assert _offenders(r"Popen\(\[sys\.executable, \"app\.py\"\]", {"tests/helpers.py"}) == []
+
+
+def test_radiograph_modalities_are_defined_once() -> None:
+    # medmm.io.RADIOGRAPH_MODALITIES: the DICOM loader's note and the pipeline's warning use the same set
+    assert _offenders(r"""["']CR["'],\s*["']DX["']""", {"medmm/io/dicom.py"}) == []

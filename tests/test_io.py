@@ -979,3 +979,17 @@ def test_load_scans_keeps_the_extension_hint(tmp_path):
     assert scan.metadata.source_format == "png"
     assert any(".dcm" in n and "png" in n.lower() for n in scan.metadata.notes), scan.metadata.notes
     assert "scan" not in " ".join(scan.metadata.notes)  # only the extension, never the file name
+
+
+@pytest.mark.parametrize("modality,noted", [("DX", False), ("CR", False), ("RG", False), ("OT", False),
+                                            ("US", True), ("XC", True)])
+def test_radiograph_modalities_one_definition(modality: str, noted: bool) -> None:
+    """medmm.io.RADIOGRAPH_MODALITIES decides both the loader's note and the pipeline's warning (it used to be two
+    sets that disagreed: RG films were noted by one and accepted by the other)."""
+    from medmm.io import RADIOGRAPH_MODALITIES
+
+    stored = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 4096)
+    scan = load_scan(dicom_bytes(stored, bits_stored=12, modality=modality))
+    assert scan.metadata.modality == modality
+    assert (modality not in RADIOGRAPH_MODALITIES) is noted
+    assert any("not a chest radiograph modality" in n for n in scan.metadata.notes) is noted

@@ -47,7 +47,7 @@ metadata holds only whitelisted, non-identifying fields.
 """
 
 from medmm.io import limits
-from medmm.io.dicom import CT_DISPLAY_WINDOW
+from medmm.io.dicom import CT_DISPLAY_WINDOW, RADIOGRAPH_MODALITIES
 from medmm.io.limits import (MAX_FILE_BYTES, MAX_PIXELS, MAX_REQUEST_BYTES, MAX_REQUEST_PIXELS, MAX_SIDE_PX,
                              MIN_SIDE_PX)
 from medmm.io.load import header_pixels, load_scan, load_scans, load_series
@@ -62,6 +62,7 @@ __all__ = [
     "MAX_REQUEST_PIXELS",
     "MAX_SIDE_PX",
     "MIN_SIDE_PX",
+    "RADIOGRAPH_MODALITIES",
     "ROBUST_PERCENTILES",
     "Scan",
     "ScanError",

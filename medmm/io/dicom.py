@@ -33,7 +33,9 @@ _T = TypeVar("_T")
 CT_DISPLAY_WINDOW = (-400.0, 1500.0)
 """(centre, width) in HU for CT display: lung parenchyma to soft tissue (-1150..350 HU)."""
 _VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
-_RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "OT"})
+# DICOM modalities a plain radiograph arrives as (DR and RG are retired terms; OT / SC: digitised or exported films).
+# The one definition: the loader notes other 2-D modalities, the pipeline warns about them.
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT", "SC"})
 
 
 # DICOM Modality defined terms (PS3.3 C.7.3.1.1.1, incl. retired): only these are echoed back.
@@ -402,7 +404,7 @@ def _dicom_scan(data: bytes) -> Scan:
         return _dicom_colour(ds, header, notes)
     if header.modality in _VOLUME_MODALITIES or _has_plane_positions(ds, header.frames):
         return _dicom_volume(ds, header, notes)
-    if header.modality is not None and header.modality not in _RADIOGRAPH_MODALITIES:
+    if header.modality is not None and header.modality not in RADIOGRAPH_MODALITIES:
         notes.append(f"modality {header.modality} is not a chest radiograph modality")
     if header.frames > 1:
         notes.append(f"multi-frame file: first of {header.frames} frames used")
