@@ -518,9 +518,6 @@ def run_bench(checkpoint: str | Path | None = None, repeats: int = 20, *, cold: 
               compare_runtimes: bool = True) -> dict[str, Any]:
     """Run every stage once in this process and return the result dict (see the module docstring)."""
     from medmm.models.checkpoint import DEFAULT_CHECKPOINT
-    from medmm.io import load_scan
-    from medmm.pipeline import Pipeline
-    from medmm.models.transforms import to_model_input
 
     if threads:
         torch.set_num_threads(threads)
@@ -529,136 +526,156 @@ def run_bench(checkpoint: str | Path | None = None, repeats: int = 20, *, cold: 
     notes_out: list[str] = []
     result: dict[str, Any] = {"schema": "medmm-bench/1", "repeats": repeats}
     tmp = tempfile.TemporaryDirectory(prefix="medmm-bench-")
-    workdir = Path(tmp.name)
     try:
-        files, input_notes = bench_inputs(workdir)
+        files, input_notes = bench_inputs(Path(tmp.name))
         notes_out += input_notes
         result["inputs"] = {k: (str(v) if str(v).startswith(str(SHARED_DATA)) else f"generated:{v.name}")
                             for k, v in files.items()}
-
-        rss_before = rss_mb()
-        pipe, load_s = _timed(lambda: Pipeline.from_checkpoint(checkpoint, runtime=runtime))
-        result["machine"] = machine_info(pipe.device)
-        result["checkpoint"] = {"path": str(checkpoint), "name": pipe.meta.name, "trained": pipe.meta.trained,
-                                "image_encoder": pipe.model.image_encoder.name}
-        result["runtime"] = "torch" if pipe.runtime is None else pipe.runtime.describe()
-        result["memory"] = {"rss_before_load_mb": rss_before, "rss_after_load_mb": rss_mb(),
-                            "in_process_load_s": round(load_s, 3)}
+        pipe = _load_pipeline(checkpoint, runtime, result)
         if cold:
             log.info("cold start (subprocess)")
             result["cold_start"] = cold_start(checkpoint, files["png"], threads=threads, runtime=runtime)
-
         stages: dict[str, dict[str, float]] = {}
-        prep = pipe.meta.preprocessing
         with torch.inference_mode():
-            # --- load + preprocess per input kind
-            scans = {}
-            for kind, path in files.items():
-                stages[f"load_scan.{kind}"] = time_fn(lambda p=path: load_scan(p), repeats)
-                scans[kind] = load_scan(path)
-                px = scans[kind].pixels
-                stages[f"preprocess.{kind}"] = time_fn(
-                    lambda px=px: torch.stack([to_model_input(px, prep)])[None].to(pipe.device), repeats)
-            inputs_img = pipe.prepare([files["png"]])
-            inputs_mm = pipe.prepare([files["png"]], TYPICAL_NOTES)
-
-            # --- encoders, head
-            bare = fresh_backbone(pipe).to(pipe.device)
-            x224 = inputs_img.pixels[0, :1].clone()  # [1, 3, 224, 224], a real preprocessed scan
-            fast = max(repeats, FAST_MIN_REPEATS)
-            enc = time_interleaved({"bare_backbone": lambda: bare(x224),
-                                    "image_encoder": lambda: pipe.image_features(inputs_img)}, fast)
-            stages["bare_backbone"], stages["image_encoder"] = enc["bare_backbone"], enc["image_encoder"]
-            te = pipe.model.text_encoder
-            if te is not None:
-                stages["tokenize"] = time_fn(lambda: te.tokenize([TYPICAL_NOTES]), repeats)
-                stages["text_encoder.cold"] = time_fn(
-                    lambda: pipe.model.encode_text(inputs_mm.input_ids, inputs_mm.attention_mask), repeats)
-                long_notes = " ".join([TYPICAL_NOTES] * 20)
-                tok = te.tokenize([long_notes])
-                stages[f"text_encoder.cold_{tok['input_ids'].shape[1]}tok"] = time_fn(
-                    lambda: pipe.model.encode_text(tok["input_ids"], tok["attention_mask"]), max(3, repeats // 2))
-                pipe.text_features(inputs_mm)
-                stages["text_encoder.cached"] = time_fn(lambda: pipe.text_features(inputs_mm), repeats)
-            img_feat = pipe.image_features(inputs_mm)
-            txt_feat = pipe.text_features(inputs_mm)
-            stages["fusion_head"] = time_fn(lambda: pipe.calibrate(pipe.model.forward_features(img_feat, txt_feat)),
-                                            repeats)
-            prediction = pipe.predict_prepared(inputs_mm)
-
-            # --- whole requests
-            for kind, path in files.items():
-                stages[f"whole_request.{kind}"] = time_fn(lambda p=path: pipe.predict([p]), fast)
-            stages["whole_request.png+notes"] = time_fn(lambda: pipe.predict([files["png"]], TYPICAL_NOTES), repeats)
-            # the ratio's two terms interleaved (drifting background load hits both alike)
-            pair = time_interleaved({"bare_backbone": lambda: bare(x224),
-                                     "whole_request.png": lambda: pipe.predict([files["png"]])}, fast)
-
-            # --- report
-            try:
-                from medmm.report import draft_report
-            except ImportError as e:
-                notes_out.append(f"report stage skipped: medmm.report not importable ({e})")
-            else:
-                stages["report"] = time_fn(lambda: draft_report(prediction, inputs_mm.notes), repeats)
-
-        # --- service path (CLI / app): load + inference + report, metered
-        try:
-            from medmm.service import run_request
-
-            joules: list[float] = []
-
-            def service_call() -> None:
-                r = run_request(pipe, [files["png"]], TYPICAL_NOTES)
-                joules.append(float(r.energy.to_dict().get("joules") or 0.0))
-
-            stages["service_request.png+notes+report"] = time_fn(service_call, repeats)
-            result["energy_per_service_request_j"] = round(float(np.median(joules)), 4) if joules else None
-        except Exception as e:  # noqa: BLE001 - another team's stage must not sink the whole bench
-            notes_out.append(f"service_request skipped: {type(e).__name__}: {e}")
-
-        # --- explanations (gradients: outside inference_mode, explain() handles it)
+            bare, x224, inputs_mm, prediction = _model_stages(pipe, files, repeats, stages)
+            pair = _request_stages(pipe, files, bare, x224, inputs_mm, prediction, repeats, stages, notes_out)
+        _service_stage(pipe, files, repeats, stages, result, notes_out)
+        # explanations (gradients: outside inference_mode, explain() handles it)
         ex_stages = _explain_stages(pipe, inputs_mm, prediction, explain_methods,
                                     explain_repeats or max(1, min(3, repeats // 5)), notes_out)
         ex_facts = ex_stages.pop("_facts", {})
         stages.update(ex_stages)
         if ex_stages:
             result["explanations"] = explanation_summary(ex_stages, ex_facts)
-
-        # --- throughput with batching: image encoder + head
-        result["throughput"] = _throughput(pipe, x224, batch_sizes, repeats)
+        result["throughput"] = _throughput(pipe, x224, batch_sizes, repeats)  # image encoder + head, batched
         if compare_runtimes:
             log.info("runtimes side by side")
             result["runtimes"] = bench_runtimes(pipe, files, max(repeats, FAST_MIN_REPEATS))
-
         result["stages"] = stages
-        bare_p50 = stages["bare_backbone"]["p50_ms"]
-        result["overhead_ratio"] = round(pair["whole_request.png"]["p50_ms"] / pair["bare_backbone"]["p50_ms"], 3)
-        result["overhead_ratio_terms"] = {**pair, "what": "whole image-only Pipeline.predict on the 1024^2 PNG "
-                                          "(pipeline runtime: " + pipe.runtime_name + ") / bare timm backbone (torch, "
-                                          "NCHW, batch 1, 224 px), p50, interleaved in this run"}
-        result["overhead_ratio_by_input"] = {k[len("whole_request."):]: round(v["p50_ms"] / bare_p50, 3)
-                                             for k, v in stages.items() if k.startswith("whole_request.")}
-        result["overhead_target"] = OVERHEAD_TARGET
+        _overhead(result, stages, pair, pipe.runtime_name)
         result["memory"]["rss_end_mb"] = rss_mb()
         result["memory"]["peak_rss_mb"] = peak_rss_mb()  # before the experiments' model copies
         if run_experiments:
             log.info("experiments")
             result["experiments"] = experiments(pipe, bare, files["png"], repeats)
             result["memory"]["peak_rss_incl_experiments_mb"] = peak_rss_mb()
-        load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-        result["machine"]["loadavg_1m_end"] = round(load[0], 2)
-        busy = max(result["machine"]["loadavg_1m_start"], load[0])
-        cores = result["machine"]["cpus_usable"] or 1
-        result["machine"]["contended"] = bool(busy > 1.25 * cores)  # this bench alone keeps load near cores
-        if result["machine"]["contended"]:
-            notes_out.append(f"load average {busy:.1f} on {cores} CPUs: other work shared the machine; figures are "
-                             "measured under contention")
+        _contention(result, notes_out)
     finally:
         tmp.cleanup()
     result["bench_wall_s"] = round(time.perf_counter() - t_all, 1)
     result["notes"] = notes_out
     return result
+
+
+def _load_pipeline(checkpoint: Path, runtime: str | None, result: dict[str, Any]) -> Any:
+    """Load the pipeline in this process; machine, checkpoint, runtime and memory facts go into ``result``."""
+    from medmm.pipeline import Pipeline
+
+    rss_before = rss_mb()
+    pipe, load_s = _timed(lambda: Pipeline.from_checkpoint(checkpoint, runtime=runtime))
+    result["machine"] = machine_info(pipe.device)
+    result["checkpoint"] = {"path": str(checkpoint), "name": pipe.meta.name, "trained": pipe.meta.trained,
+                            "image_encoder": pipe.model.image_encoder.name}
+    result["runtime"] = "torch" if pipe.runtime is None else pipe.runtime.describe()
+    result["memory"] = {"rss_before_load_mb": rss_before, "rss_after_load_mb": rss_mb(),
+                        "in_process_load_s": round(load_s, 3)}
+    return pipe
+
+
+def _model_stages(pipe: Any, files: dict[str, Path], repeats: int, stages: dict) -> tuple[Any, Any, Any, Any]:
+    """Load + preprocess per input kind, the encoders (bare backbone beside the pipeline's), tokenizer, text
+    encoder (cold, long, cached) and the fusion head. Returns (bare backbone, one preprocessed 224 px scan, the
+    PNG + notes inputs, their prediction)."""
+    from medmm.io import load_scan
+    from medmm.models.transforms import to_model_input
+
+    prep = pipe.meta.preprocessing
+    for kind, path in files.items():
+        stages[f"load_scan.{kind}"] = time_fn(lambda p=path: load_scan(p), repeats)
+        px = load_scan(path).pixels
+        stages[f"preprocess.{kind}"] = time_fn(
+            lambda px=px: torch.stack([to_model_input(px, prep)])[None].to(pipe.device), repeats)
+    inputs_img = pipe.prepare([files["png"]])
+    inputs_mm = pipe.prepare([files["png"]], TYPICAL_NOTES)
+    bare = fresh_backbone(pipe).to(pipe.device)
+    x224 = inputs_img.pixels[0, :1].clone()  # [1, 3, 224, 224], a real preprocessed scan
+    enc = time_interleaved({"bare_backbone": lambda: bare(x224),
+                            "image_encoder": lambda: pipe.image_features(inputs_img)}, max(repeats, FAST_MIN_REPEATS))
+    stages["bare_backbone"], stages["image_encoder"] = enc["bare_backbone"], enc["image_encoder"]
+    te = pipe.model.text_encoder
+    if te is not None:
+        stages["tokenize"] = time_fn(lambda: te.tokenize([TYPICAL_NOTES]), repeats)
+        stages["text_encoder.cold"] = time_fn(
+            lambda: pipe.model.encode_text(inputs_mm.input_ids, inputs_mm.attention_mask), repeats)
+        tok = te.tokenize([" ".join([TYPICAL_NOTES] * 20)])
+        stages[f"text_encoder.cold_{tok['input_ids'].shape[1]}tok"] = time_fn(
+            lambda: pipe.model.encode_text(tok["input_ids"], tok["attention_mask"]), max(3, repeats // 2))
+        pipe.text_features(inputs_mm)
+        stages["text_encoder.cached"] = time_fn(lambda: pipe.text_features(inputs_mm), repeats)
+    img_feat, txt_feat = pipe.image_features(inputs_mm), pipe.text_features(inputs_mm)
+    stages["fusion_head"] = time_fn(lambda: pipe.calibrate(pipe.model.forward_features(img_feat, txt_feat)), repeats)
+    return bare, x224, inputs_mm, pipe.predict_prepared(inputs_mm)
+
+
+def _request_stages(pipe: Any, files: dict[str, Path], bare: Any, x224: Any, inputs_mm: Any, prediction: Any,
+                    repeats: int, stages: dict, notes_out: list[str]) -> dict[str, dict[str, float]]:
+    """Whole ``Pipeline.predict`` requests per input kind (+ notes) and the report draft; returns the overhead
+    ratio's two terms, timed interleaved (drifting background load hits both alike)."""
+    fast = max(repeats, FAST_MIN_REPEATS)
+    for kind, path in files.items():
+        stages[f"whole_request.{kind}"] = time_fn(lambda p=path: pipe.predict([p]), fast)
+    stages["whole_request.png+notes"] = time_fn(lambda: pipe.predict([files["png"]], TYPICAL_NOTES), repeats)
+    pair = time_interleaved({"bare_backbone": lambda: bare(x224),
+                             "whole_request.png": lambda: pipe.predict([files["png"]])}, fast)
+    try:
+        from medmm.report import draft_report
+    except ImportError as e:
+        notes_out.append(f"report stage skipped: medmm.report not importable ({e})")
+    else:
+        stages["report"] = time_fn(lambda: draft_report(prediction, inputs_mm.notes), repeats)
+    return pair
+
+
+def _service_stage(pipe: Any, files: dict[str, Path], repeats: int, stages: dict, result: dict[str, Any],
+                   notes_out: list[str]) -> None:
+    """The service path the CLI and the app run (load + inference + report, metered) and its energy."""
+    try:
+        from medmm.service import run_request
+
+        joules: list[float] = []
+
+        def service_call() -> None:
+            r = run_request(pipe, [files["png"]], TYPICAL_NOTES)
+            joules.append(float(r.energy.to_dict().get("joules") or 0.0))
+
+        stages["service_request.png+notes+report"] = time_fn(service_call, repeats)
+        result["energy_per_service_request_j"] = round(float(np.median(joules)), 4) if joules else None
+    except Exception as e:  # noqa: BLE001 - another team's stage must not sink the whole bench
+        notes_out.append(f"service_request skipped: {type(e).__name__}: {e}")
+
+
+def _overhead(result: dict[str, Any], stages: dict, pair: dict, runtime_name: str) -> None:
+    """``overhead_ratio`` (whole image-only request / bare backbone, interleaved) and the same ratio by input."""
+    bare_p50 = stages["bare_backbone"]["p50_ms"]
+    result["overhead_ratio"] = round(pair["whole_request.png"]["p50_ms"] / pair["bare_backbone"]["p50_ms"], 3)
+    result["overhead_ratio_terms"] = {**pair, "what": "whole image-only Pipeline.predict on the 1024^2 PNG "
+                                      "(pipeline runtime: " + runtime_name + ") / bare timm backbone (torch, "
+                                      "NCHW, batch 1, 224 px), p50, interleaved in this run"}
+    result["overhead_ratio_by_input"] = {k[len("whole_request."):]: round(v["p50_ms"] / bare_p50, 3)
+                                         for k, v in stages.items() if k.startswith("whole_request.")}
+    result["overhead_target"] = OVERHEAD_TARGET
+
+
+def _contention(result: dict[str, Any], notes_out: list[str]) -> None:
+    """Was the machine shared while the bench ran? (load average against usable CPUs, start and end)"""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    result["machine"]["loadavg_1m_end"] = round(load[0], 2)
+    busy = max(result["machine"]["loadavg_1m_start"], load[0])
+    cores = result["machine"]["cpus_usable"] or 1
+    result["machine"]["contended"] = bool(busy > 1.25 * cores)  # this bench alone keeps load near cores
+    if result["machine"]["contended"]:
+        notes_out.append(f"load average {busy:.1f} on {cores} CPUs: other work shared the machine; figures are "
+                         "measured under contention")
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
