@@ -61,9 +61,10 @@ def test_gradio_client_predict_and_check(server: tuple[str, Path]) -> None:
     for section in ("INDICATION:", "FINDINGS:", "IMPRESSION:"):
         assert section in report
     assert Path(out[11]).read_bytes().startswith(b"{")          # JSON download reached the client
-    # the session's State carries the prediction into the follow-up call
-    checked = client.predict(report_text="IMPRESSION: Normal chest. No pneumonia.", api_name="/check_consistency")
-    assert isinstance(checked, str) and checked
+    # the session's State carries the prediction into the follow-up call, opened by the key /predict returned
+    checked = client.predict(report_text="IMPRESSION: Normal chest. No pneumonia.", session_key=out[18],
+                             api_name="/check_consistency")
+    assert isinstance(checked, str) and "contradiction" in checked
 
 
 def test_api_page_example_is_a_shipped_file_not_an_online_pdf(server: tuple[str, Path]) -> None:
