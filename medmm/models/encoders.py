@@ -39,6 +39,29 @@ def _lite_wheel_state_dict(model: nn.Module, wheel: str) -> dict[str, torch.Tens
     return mapped
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold eval-mode BatchNorm into the preceding conv of a timm EfficientNet-style ``model``, in place.
+
+    timm pairs each conv with a ``BatchNormAct2d`` sibling (``conv_stem``/``bn1``, ``conv_pw``/``bn1``,
+    ``conv_dw``/``bn2``, ``conv_pwl``/``bn3``, ``conv_head``/``bn2``): ``w' = w * g / sqrt(v + eps)``,
+    ``b' = (b - m) * g / sqrt(v + eps) + beta``; only the BN's activation is kept.
+    """
+    for parent in list(model.modules()):
+        names = [n for n, _ in parent.named_children()]
+        convs = [n for n in names if n.startswith("conv_") and isinstance(getattr(parent, n), nn.Conv2d)]
+        bns = [n for n in names if n.startswith("bn") and isinstance(getattr(parent, n), nn.BatchNorm2d)]
+        if not convs or len(convs) != len(bns):
+            continue
+        for cname, bname in zip(convs, bns):
+            conv, bn = getattr(parent, cname), getattr(parent, bname)
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            conv.weight = nn.Parameter(conv.weight * scale[:, None, None, None], requires_grad=False)
+            conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
+            setattr(parent, bname, nn.Sequential(getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity())))
+    return model
+
+
 class ImageEncoder(nn.Module):
     """timm backbone -> pooled features ``[B, num_features]``.
 
@@ -70,29 +93,13 @@ class ImageEncoder(nn.Module):
 
     @torch.no_grad()
     def fold_batchnorm_(self) -> "ImageEncoder":
-        """Fold eval-mode BatchNorm into the preceding conv, in place (inference only; ~1.2x faster on CPU).
-
-        timm pairs each conv with a ``BatchNormAct2d`` sibling (``conv_stem``/``bn1``, ``conv_pw``/``bn1``,
-        ``conv_dw``/``bn2``, ``conv_pwl``/``bn3``, ``conv_head``/``bn2``): ``w' = w * g / sqrt(v + eps)``,
-        ``b' = (b - m) * g / sqrt(v + eps) + beta``; only the BN's activation is kept. Never call before training.
-        """
+        """Fold eval-mode BatchNorm into the preceding conv, in place (inference only; ~1.2x faster on CPU);
+        :func:`fold_batchnorm` does the work. Never call before training."""
         self.eval()
         if not self.backbone.foldable:
             log.info("%s: BatchNorm folding does not apply to %s backbones; left as is", self.name, self.backbone.family)
             return self
-        for parent in list(self.model.modules()):
-            names = [n for n, _ in parent.named_children()]
-            convs = [n for n in names if n.startswith("conv_") and isinstance(getattr(parent, n), nn.Conv2d)]
-            bns = [n for n in names if n.startswith("bn") and isinstance(getattr(parent, n), nn.BatchNorm2d)]
-            if not convs or len(convs) != len(bns):
-                continue
-            for cname, bname in zip(convs, bns):
-                conv, bn = getattr(parent, cname), getattr(parent, bname)
-                scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-                conv.weight = nn.Parameter(conv.weight * scale[:, None, None, None], requires_grad=False)
-                conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
-                setattr(parent, bname, nn.Sequential(getattr(bn, "drop", nn.Identity()), getattr(bn, "act", nn.Identity())))
+        fold_batchnorm(self.model)
         return self
 
     # --- split forward for cached partial fine-tuning (stages from the backbone adapter)

@@ -327,13 +327,10 @@ def fresh_backbone(pipeline: Any) -> nn.Module:
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Copy of a timm EfficientNet-style model with BatchNorm folded (``ImageEncoder.fold_batchnorm_``)."""
-    from medmm.models.encoders import ImageEncoder
+    """Copy of a timm EfficientNet-style model with BatchNorm folded (``medmm.models.encoders.fold_batchnorm``)."""
+    from medmm.models.encoders import fold_batchnorm as fold
 
-    holder = ImageEncoder.__new__(ImageEncoder)
-    nn.Module.__init__(holder)
-    holder.model = copy.deepcopy(model)
-    return holder.fold_batchnorm_().model
+    return fold(copy.deepcopy(model).eval())
 
 
 def _pipeline_with_backbone(pipeline: Any, backbone: nn.Module) -> Any:
