@@ -1,5 +1,6 @@
 """Notes borrowing in training (``Batcher.notes_donors`` / ``Batcher.get(borrow=...)``): adult image-only films
-take the notes features of an adult notes-only record with the same No Finding label, training rows only."""
+take the notes features of an adult notes-only record with the same No Finding label (normal films only),
+training rows only."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def _labels(no_finding: float) -> np.ndarray:
 
 RECORDS = [
     Record("nih", "n0", "film0", None, _labels(1.0)),          # 0 adult normal, no notes: borrows a normal note
-    Record("nih_sample", "n1", "film1", None, _labels(0.0)),   # 1 adult abnormal: borrows an abnormal note
+    Record("nih_sample", "n1", "film1", None, _labels(0.0)),   # 1 adult abnormal: borrows nothing
     Record("kermany", "k2", "film2", None, _labels(1.0)),      # 2 child: never borrows (adult notes)
     Record("iu", "i3", None, "preoperative chest", _labels(1.0)),
     Record("iu", "i4", None, "cough and fever", _labels(0.0)),
@@ -41,7 +42,7 @@ def _batcher() -> Batcher:
 
 def test_donors_are_training_notes_only_records_by_no_finding_label() -> None:
     donors = _batcher().notes_donors(np.arange(6))                # record 6 is not a training row
-    assert {k: v.tolist() for k, v in donors.items()} == {0.0: [4], 1.0: [3]}
+    assert {k: v.tolist() for k, v in donors.items()} == {1.0: [3]}      # normal-study notes, for normal films
 
 
 def test_borrowed_rows_read_the_donors_notes_and_keep_their_labels() -> None:
@@ -49,9 +50,9 @@ def test_borrowed_rows_read_the_donors_notes_and_keep_their_labels() -> None:
     donors = b.notes_donors(np.arange(6))
     idx = [0, 1, 2, 5]
     batch = b.get(idx, view="clean", generator=torch.Generator().manual_seed(0), borrow=(1.0, donors))
-    assert batch.pooled[:, 0].tolist() == [3.0, 4.0, 2.0, 5.0]    # normal <- normal note, abnormal <- abnormal
-    assert batch.expert.tolist() == [30.0, 40.0, 20.0, 50.0]
-    assert batch.has_txt.tolist() == [1.0, 1.0, 0.0, 1.0]          # the child film stays image-only
+    assert batch.pooled[:, 0].tolist() == [3.0, 1.0, 2.0, 5.0]    # normal film <- normal note; abnormal keeps none
+    assert batch.expert.tolist() == [30.0, 10.0, 20.0, 50.0]
+    assert batch.has_txt.tolist() == [1.0, 0.0, 0.0, 1.0]          # the child film stays image-only
     assert torch.equal(batch.allowed, b.allowed[idx])             # labels are the film's own
     plain = b.get(idx, view="clean")                               # evaluation: nobody borrows
     assert plain.pooled[:, 0].tolist() == [0.0, 1.0, 2.0, 5.0] and plain.has_txt.tolist() == [0.0, 0.0, 0.0, 1.0]
