@@ -176,9 +176,10 @@ def explain(pipeline: "Pipeline", inputs: "ModelInputs", prediction: "Prediction
     """Explain ``finding`` (default: the most probable) for a prepared request.
 
     ``method`` picks the image attribution (``gradcam`` | ``ig`` | ``occlusion``); modality contributions are
-    always computed. Note tokens: ``notes_method="gradxinput"`` (default; one forward + backward: gradient x
-    (embedding - [PAD] embedding), the first-order term of the same difference IG integrates; its completeness
-    error is reported) or ``"ig"`` (LayerIntegratedGradients, ``notes_n_steps`` steps, ~10x the cost: on request).
+    always computed. Note tokens: ``notes_method="occlusion"`` (default: each word removed in turn, one batched
+    forward-only pass), ``"ig"`` (LayerIntegratedGradients, ``notes_n_steps`` steps, ~10x the cost: on request) or
+    ``"gradxinput"`` (one forward + backward: gradient x (embedding - [PAD] embedding), the first-order term of
+    the difference IG integrates; its completeness error is reported; kept for comparison).
     ``sanity=True`` adds the cascading model-parameter randomisation check and deletion/insertion faithfulness
     (seconds on CPU; on request only).
     Occlusion (and the faithfulness curves) run their forward-only perturbations through the pipeline's
@@ -213,44 +214,10 @@ def explain(pipeline: "Pipeline", inputs: "ModelInputs", prediction: "Prediction
             txt_feat = None if txt_feat is None else txt_feat.clone()  # cached copies may be inference tensors
 
         if inputs.pixels is not None:
-            t = time.perf_counter()
-            n_views = inputs.pixels.shape[1]
-            if not 0 <= view < n_views:
-                raise ExplainError(f"View {view} does not exist; this request has {n_views} scan(s).")
-            exp.view = view
-            if n_views > 1:
-                exp.notes.append(f"The map shows scan {view + 1} of {n_views}; the other scans stay in the model's "
-                                 "input unchanged.")
-            others = None if n_views == 1 else (views_feat.sum(1) - views_feat[:, view])  # [1, F]
-            x = inputs.pixels[:, view]  # [1, 3, S, S]
-            prep = pipeline.meta.preprocessing
-            ref = reference_image(x, baseline, black=[-m / sd for m, sd in zip(prep.mean, prep.std)])
-            scorer = _ImageScorer(model, temperatures, n_views, encode=_forward_only_encoder(pipeline))
-            raw, extra = image_attribution(scorer, method, x, ref, index, txt_feat, others, n_steps=n_steps,
-                                           internal_batch_size=internal_batch_size, window=occlusion_window,
-                                           stride=occlusion_stride)
-            exp.attributions = raw
-            exp.heatmap = display_heatmap(raw, method)
-            exp.heatmap_scan = resize_map(exp.heatmap, inputs.scans[view].pixels.shape)
-            exp.sanity.update(extra)
-            err = extra.get("ig_completeness", {}).get("relative_error", 0.0)
-            if err > 0.1:
-                exp.notes.append(f"Integrated Gradients did not converge well (completeness error {err:.0%}); "
-                                 "more steps (n_steps) give a more reliable map.")
-            if not exp.heatmap.any():
-                exp.notes.append(f"{METHOD_NAMES[method]} found no positive evidence for {finding} in this scan.")
-            exp.timings_s["image_s"] = time.perf_counter() - t
-
-            if sanity:
-                t = time.perf_counter()
-                kw = dict(n_steps=n_steps, internal_batch_size=internal_batch_size, window=occlusion_window,
-                          stride=occlusion_stride)
-                exp.sanity["randomization"] = randomization_check(
-                    model, temperatures, method, x, ref, index, txt_feat, others, n_views, raw,
-                    stages=randomize_stages, seed=seed, **kw)
-                exp.sanity["faithfulness"] = faithfulness(scorer, x, ref, raw, index, txt_feat, others,
-                                                          steps=faithfulness_steps, seed=seed)
-                exp.timings_s["sanity_s"] = time.perf_counter() - t
+            _explain_image(exp, pipeline, inputs, views_feat, txt_feat, index, view=view, baseline=baseline,
+                           n_steps=n_steps, internal_batch_size=internal_batch_size, window=occlusion_window,
+                           stride=occlusion_stride, sanity=sanity, randomize_stages=randomize_stages,
+                           faithfulness_steps=faithfulness_steps, seed=seed)
 
         if inputs.input_ids is not None:
             t = time.perf_counter()
@@ -269,6 +236,53 @@ def explain(pipeline: "Pipeline", inputs: "ModelInputs", prediction: "Prediction
     exp.timings_s["total_s"] = time.perf_counter() - t_total
     log.debug("explained %s with %s in %.3f s", finding, method, exp.timings_s["total_s"])
     return exp
+
+
+def _explain_image(exp: Explanation, pipeline: "Pipeline", inputs: "ModelInputs", views_feat: torch.Tensor,
+                   txt_feat: torch.Tensor | None, index: int, *, view: int, baseline: str, n_steps: int,
+                   internal_batch_size: int, window: int | None, stride: int | None, sanity: bool,
+                   randomize_stages: int | None, faithfulness_steps: int, seed: int) -> None:
+    """The image half of :func:`explain`: the map of scan ``view`` (the other scans held fixed), its notes, and
+    with ``sanity`` the randomisation and faithfulness checks; written into ``exp``."""
+    method, finding = exp.method, exp.finding
+    model = pipeline.model
+    temperatures = pipeline.temperatures.to(pipeline.device)
+    t = time.perf_counter()
+    n_views = inputs.pixels.shape[1]
+    if not 0 <= view < n_views:
+        raise ExplainError(f"View {view} does not exist; this request has {n_views} scan(s).")
+    exp.view = view
+    if n_views > 1:
+        exp.notes.append(f"The map shows scan {view + 1} of {n_views}; the other scans stay in the model's "
+                         "input unchanged.")
+    others = None if n_views == 1 else (views_feat.sum(1) - views_feat[:, view])  # [1, F]
+    x = inputs.pixels[:, view]  # [1, 3, S, S]
+    prep = pipeline.meta.preprocessing
+    ref = reference_image(x, baseline, black=[-m / sd for m, sd in zip(prep.mean, prep.std)])
+    scorer = _ImageScorer(model, temperatures, n_views, encode=_forward_only_encoder(pipeline))
+    raw, extra = image_attribution(scorer, method, x, ref, index, txt_feat, others, n_steps=n_steps,
+                                   internal_batch_size=internal_batch_size, window=window, stride=stride)
+    exp.attributions = raw
+    exp.heatmap = display_heatmap(raw, method)
+    exp.heatmap_scan = resize_map(exp.heatmap, inputs.scans[view].pixels.shape)
+    exp.sanity.update(extra)
+    err = extra.get("ig_completeness", {}).get("relative_error", 0.0)
+    if err > 0.1:
+        exp.notes.append(f"Integrated Gradients did not converge well (completeness error {err:.0%}); "
+                         "more steps (n_steps) give a more reliable map.")
+    if not exp.heatmap.any():
+        exp.notes.append(f"{METHOD_NAMES[method]} found no positive evidence for {finding} in this scan.")
+    exp.timings_s["image_s"] = time.perf_counter() - t
+
+    if sanity:
+        t = time.perf_counter()
+        kw = dict(n_steps=n_steps, internal_batch_size=internal_batch_size, window=window, stride=stride)
+        exp.sanity["randomization"] = randomization_check(
+            model, temperatures, method, x, ref, index, txt_feat, others, n_views, raw,
+            stages=randomize_stages, seed=seed, **kw)
+        exp.sanity["faithfulness"] = faithfulness(scorer, x, ref, raw, index, txt_feat, others,
+                                                  steps=faithfulness_steps, seed=seed)
+        exp.timings_s["sanity_s"] = time.perf_counter() - t
 
 
 def _forward_only_encoder(pipeline: "Pipeline") -> Any | None:
