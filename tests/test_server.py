@@ -108,6 +108,19 @@ def test_upload_renamer_rewrites_part_names_only(chunk: int) -> None:
     assert b"Smith" not in out and out.count(payload) == 3  # contents intact, including the header-like bytes
 
 
+def test_upload_renamer_handles_rfc5987_names_and_leaves_form_fields_alone() -> None:
+    d = b"--b0undary"
+    field = b'Content-Disposition: form-data; filename="inside-a-field-value.txt"'  # a field's *value*
+    body = (d + b'\r\nContent-Disposition: form-data; name="note"\r\n\r\n' + field + b"\r\n"
+            + d + b'\r\nContent-Disposition: form-data; name="files"; filename="Doe.dcm"; '
+                  b"filename*=UTF-8''Doe%20John.dcm\r\nContent-Type: application/dicom\r\n\r\nDICM\r\n" + d + b"--\r\n")
+    out = server._UploadRenamer(d).feed(body, final=True)
+    assert field in out                                        # not a part header: untouched
+    assert b"Doe" not in out
+    plain = re.search(rb'filename="(upload-[0-9a-f]{16}\.dcm)"', out).group(1)
+    assert re.search(rb"filename\*=UTF-8''" + plain + rb"\r\n", out)  # both forms carry the same new name
+
+
 def test_parse_auth_and_text_input() -> None:
     assert server.parse_auth(None) is None and server.parse_auth("") is None
     assert server.parse_auth("a:b, c:d:e") == [("a", "b"), ("c", "d:e")]

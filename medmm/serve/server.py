@@ -181,8 +181,8 @@ class _UploadRenamer:
     HOLD = 16 * 1024   # longer than any part header block a browser or gradio_client sends
 
     def __init__(self, delimiter: bytes) -> None:
-        self.header = re.compile(re.escape(delimiter) + rb"(\r\n(?:[^\r\n]*\r\n)*?[^\r\n]*?filename\*?=)"
-                                 rb"(\"[^\"\r\n]*\"|[^;\r\n]*)", re.IGNORECASE)
+        # a part's header block: the header lines between its delimiter and the first empty line
+        self.block = re.compile(re.escape(delimiter) + rb"\r\n((?:[^\r\n]+\r\n)+)\r\n")
         self.delimiter, self.carry = delimiter, b""
 
     def feed(self, body: bytes, final: bool) -> bytes:
@@ -194,14 +194,26 @@ class _UploadRenamer:
             if last != -1 and last + self.HOLD > cut:
                 cut = last                                                 # its header block may not be complete
             buf, self.carry = buf[:cut], buf[cut:]
-        return self.header.sub(self._rename, buf)
+        return self.block.sub(self._rename_block, buf)
 
     @staticmethod
-    def _rename(m: re.Match) -> bytes:
-        name = m.group(2).strip(b'"')
+    def _rename_block(m: re.Match) -> bytes:
+        """Every ``filename=`` / ``filename*=`` of one part gets the same random name (extension kept)."""
+        params = list(_FILENAME.finditer(m.group(1)))
+        if not params:
+            return m.group(0)
+        name = params[0].group(2).strip(b'"').rsplit(b"'", 1)[-1]   # filename*=UTF-8''name.ext -> name.ext
         ext = re.search(rb"\.([A-Za-z0-9]{1,5})$", name)
         new = b"upload-" + secrets.token_hex(8).encode() + (b"." + ext.group(1).lower() if ext else b"")
-        return m.group(0)[: m.start(2) - m.start(0)] + b'"' + new + b'"'
+
+        def put(p: re.Match) -> bytes:
+            return p.group(1) + (b"UTF-8''" + new if p.group(1).endswith(b"*=") else b'"' + new + b'"')
+
+        headers = _FILENAME.sub(put, m.group(1))
+        return m.group(0)[: m.start(1) - m.start(0)] + headers + m.group(0)[m.end(1) - m.start(0):]
+
+
+_FILENAME = re.compile(rb"(\bfilename\*?=)(\"[^\"\r\n]*\"|[^;\r\n]*)", re.IGNORECASE)
 
 
 def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
