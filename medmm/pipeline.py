@@ -150,9 +150,9 @@ class Pipeline:
                 self._text_cache.move_to_end(key)
                 return self._text_cache[key]
         expert = self.model.notes_expert_features([inputs.notes])
-        if self.runtime is not None and self.runtime.text is not None:  # exported sentence encoder (no bag of words)
-            feat = self.model.join_text_features(self.runtime.encode_text(inputs.input_ids, inputs.attention_mask),
-                                                 None, expert)
+        if self.runtime is not None and self.runtime.text is not None:  # exported encoder (+ bag of words)
+            feat = self.model.join_text_features(*self.runtime.encode_text(inputs.input_ids, inputs.attention_mask),
+                                                 expert)
         else:
             feat = self.model.encode_text(inputs.input_ids, inputs.attention_mask, expert)
         with self._text_lock:

@@ -11,10 +11,12 @@ installed runtime of ``AUTO_ORDER_CPU`` on a CPU (the order is the measured one)
 when its CUDA provider loads, else torch. An explicitly requested runtime that is not installed is an error
 (``RuntimeUnavailable``), never a silent fallback.
 
+Two graphs: the image encoder, and the notes features before the expert's column (the sentence encoder's pooled
+embedding plus, for a model with one, its trained bag of words over the same token embeddings: ``_TextGraph``).
 ONNX files are exported at load time into a cache folder (``MEDMM_CACHE_DIR``, default
 ``$XDG_CACHE_HOME/medmm/onnx`` or ``~/.cache/medmm/onnx``), named by a key over the checkpoint's weights sha256
-(the image encoder) or the text encoder's weights (the text encoder), the architecture, the input size and the
-torch/exporter versions: a retrained checkpoint gets a fresh export, and nothing checkpoint-dependent is
+(the image encoder) or the text encoder's and bag of words' weights (the text graph), the architecture, the input
+size and the torch/exporter versions: a retrained checkpoint gets a fresh export, and nothing checkpoint-dependent is
 committed. Writes are atomic (temporary file + rename), so concurrent processes can share the folder.
 
 Thread safety: ``InferenceSession.run`` is thread-safe; OpenVINO infer requests are not, so each thread gets its
@@ -47,7 +49,7 @@ CHOICES: tuple[str, ...] = ("auto",) + RUNTIMES
 # measured order on the 2-core CPU box (docs/bench.md, `bench --json` -> runtimes): fastest image encoder first
 AUTO_ORDER_CPU: tuple[str, ...] = ("openvino", "onnxruntime", "torch")
 OPSET = 17
-EXPORT_VERSION = 1  # bump when the exported graphs change meaning (inputs, pooling, names)
+EXPORT_VERSION = 2  # bump when the exported graphs change meaning (inputs, pooling, names)
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -157,18 +159,23 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input
     return path
 
 
-class _PooledText(nn.Module):
-    """What ``TextEncoder.forward`` computes, as one graph: transformer -> masked mean -> L2 normalisation."""
+class _TextGraph(nn.Module):
+    """What ``MedMM.encode_text`` computes before the notes expert's column, as one graph: token embeddings ->
+    transformer -> masked mean -> L2 normalisation (``TextEncoder.forward_embeds``) and, for a model with one, its
+    trained bag of words over the same token embeddings, concatenated after the pooled embedding."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, bag_of_words: nn.Module | None = None) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.bag_of_words = model, bag_of_words
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        embeds = self.model.get_input_embeddings()(input_ids)
+        hidden = self.model(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-6)
-        return nn.functional.normalize(pooled, dim=-1)
+        pooled = nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-6), dim=-1)
+        if self.bag_of_words is None:
+            return pooled
+        return torch.cat([pooled, self.bag_of_words(embeds, attention_mask)], dim=-1)
 
 
 def export_image_encoder(encoder: Any, key_source: str, input_size: int, folder: Path | None = None) -> Path:
@@ -183,17 +190,20 @@ def export_image_encoder(encoder: Any, key_source: str, input_size: int, folder:
     return _export(model, (x,), path, ["pixels"], ["features"], {"pixels": {0: "batch"}, "features": {0: "batch"}})
 
 
-def export_text_encoder(text_encoder: Any, folder: Path | None = None) -> Path:
-    """ONNX of the pooled text encoder (``input_ids``, ``attention_mask`` ``[N, T]`` int64 -> ``[N, H]``)."""
-    key = export_key("text", state_fingerprint(text_encoder.model))
+def export_text_encoder(text_encoder: Any, folder: Path | None = None, bag_of_words: nn.Module | None = None) -> Path:
+    """ONNX of the notes features before the expert column (``input_ids``, ``attention_mask`` ``[N, T]`` int64 ->
+    ``[N, H]``, or ``[N, H + D]`` with the model's bag of words): see ``_TextGraph``."""
+    key = export_key("text", state_fingerprint(text_encoder.model),
+                     None if bag_of_words is None else state_fingerprint(bag_of_words))
     path = (folder or cache_dir()) / f"text_{key}.onnx"
     if path.is_file():
         return path
-    model = _PooledText(copy.deepcopy(text_encoder.model).cpu().eval())
+    bag = None if bag_of_words is None else copy.deepcopy(bag_of_words).cpu().eval()
+    model = _TextGraph(copy.deepcopy(text_encoder.model).cpu().eval(), bag)
     tok = text_encoder.tokenize(["a chest radiograph", "cough and fever for three days"])
     return _export(model, (tok["input_ids"], tok["attention_mask"]), path, ["input_ids", "attention_mask"],
-                   ["embedding"], {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-                                   "embedding": {0: "batch"}})
+                   ["features"], {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                                  "features": {0: "batch"}})
 
 
 # ============================================================================================ sessions
@@ -269,6 +279,7 @@ class EncoderRuntime:
     device: str = "cpu"
     image: OrtSession | OvSession | None = None
     text: OrtSession | OvSession | None = None
+    text_dim: int | None = None          # width of the pooled embedding in the text graph's output (the rest: bag)
     files: dict[str, str] = field(default_factory=dict)
     providers: list[str] = field(default_factory=list)
 
@@ -283,10 +294,15 @@ class EncoderRuntime:
 
         return pool_views(view_features(self.encode_image_batch, pixels))
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(pooled [N, H], bag of words [N, D] or None)`` for ``MedMM.join_text_features``."""
         feeds = {"input_ids": input_ids.detach().cpu().numpy().astype(np.int64, copy=False),
                  "attention_mask": attention_mask.detach().cpu().numpy().astype(np.int64, copy=False)}
-        return torch.from_numpy(self.text.run(feeds)).to(input_ids.device)
+        out = torch.from_numpy(self.text.run(feeds)).to(input_ids.device)
+        if self.text_dim is None or out.shape[1] == self.text_dim:
+            return out, None
+        return out[:, :self.text_dim], out[:, self.text_dim:]
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "device": self.device, "providers": self.providers,
@@ -311,11 +327,10 @@ def build(runtime: str | None, model: Any, meta: Any, device: str = "cpu", *, fo
     rt.image = open_session(name, img_path, device, threads)
     rt.files["image_encoder"] = str(img_path)
     rt.providers = list(rt.image.providers)
-    # a model with a trained bag-of-words notes pathway reads the token embeddings too: its notes features are
-    # MedMM.encode_text (encoder + bag of words), which this text export does not cover, so they stay in torch
-    if text and model.text_encoder is not None and getattr(model, "bag_of_words", None) is None:
-        txt_path = export_text_encoder(model.text_encoder, folder)
+    if text and model.text_encoder is not None:  # sentence encoder (+ the model's bag of words) as one graph
+        txt_path = export_text_encoder(model.text_encoder, folder, getattr(model, "bag_of_words", None))
         rt.text = open_session(name, txt_path, device, threads)
+        rt.text_dim = model.text_encoder.dim
         rt.files["text_encoder"] = str(txt_path)
     return rt
 

@@ -62,8 +62,12 @@ def test_analyze_example_gives_every_finding_with_probability_and_operating_poin
 
 
 def test_analyze_example_draws_overlay_tokens_and_modalities(analyzed: dict) -> None:
-    overlay = analyzed["overlay_image"]
-    assert isinstance(overlay, np.ndarray) and overlay.ndim == 3 and overlay.shape[2] == 3
+    from PIL import Image
+
+    path = Path(analyzed["overlay_image"])                  # a PNG in the request's own cache folder
+    assert path.parent.parent == Path(app.get_upload_folder()) and path.suffix == ".png"
+    overlay = np.asarray(Image.open(path))
+    assert overlay.ndim == 3 and overlay.shape[2] == 3
     assert overlay.dtype == np.uint8 and overlay.std() > 5        # an actual picture, not a blank canvas
     tokens = analyzed["tokens_text"]
     scored = [(t, s) for t, s in tokens if s is not None]
@@ -109,7 +113,9 @@ def test_analyze_dicom_without_extension_shows_safe_metadata_and_viewer(tmp_path
     assert meta["Format"] == "dicom" and meta["Modality"] == "DX" and meta["Size (rows x columns)"] == "1024 x 1024"
     shown = json.dumps({k: str(v) for k, v in out.items() if k != "state"})
     assert "Covid0000" not in shown                       # the fixture's PatientName/PatientID never reach the UI
-    viewer = out["viewer_image"]
+    from PIL import Image
+
+    viewer = np.asarray(Image.open(out["viewer_image"]))   # the frame, losslessly
     assert viewer.shape == (1024, 1024) and viewer.dtype == np.uint8
     assert out["tokens_text"] is None                   # no notes, no token highlights
     assert set(out["modality_label"]) == {"image"}

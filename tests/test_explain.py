@@ -302,6 +302,39 @@ def test_overlay_figure_png_and_array():
         overlay_figure(scan[None], heat, "x")
 
 
+def test_blend_overlay_shows_the_film_where_there_is_no_evidence():
+    from medmm.explain.render import blend_overlay
+
+    scan = _scan(100, 160).pixels
+    heat = np.zeros((SIZE, SIZE), np.float32)
+    heat[:, SIZE // 2:] = 1.0                              # evidence on the right half only
+    out = blend_overlay(scan, heat)
+    assert out.shape == (100, 160, 3) and out.dtype == np.uint8
+    grey = np.round(np.clip(scan, 0, 1) * 255)
+    left = out[:, :70].astype(int)
+    assert np.abs(left - grey[:, :70, None]).max() <= 1     # no evidence: the film itself, in grey
+    right = out[:, 90:].astype(float)
+    assert (np.abs(right[..., 0] - right[..., 2]) > 20).mean() > 0.9   # evidence: coloured (inferno is not grey)
+    assert blend_overlay(scan, heat, (80, 50)).shape == (50, 80, 3)
+
+
+def test_overlay_array_draws_title_bar_and_caption_at_the_film_aspect():
+    from medmm.explain.render import overlay_array, overlay_png
+
+    heat = np.zeros((SIZE, SIZE), np.float32)
+    heat[30:60, 20:50] = 1.0
+    wide = overlay_array(_scan(100, 160).pixels, heat, "Pneumonia (p = 0.83)", caption="Grad-CAM\nnot a diagnosis")
+    assert wide.dtype == np.uint8 and wide.ndim == 3 and wide.shape[2] == 3 and wide.shape[1] == 600
+    assert wide.shape[1] > wide.shape[0]                   # a wide film gives a wide picture
+    assert (wide[:30].min(axis=2) < 100).any()            # the title is drawn (dark text on white)
+    assert (wide[-30:].min(axis=2) < 100).any()           # so is the caption
+    tall = overlay_array(_scan(400, 120).pixels, heat, "x", max_height_px=800)
+    assert tall.shape[0] <= 800 and tall.shape[1] < 600     # a portrait film: narrower, not taller
+    assert overlay_png(_scan().pixels, heat, "x")[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError):
+        overlay_array(_scan().pixels[None], heat, "x")
+
+
 def test_token_highlights_keep_the_text_gaps():
     tokens = [("Fever", 0.5), ("39.5C", -0.2), (",", 0.0), ("cough", 1.0)]
     hl = token_highlights(tokens, "Fever 39.5C, cough")
@@ -318,8 +351,9 @@ def test_render_never_imports_pyplot():
         if isinstance(node, ast.ImportFrom):
             assert "pyplot" not in (node.module or "") and not any(a.name == "pyplot" for a in node.names)
     code = ("import sys, numpy as np\n"
-            "from medmm.explain.render import overlay_figure, figure_to_png\n"
+            "from medmm.explain.render import overlay_figure, figure_to_png, overlay_png\n"
             "figure_to_png(overlay_figure(np.zeros((20, 30)), np.ones((8, 8)), 't'))\n"
+            "overlay_png(np.zeros((20, 30)), np.ones((8, 8)), 't', caption='c')\n"
             "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60)
 

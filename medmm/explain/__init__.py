@@ -3,7 +3,8 @@
 * ``methods``: the one registry of explanation methods (CLI choices, app radio buttons, benchmark, docs table).
 * ``attribution``: Captum attributions (image saliency, note-token scores, modality contributions, sanity checks).
 * ``saliency_check``: faithfulness (deletion / insertion) and agreement with a second method, summarised.
-* ``render``: matplotlib figures and token highlights from plain arrays (no pyplot).
+* ``render``: overlays (Pillow for the app and CLI, a matplotlib figure for notebooks; no pyplot) and token
+  highlights, from plain arrays.
 
 ``methods``, ``saliency_check`` and ``render`` are torch-free at import; the names of ``attribution`` (torch,
 Captum) are re-exported lazily, so ``import medmm.explain.methods`` (the CLI) does not import torch.
@@ -12,7 +13,8 @@ Captum) are re-exported lazily, so ``import medmm.explain.methods`` (the CLI) do
 from medmm._lazy import lazy_exports
 from medmm.explain.methods import (BY_KEY, DEFAULT_METHOD, METHOD_NAMES, METHODS, NOTES_METHOD_NAMES, NOTES_METHODS,
                                    REGISTRY, ExplanationMethod, method_help, methods_markdown)
-from medmm.explain.render import figure_to_array, figure_to_png, overlay_figure, token_highlights
+from medmm.explain.render import (blend_overlay, figure_to_array, figure_to_png, overlay_array, overlay_figure,
+                                  overlay_png, token_highlights)
 from medmm.explain.saliency_check import check_saliency, summarise, verdict
 
 _EXPORTS = dict.fromkeys(("MAX_NOTE_SPANS", "TARGET", "ExplainError", "Explanation", "cli_explain", "display_heatmap",
@@ -22,7 +24,7 @@ _EXPORTS = dict.fromkeys(("MAX_NOTE_SPANS", "TARGET", "ExplainError", "Explanati
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
-    "BY_KEY", "DEFAULT_METHOD", "ExplainError", "Explanation", "ExplanationMethod", "MAX_NOTE_SPANS", "METHODS",
+    "BY_KEY", "DEFAULT_METHOD", "blend_overlay", "overlay_array", "overlay_png", "ExplainError", "Explanation", "ExplanationMethod", "MAX_NOTE_SPANS", "METHODS",
     "METHOD_NAMES", "NOTES_METHODS", "NOTES_METHOD_NAMES", "REGISTRY", "TARGET", "check_saliency", "cli_explain",
     "display_heatmap", "explain", "faithfulness", "figure_to_array", "figure_to_png", "image_attribution",
     "merge_wordpieces", "method_help", "methods_markdown", "modality_contribution", "overlay_figure",

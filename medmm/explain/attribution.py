@@ -298,7 +298,7 @@ def _forward_only_encoder(pipeline: "Pipeline") -> Any | None:
 
 
 def _forward_only_text_encoder(pipeline: "Pipeline") -> Any | None:
-    """The runtime's pooled text encoder ``(ids, mask) -> [N, H]`` when it covers the model's notes features."""
+    """The runtime's text graph ``(ids, mask) -> (pooled, bag of words or None)`` (None for plain torch)."""
     runtime = getattr(pipeline, "runtime", None)
     return None if runtime is None or getattr(runtime, "text", None) is None else runtime.encode_text
 
@@ -365,8 +365,9 @@ def occlusion_geometry(size: int, window: int | None = None, stride: int | None 
 def image_attribution(scorer: _ImageScorer, method: str, x: torch.Tensor, ref: torch.Tensor, index: int,
                       text_feat: torch.Tensor | None, other_views: torch.Tensor | None, *, n_steps: int = 32,
                       internal_batch_size: int = 16, window: int | None = None,
-                      stride: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Signed attribution map ``[S, S]`` for one view ``x`` ``[1, 3, S, S]`` and extra facts (IG completeness).
+                      stride: int | None = None, completeness: bool = True) -> tuple[np.ndarray, dict[str, Any]]:
+    """Signed attribution map ``[S, S]`` for one view ``x`` ``[1, 3, S, S]`` and extra facts (IG completeness,
+    which costs Captum's convergence delta and two more forward passes; ``completeness=False`` skips it).
 
     Channels are combined by sum for IG (additive, so completeness holds) and by mean for occlusion (every window
     covers all three replicated channels, so the three values are equal). Grad-CAM is returned before its ReLU.
@@ -381,13 +382,15 @@ def image_attribution(scorer: _ImageScorer, method: str, x: torch.Tensor, ref: t
                                                          relu_attributions=False)  # [1, 1, h, w]
         raw = LayerAttribution.interpolate(cam.detach(), (size, size), interpolate_mode="bilinear")[0, 0]
     elif method == "ig":
-        attr, delta = IntegratedGradients(scorer).attribute(
+        ig = IntegratedGradients(scorer).attribute(
             x, baselines=ref, target=index, additional_forward_args=args, n_steps=max(n_steps, 1),
-            internal_batch_size=internal_batch_size, return_convergence_delta=True)
+            internal_batch_size=internal_batch_size, return_convergence_delta=completeness)
+        attr = ig[0] if completeness else ig
         raw = attr.detach()[0].sum(0)
-        with torch.no_grad():
-            f_x, f_ref = (float(scorer(t, *args)[0, index]) for t in (x, ref))
-        extra["ig_completeness"] = _completeness(float(attr.sum()), f_x, f_ref, float(delta.reshape(-1)[0]))
+        if completeness:
+            with torch.no_grad():
+                f_x, f_ref = (float(scorer(t, *args)[0, index]) for t in (x, ref))
+            extra["ig_completeness"] = _completeness(float(attr.sum()), f_x, f_ref, float(ig[1].reshape(-1)[0]))
     elif method == "occlusion":
         w, s = occlusion_geometry(size, window, stride)
         attr = Occlusion(scorer).attribute(x, sliding_window_shapes=(x.shape[1], w, w), strides=(x.shape[1], s, s),
@@ -516,8 +519,10 @@ def _word_occlusion(scorer: _TextScorer, tokenizer: Any, input_ids: torch.Tensor
 
     def logits(ids: torch.Tensor) -> torch.Tensor:
         mask = attention_mask.expand(ids.shape[0], -1)
-        if text_encode is not None:
-            txt = text_encode(ids, mask)
+        if text_encode is not None:  # the runtime's graph: (pooled, bag of words); the expert's column held fixed
+            n = ids.shape[0]
+            expert = None if scorer.expert_logit is None else scorer.expert_logit.reshape(-1)[:1].expand(n)
+            txt = scorer.model.join_text_features(*text_encode(ids, mask), expert)
             img = None if image_feat is None else _rows(image_feat, ids.shape[0])
             return scorer.model.forward_features(img, txt) / scorer.temperatures
         return scorer(ids, mask, image_feat)
@@ -712,19 +717,27 @@ def faithfulness(scorer: _ImageScorer, x: torch.Tensor, ref: torch.Tensor, raw: 
     rng = np.random.default_rng(seed)
     orders = [np.argsort(-score, kind="stable")] + [rng.permutation(n_patches) for _ in range(random_orders)]
 
-    def curve(order: np.ndarray, deletion: bool) -> np.ndarray:
-        masks = torch.zeros(len(ks), n_patches, dtype=x.dtype)
-        for j, k in enumerate(ks):
-            masks[j, torch.from_numpy(order[:k].copy())] = 1
-        m = masks.view(-1, 1, g, g).repeat_interleave(patch, -1).repeat_interleave(patch, -2)[..., :size, :size]
-        m = m.to(x.device)
-        imgs = x * (1 - m) + ref * m if deletion else ref * (1 - m) + x * m
-        return scorer.probability(imgs, index, text_feat, other_views)
+    # every curve's images in one batched pass; the two end points (nothing / everything replaced) are the same for
+    # every order, so they are computed once
+    inner = ks[(ks > 0) & (ks < n_patches)]
+    masks = torch.zeros(len(orders), len(inner), n_patches, dtype=x.dtype)
+    for i, order in enumerate(orders):
+        for j, k in enumerate(inner):
+            masks[i, j, torch.from_numpy(order[:k].copy())] = 1
+    m = masks.view(-1, 1, g, g).repeat_interleave(patch, -1).repeat_interleave(patch, -2)[..., :size, :size]
+    m = m.to(x.device)
+    imgs = torch.cat([x, ref, x * (1 - m) + ref * m, ref * (1 - m) + x * m])  # deletion, then insertion
+    p = scorer.probability(imgs, index, text_feat, other_views, batch_size=32)
+    p_x, p_ref = p[0], p[1]
+    per = p[2:].reshape(2, len(orders), len(inner))
+    ends = {True: (p_x, p_ref), False: (p_ref, p_x)}  # (k = 0, k = all) for deletion / insertion
 
-    out: dict[str, Any] = {"patch_px": patch, "steps": int(len(ks) - 1), "fraction": frac.round(4).tolist()}
-    for name, deletion in (("deletion", True), ("insertion", False)):
-        curves = [curve(o, deletion) for o in orders]
-        auc = [_trapezoid(c, frac) for c in curves]
+    out: dict[str, Any] = {"patch_px": patch, "steps": int(len(ks) - 1), "fraction": frac.round(4).tolist(),
+                           "random_orders": random_orders}
+    for c, (name, deletion) in enumerate((("deletion", True), ("insertion", False))):
+        first, last = ends[deletion]
+        curves = [np.concatenate([[first], per[c, i], [last]]) for i in range(len(orders))]
+        auc = [_trapezoid(cv, frac) for cv in curves]
         random_auc = float(np.mean(auc[1:])) if len(auc) > 1 else math.nan
         out[f"{name}_auc"] = auc[0]
         out[f"{name}_auc_random"] = random_auc
@@ -746,7 +759,7 @@ def cli_explain(pipeline: "Pipeline", images: Sequence[str | Path], notes: str |
     ``--sanity``: they take seconds); ``explain_kwargs`` go to ``explain``. Bad input raises ScanError / InputError / ExplainError (exit code 2 in the CLI).
     overlay.png and attributions.npy are written only when a scan was given.
     """
-    from medmm.explain.render import figure_to_png, overlay_figure
+    from medmm.explain.render import overlay_png
 
     inputs = pipeline.prepare([Path(p) for p in images], notes)
     prediction = pipeline.predict_prepared(inputs)
@@ -756,9 +769,9 @@ def cli_explain(pipeline: "Pipeline", images: Sequence[str | Path], notes: str |
     written = []
     if exp.heatmap_scan is not None:
         title = f"{exp.finding}: p = {exp.probability:.2f}"
-        fig = overlay_figure(inputs.scans[exp.view].pixels, exp.heatmap_scan, title,
-                             caption=f"{METHOD_NAMES[exp.method]} on the calibrated logit; not a diagnosis")
-        (out / "overlay.png").write_bytes(figure_to_png(fig))
+        (out / "overlay.png").write_bytes(overlay_png(inputs.scans[exp.view].pixels, exp.heatmap_scan, title,
+                                                      caption=f"{METHOD_NAMES[exp.method]} on the calibrated logit; "
+                                                              "not a diagnosis"))
         np.save(out / "attributions.npy", exp.attributions)
         written += ["overlay.png", "attributions.npy"]
     # words inside identifiers of the notes (medmm.report.deid) are written as [REDACTED], never as typed

@@ -1,14 +1,17 @@
 """Per-request checks of a saliency map before it is shown: is it faithful, and does a second method agree?
 
 * **Faithfulness**: deletion / insertion of the map's top patches against random patch orders
-  (``medmm.explain.faithfulness``, 10 steps). A map whose deletion AUC is not below random (and whose insertion
-  AUC is not above it) is *no better than random* for this request.
+  (``medmm.explain.faithfulness``, ``STEPS`` steps, ``RANDOM_ORDERS`` random orders). A map whose deletion AUC is
+  not below random (and whose insertion AUC is not above it) is *no better than random* for this request.
 * **Agreement**: Spearman rank correlation, on the 16-px patch grid, between the positive evidence of the shown
-  map and of a second method (Grad-CAM for IG / occlusion; IG with 16 steps for Grad-CAM). Below
-  ``AGREEMENT_MIN`` the methods *disagree* on where the evidence is.
+  map and of a second method (Grad-CAM for IG / occlusion; IG with ``AGREEMENT_IG_STEPS`` steps for Grad-CAM).
+  Below ``AGREEMENT_MIN`` the methods *disagree* on where the evidence is.
 
-Both cost a few dozen forward passes (about 1-2 s on 2 CPU cores); ``summarise`` turns the numbers into the
-plain sentence the overlay caption and the explanation panel show.
+Sized to run on every request: 20 forward-only images in one batched pass (through the pipeline's runtime) plus
+one IG step (a forward/backward), about 0.1 s on 2 CPU cores (was 10 steps and IG-16, ~0.65 s).
+``scripts/saliency_check_agreement.py`` measures how often this check's verdicts match the full-size check's
+(10 steps, 4 random orders, IG-32) on real films. ``summarise`` turns the numbers into the plain sentence the
+overlay caption and the explanation panel show.
 """
 
 from __future__ import annotations
@@ -22,9 +25,15 @@ from medmm.explain.methods import BY_KEY
 
 AGREEMENT_MIN = 0.3     # Spearman of patch-level positive evidence below which two methods "disagree"
 MARGIN = 0.01           # AUC gain within +-MARGIN of random counts as "no better than random"
+# sized by scripts/saliency_check_agreement.py (docs/bench.md): with these, the verdicts match a full-size check's
+# (10 steps, 4 random orders, IG-32) on real films, at about a tenth of its cost
+STEPS = 4               # deletion / insertion steps of the per-request check
+RANDOM_ORDERS = 2       # random patch orders the map is compared with
+AGREEMENT_IG_STEPS = 1  # IG steps of the map Grad-CAM is compared with (1 step: the gradient at the midpoint x delta)
 
 
-def check_saliency(pipeline: Any, inputs: Any, explanation: Any, *, steps: int = 10, seed: int = 0,
+def check_saliency(pipeline: Any, inputs: Any, explanation: Any, *, steps: int = STEPS,
+                   random_orders: int = RANDOM_ORDERS, ig_steps: int = AGREEMENT_IG_STEPS, seed: int = 0,
                    compare_with: str | None = None) -> dict[str, Any] | None:
     """Faithfulness and cross-method agreement of ``explanation``'s map (None without an image map)."""
     if explanation is None or explanation.attributions is None or inputs.pixels is None:
@@ -52,8 +61,10 @@ def check_saliency(pipeline: Any, inputs: Any, explanation: Any, *, steps: int =
         # forward-only passes (the deletion/insertion curves) through the pipeline's ONNX runtime / batcher when it
         # has one (same probabilities to ~1e-6, several times faster on a CPU); gradients still use the torch model
         scorer = ex._ImageScorer(model, temperatures, n_views, encode=ex._forward_only_encoder(pipeline))
-        faith = ex.faithfulness(scorer, x, ref, explanation.attributions, index, txt, others, steps=steps, seed=seed)
-        raw2, _ = ex.image_attribution(scorer, other, x, ref, index, txt, others, n_steps=16)
+        faith = ex.faithfulness(scorer, x, ref, explanation.attributions, index, txt, others, steps=steps,
+                                random_orders=random_orders, seed=seed)
+        raw2, _ = ex.image_attribution(scorer, other, x, ref, index, txt, others, n_steps=ig_steps,
+                                       internal_batch_size=max(1, ig_steps), completeness=False)
 
     def patches(raw: np.ndarray) -> np.ndarray:
         size = raw.shape[-1]
@@ -65,7 +76,9 @@ def check_saliency(pipeline: Any, inputs: Any, explanation: Any, *, steps: int =
     return {"method": method, "compared_with": other, "agreement_spearman": rho,
             "deletion_auc": faith["deletion_auc"], "deletion_auc_random": faith["deletion_auc_random"],
             "insertion_auc": faith["insertion_auc"], "insertion_auc_random": faith["insertion_auc_random"],
-            "deletion_gain": faith["deletion_gain"], "insertion_gain": faith["insertion_gain"]}
+            "deletion_gain": faith["deletion_gain"], "insertion_gain": faith["insertion_gain"],
+            "steps": faith["steps"], "random_orders": random_orders,
+            "compared_ig_steps": ig_steps if other == "ig" else None}
 
 
 def verdict(check: dict[str, Any] | None) -> dict[str, bool | None]:
@@ -107,4 +120,4 @@ def summarise(check: dict[str, Any] | None, method_names: dict[str, str] | None 
     return f"{first} {second}"
 
 
-__all__ = ["AGREEMENT_MIN", "MARGIN", "check_saliency", "summarise", "verdict"]
+__all__ = ["AGREEMENT_IG_STEPS", "AGREEMENT_MIN", "MARGIN", "RANDOM_ORDERS", "STEPS", "check_saliency", "summarise", "verdict"]

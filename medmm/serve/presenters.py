@@ -277,12 +277,11 @@ def overlay_image(explanation: Any, scans: Sequence[Any], check: Mapping[str, An
     """Saliency overlay on the explained scan as an RGB array, drawn by medmm.explain.render (None without a heatmap)."""
     if explanation is None or explanation.heatmap_scan is None or explanation.view is None:
         return None
-    from medmm.explain.render import figure_to_array, overlay_figure
+    from medmm.explain.render import overlay_array
 
-    fig = overlay_figure(scans[explanation.view].pixels, explanation.heatmap_scan,
+    return overlay_array(scans[explanation.view].pixels, explanation.heatmap_scan,
                          f"{explanation.finding} (p = {explanation.probability:.2f})",
                          caption=overlay_caption(explanation, check))
-    return figure_to_array(fig)
 
 
 def note_tokens(explanation: Any, notes: str | None) -> list[tuple[str, float | None]] | None:
