@@ -10,7 +10,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -58,6 +58,9 @@ class ModelInputs:
     attention_mask: torch.Tensor | None  # [1, T]
     notes: str | None
     warnings: list[str]
+    # per-view image features once computed for this request ([1, V, F], from whichever encoder the pipeline runs):
+    # the explanation and its saliency check reuse the prediction's instead of encoding the film again
+    view_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
 
 class Pipeline:
@@ -161,16 +164,31 @@ class Pipeline:
                 self._text_cache.popitem(last=False)
         return feat
 
-    def image_features(self, inputs: ModelInputs) -> torch.Tensor | None:
+    def view_features(self, inputs: ModelInputs) -> torch.Tensor | None:
+        """Per-view image features ``[1, V, F]`` through the batcher, the runtime or the torch model; computed once
+        per request (``inputs.view_cache``). May be an inference tensor: clone before using it under autograd."""
         if inputs.pixels is None:
             return None
-        if self.batcher is not None:
-            from medmm.models.model import pool_views, view_features
+        cached = inputs.view_cache.get("views")
+        if cached is not None:
+            return cached
+        from medmm.models.model import view_features
 
-            return pool_views(view_features(self.batcher, inputs.pixels))
-        if self.runtime is not None and self.runtime.image is not None:
-            return self.runtime.encode_images(inputs.pixels)
-        return self.model.encode_images(inputs.pixels)
+        if self.batcher is not None:
+            encode = self.batcher
+        elif self.runtime is not None and self.runtime.image is not None:
+            encode = self.runtime.encode_image_batch
+        else:
+            encode = self.model.encode_image_batch
+        inputs.view_cache["views"] = out = view_features(encode, inputs.pixels)
+        return out
+
+    def image_features(self, inputs: ModelInputs) -> torch.Tensor | None:
+        """Pooled image features ``[1, F]``: the mean over the request's views."""
+        from medmm.models.model import pool_views
+
+        views = self.view_features(inputs)
+        return None if views is None else pool_views(views)
 
     def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-finding temperature scaling -> probabilities."""

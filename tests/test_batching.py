@@ -137,6 +137,7 @@ def test_explanations_work_with_batching_on(pipe):
     want = explain(pipe, inputs, pred, finding="Pneumonia", notes_method="gradxinput").tokens
     enable_batching(pipe, max_wait_ms=1)
     try:
+        inputs = pipe.prepare([scan], "cough and fever for three days")  # fresh: nothing encoded yet
         with torch.inference_mode():
             pred_b = pipe.predict_prepared(inputs)
         for notes_method in ("gradxinput", "occlusion"):

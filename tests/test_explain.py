@@ -95,6 +95,23 @@ def test_gradcam_shapes_aspect_and_default_finding(gradcam_sanity, both):
     json.dumps(exp.to_summary())  # JSON-ready
 
 
+def test_the_film_is_encoded_once_per_request(pipe, monkeypatch):
+    """Prediction, explanation and the saliency check share one encoding of the film (Pipeline.view_features)."""
+    from medmm.explain.saliency_check import check_saliency
+
+    calls = []
+    real = pipe.model.encode_image_batch
+    monkeypatch.setattr(pipe.model, "encode_image_batch", lambda x: calls.append(x.shape[0]) or real(x))
+    inputs = pipe.prepare([_scan(), _scan(seed=1)], NOTES)
+    pred = pipe.predict_prepared(inputs)
+    exp = explain(pipe, inputs, pred, method="gradcam")       # Grad-CAM's own pass goes through its tap
+    check = check_saliency(pipe, inputs, exp)
+    assert calls[0] == 2 and check is not None
+    assert sum(1 for n in calls if n == 2) == 1               # the two views were encoded together, once
+    fresh = pipe.prepare([_scan(), _scan(seed=1)], NOTES)
+    assert torch.equal(pipe.view_features(fresh), pipe.view_features(inputs))  # the cache holds what encoding gives
+
+
 def test_scorers_reproduce_the_pipeline(pipe, both):
     """The attribution forward passes compute exactly what the pipeline predicts (calibrated logits)."""
     inputs, pred = both

@@ -209,7 +209,7 @@ def explain(pipeline: "Pipeline", inputs: "ModelInputs", prediction: "Prediction
 
     with torch.inference_mode(False), torch.enable_grad():  # callers may sit inside inference_mode
         with torch.no_grad():
-            img_feat, views_feat = _image_features(model, inputs, _forward_only_encoder(pipeline))
+            img_feat, views_feat = _image_features(pipeline, inputs)
             txt_feat = pipeline.text_features(inputs)
             txt_feat = None if txt_feat is None else txt_feat.clone()  # cached copies may be inference tensors
 
@@ -314,17 +314,16 @@ def _resolve_finding(pipeline: "Pipeline", prediction: "Prediction", finding: st
     raise ExplainError(f"Unknown finding {finding!r}; this model predicts: {', '.join(pipeline.findings)}.")
 
 
-def _image_features(model: nn.Module, inputs: "ModelInputs", encode: Any | None = None
-                    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Pooled image features ``[1, F]`` (as the pipeline computes them) and per-view features ``[1, V, F]``.
-
-    ``encode``: a forward-only encoder (the pipeline's runtime / batcher) instead of the torch model."""
-    if inputs.pixels is None:
+def _image_features(pipeline: "Pipeline", inputs: "ModelInputs") -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Pooled image features ``[1, F]`` and per-view features ``[1, V, F]``, as the pipeline computed them for the
+    prediction (``Pipeline.view_features``: encoded once per request), as plain tensors for autograd code."""
+    views = pipeline.view_features(inputs)
+    if views is None:
         return None, None
-    from medmm.models.model import pool_views, view_features
+    from medmm.models.model import pool_views
 
-    per_view = view_features(encode if encode is not None else model.encode_image_batch, inputs.pixels)
-    return pool_views(per_view), per_view
+    views = views.clone()  # the prediction's copy may be an inference tensor
+    return pool_views(views), views
 
 
 # ============================================================================================= image maps

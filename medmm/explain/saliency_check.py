@@ -50,7 +50,7 @@ def check_saliency(pipeline: Any, inputs: Any, explanation: Any, *, steps: int =
     temperatures = pipeline.temperatures.to(pipeline.device)
     with torch.inference_mode(False), torch.enable_grad():
         with torch.no_grad():
-            _, views_feat = ex._image_features(model, inputs, ex._forward_only_encoder(pipeline))
+            _, views_feat = ex._image_features(pipeline, inputs)
             txt = pipeline.text_features(inputs)
             txt = None if txt is None else txt.clone()
         n_views = inputs.pixels.shape[1]
