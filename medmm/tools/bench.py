@@ -77,13 +77,19 @@ def time_fn(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> dict[str, f
 
 
 def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2) -> dict[str, dict[str, float]]:
-    """Time several variants round-robin so that drifting background load hits them all alike."""
+    """Time several variants round-robin so that drifting background load hits them all alike.
+
+    Each turn makes one untimed call before the timed one: the first call after a switch pays for the previous
+    variant's worker threads still spinning (torch's OpenMP team spins for a while after each op) and for cold
+    caches, which a server running one runtime never sees (measured: OpenVINO 5.7 ms right after torch, 3.6 ms on
+    its second call)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(max(1, repeats)):
         for k, fn in fns.items():
+            fn()  # settle: see the docstring
             t = time.perf_counter()
             fn()
             samples[k].append(time.perf_counter() - t)
