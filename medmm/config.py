@@ -82,6 +82,9 @@ class TrainConfig:
     adult_specificity: float = 0.97  # COVID-19 threshold: at least this specificity on adult non-COVID films
     bag_of_words_dim: int = 128
     notes_expert: str | None = "COVID-19"
+    # where the notes expert's weight starts: "calibrated" = the logistic slope of its cross-fitted word evidence on
+    # the training rows (the log-odds scale it earned; ~2 on the COVID collection), "one" = 1.0 (recipes before it)
+    expert_weight_init: str = "calibrated"
     # loss weight per source: the adult sets are small next to Kermany's 5,190 children
     source_weights: dict[str, float] = field(default_factory=lambda: {"nih": 2.0, "nih_sample": 2.0, "covid": 1.5})
     seed: int = 0

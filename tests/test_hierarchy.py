@@ -156,3 +156,15 @@ def test_notes_expert_feature_is_word_evidence_only():
     del old["centred"]
     legacy = NotesExpert.from_dict(old)
     assert legacy.feature("left knee arthroscopy planned") == pytest.approx(expert.intercept, abs=1e-6)
+
+
+def test_expert_weight_starts_at_the_calibrated_slope():
+    """The notes expert's weight starts at the log-odds its cross-fitted evidence earns, not at an arbitrary 1."""
+    from medmm.training.train import expert_slope
+
+    rng = np.random.default_rng(0)
+    evidence = rng.normal(0, 1.5, 4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-(0.4 + 2.0 * evidence)))).astype(float)  # true slope 2
+    assert expert_slope(evidence, y) == pytest.approx(2.0, abs=0.15)
+    assert expert_slope(evidence, 1 - y) == 0.0                  # evidence pointing the wrong way is not amplified
+    assert expert_slope(evidence, np.ones_like(y)) == 1.0        # one class only: nothing to calibrate against

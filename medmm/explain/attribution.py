@@ -258,7 +258,9 @@ def _explain_image(exp: Explanation, pipeline: "Pipeline", inputs: "ModelInputs"
     others = None if n_views == 1 else (views_feat.sum(1) - views_feat[:, view])  # [1, F]
     x = inputs.pixels[:, view]  # [1, 3, S, S]
     prep = pipeline.meta.preprocessing
-    ref = reference_image(x, baseline, black=[-m / sd for m, sd in zip(prep.mean, prep.std)])
+    # Grad-CAM needs no reference image (IG, occlusion and the sanity checks do): the blur is not paid for it
+    ref = None if method == "gradcam" and not sanity else \
+        reference_image(x, baseline, black=[-m / sd for m, sd in zip(prep.mean, prep.std)])
     scorer = _ImageScorer(model, temperatures, n_views, encode=_forward_only_encoder(pipeline))
     raw, extra = image_attribution(scorer, method, x, ref, index, txt_feat, others, n_steps=n_steps,
                                    internal_batch_size=internal_batch_size, window=window, stride=stride)
@@ -361,7 +363,7 @@ def occlusion_geometry(size: int, window: int | None = None, stride: int | None 
     return window or max(4, round(size / 7)), stride or max(2, round(size * 3 / 28))
 
 
-def image_attribution(scorer: _ImageScorer, method: str, x: torch.Tensor, ref: torch.Tensor, index: int,
+def image_attribution(scorer: _ImageScorer, method: str, x: torch.Tensor, ref: torch.Tensor | None, index: int,
                       text_feat: torch.Tensor | None, other_views: torch.Tensor | None, *, n_steps: int = 32,
                       internal_batch_size: int = 16, window: int | None = None,
                       stride: int | None = None, completeness: bool = True) -> tuple[np.ndarray, dict[str, Any]]:

@@ -501,6 +501,21 @@ def source_metrics(records: list[Record], probs: np.ndarray, thresholds: dict, f
     return out
 
 
+def expert_slope(features: np.ndarray, y: np.ndarray) -> float:
+    """Logistic slope of the notes expert's cross-fitted word evidence against the labels: the log-odds per unit of
+    evidence it earns on rows it never saw (its own fit is overconfident in-sample, cross-fitted it is not). The
+    fusion adds ``expert_weight x evidence`` to the finding's state, so this is the weight that starts it
+    calibrated instead of at an arbitrary 1.0 (where the rest of the notes pathway, trained jointly, drowned it:
+    measured on the previous checkpoint's out-of-fold logits, MODEL_CARD)."""
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.asarray(y, float)
+    if len(np.unique(y)) < 2:
+        return 1.0
+    clf = LogisticRegression(C=1e4, max_iter=1000).fit(np.asarray(features, float).reshape(-1, 1), y)
+    return float(max(clf.coef_[0, 0], 0.0))
+
+
 def tfidf_baseline(records: list[Record], folds: np.ndarray, finding: str = "COVID-19", source: str = "covid") -> np.ndarray:
     """Out-of-fold TF-IDF + logistic regression on the notes of ``source`` (same folds): the bag-of-words anchor."""
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -597,6 +612,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
     ap.add_argument("--borrow-notes", type=float, default=d.borrow_notes,
                     help="probability that an adult image-only (NIH) film borrows an IU indication with the same "
                          "No Finding label in training (0: off)")
+    ap.add_argument("--expert-weight-init", choices=("calibrated", "one"), default=d.expert_weight_init,
+                    help="start of the notes expert's weight: its cross-fitted logistic slope, or 1.0")
     ap.add_argument("--contrastive-weight", type=float, default=d.contrastive_weight)
     ap.add_argument("--target-sensitivity", type=float, default=d.target_sensitivity,
                     help="operating point per finding: highest threshold reaching this out-of-fold sensitivity")
@@ -615,7 +632,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                   contrastive_weight=args.contrastive_weight,
                   target_sensitivity=args.target_sensitivity, adult_specificity=args.adult_specificity,
                   seed=args.seed, limit_per_source=args.limit_per_source, bag_of_words_dim=args.bag_of_words_dim,
-                  notes_expert=args.notes_expert or None,
+                  notes_expert=args.notes_expert or None, expert_weight_init=args.expert_weight_init,
                   source_weights=args.source_weights if isinstance(args.source_weights, dict)
                   else _source_weights(args.source_weights))
     return args, cfg
@@ -695,10 +712,16 @@ class Run:
             vec[test_idx] = expert.features([notes[i] for i in test_idx])
         has_notes = np.array([n is not None for n in notes])
         self.batcher.text.expert = torch.from_numpy(np.where(has_notes, vec, 0.0).astype(np.float32))
+        self.expert_weight = (expert_slope(vec[known], y[known]) if self.cfg.expert_weight_init == "calibrated"
+                              and known else 1.0)
+        log.info("notes expert weight starts at %.3f (%s)", self.expert_weight, self.cfg.expert_weight_init)
         return expert
 
     def fresh_model(self) -> MedMM:
         self.model.load_state_dict(self.initial, strict=False)
+        if hasattr(self.model, "expert_weight"):  # where set_notes_expert put it for this split
+            with torch.no_grad():
+                self.model.expert_weight.fill_(getattr(self, "expert_weight", 1.0))
         return self.model
 
     def fit_and_predict(self, name: str, train_idx: np.ndarray, test_idx: np.ndarray, desc: str) -> tuple[dict, dict]:
