@@ -362,8 +362,8 @@ def _layout(pipeline: PipelineLike) -> dict[str, Any]:
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=5):
-            c["overlay_image"] = gr.Image(label="Saliency overlay for the explained finding (read its caption: "
-                                                "faithfulness and agreement were checked on this request)",
+            # a short label: Gradio draws it over the picture's top-left corner, clear of the centred title
+            c["overlay_image"] = gr.Image(label="Saliency overlay",
                                           interactive=False, height=360, format="png", elem_id="overlay")
             c["explanation_md"] = gr.Markdown(label="Explanation details")
             c["tokens_text"] = gr.HighlightedText(label="Note words: red supports, blue argues against the finding",

@@ -96,10 +96,11 @@ def overlay_array(scan_pixels: np.ndarray, heatmap: np.ndarray, title: str, *, c
     from PIL import Image, ImageDraw
 
     scan, heat = _check_2d(scan_pixels, heatmap)
-    title_font, small, tick_font = _font(15), _font(11), _font(10)
+    # sizes for a picture the app shows at about half its width: text stays readable scaled down
+    title_font, small, tick_font = _font(24), _font(17), _font(15)
     lines = [] if not caption else caption.splitlines()
-    pad, title_h, bar_w, bar_area = 10, 26, 14, 74
-    caption_h = (15 * len(lines) + 6) if lines else 0
+    pad, title_h, bar_w, bar_area, line_h = 12, 36, 18, 96, 22
+    caption_h = (line_h * len(lines) + 8) if lines else 0
     h, w = scan.shape
     img_w = width_px - 2 * pad - bar_area
     img_h = max(1, round(img_w * h / w))
@@ -119,16 +120,16 @@ def overlay_array(scan_pixels: np.ndarray, heatmap: np.ndarray, title: str, *, c
     draw.rectangle((bx, y0, bx + bar_w - 1, y0 + img_h - 1), outline="black")
     for value in (0.0, 0.5, 1.0):
         ty = y0 + round((1 - value) * (img_h - 1))
-        draw.line((bx + bar_w, ty, bx + bar_w + 3, ty), fill="black")
-        draw.text((bx + bar_w + 5, ty), f"{value:.1f}", fill="black", font=tick_font, anchor="lm")
-    label = Image.new("L", (max(1, int(draw.textlength(BAR_LABEL, font=small))) + 4, 14), 255)
-    ImageDraw.Draw(label).text((2, 7), BAR_LABEL, fill=0, font=small, anchor="lm")
+        draw.line((bx + bar_w, ty, bx + bar_w + 4, ty), fill="black")
+        draw.text((bx + bar_w + 6, ty), f"{value:.1f}", fill="black", font=tick_font, anchor="lm")
+    label = Image.new("L", (max(1, int(draw.textlength(BAR_LABEL, font=small))) + 4, 20), 255)
+    ImageDraw.Draw(label).text((2, 10), BAR_LABEL, fill=0, font=small, anchor="lm")
     label = label.rotate(90, expand=True)
     if label.height <= img_h:
-        canvas.paste(Image.new("RGB", label.size, "black"), (bx + bar_w + 30, y0 + (img_h - label.height) // 2),
+        canvas.paste(Image.new("RGB", label.size, "black"), (bx + bar_w + 40, y0 + (img_h - label.height) // 2),
                      Image.eval(label, lambda v: 255 - v))
     for i, line in enumerate(lines):
-        draw.text((canvas.width / 2, y0 + img_h + 6 + 15 * i), line, fill="black", font=small, anchor="mt")
+        draw.text((canvas.width / 2, y0 + img_h + 6 + line_h * i), line, fill="black", font=small, anchor="mt")
     return np.asarray(canvas)
 
 
