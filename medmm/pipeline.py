@@ -63,6 +63,9 @@ class ModelInputs:
     view_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
 
+NOTES_SHIFT = 0.25  # a finding the notes raise this much over the image alone gets a warning naming both figures
+
+
 class Pipeline:
     """Loaded once per process; ``predict`` is safe to call from several threads (no per-request state on self)."""
 
@@ -211,12 +214,31 @@ class Pipeline:
         alone = self.calibrate(self.model.forward_features(img, None))[0].float().cpu().numpy()
         by_image, _ = coherent_positives(dict(zip(self.findings, map(float, alone))), pred.thresholds)
         notes_only = [f for f in pred.positive if f not in by_image]
-        if not notes_only:
-            return pred
-        parts = ", ".join(f"{f} (image alone {alone[self.findings.index(f)]:.2f})" for f in notes_only)
-        return replace(pred, warnings=pred.warnings + (
-            f"Called because of the notes, not the image: {parts}. The notes pathway reads words and was trained on "
-            "adult COVID-collection notes; check that the notes support it.",))
+        extra = []
+        if notes_only:
+            parts = ", ".join(f"{f} (image alone {alone[self.findings.index(f)]:.2f})" for f in notes_only)
+            extra.append(f"Called because of the notes, not the image: {parts}. The notes pathway reads words and "
+                         "was trained on adult COVID-collection notes; check that the notes support it.")
+        extra += self._notes_shift_warnings(pred, alone, set(notes_only))
+        return replace(pred, warnings=pred.warnings + tuple(extra)) if extra else pred
+
+    def _notes_shift_warnings(self, pred: Prediction, alone: np.ndarray, said: set[str]) -> list[str]:
+        """A probability the notes raised by ``NOTES_SHIFT`` or more over the image alone, called or not, is named
+        with both figures. On an adult film the model card's failure mode is quoted: there any note raises
+        COVID-19, whatever it says (the knee pre-op example: 0.04 image alone, 0.64 with its note)."""
+        raised = [(f, float(alone[i]), pred.findings[f]) for i, f in enumerate(self.findings)
+                  if f not in said and pred.findings[f] - float(alone[i]) >= NOTES_SHIFT]
+        if not raised:
+            return []
+        parts = ", ".join(f"{f} from {a:.2f} (image alone) to {b:.2f}" for f, a, b in raised)
+        text = f"The notes raised {parts}."
+        adult = (pred.image_embedding is not None and getattr(self.model, "scope", None) is not None
+                 and float(self.model.scope.p_adult(pred.image_embedding)[0]) >= 0.5)
+        if adult:
+            text += (" On adult films the notes pathway raises COVID-19 and viral pneumonia whatever the notes say "
+                     "(it learned that adult films with notes come from a COVID-19 collection; see the model card): "
+                     "weigh the image-alone figures.")
+        return [text]
 
     def scope_warnings(self, image_embedding: np.ndarray) -> list[str]:
         """Plain-language warning when the film looks adult: the population where the default model is weak."""

@@ -168,3 +168,25 @@ def test_expert_weight_starts_at_the_calibrated_slope():
     assert expert_slope(evidence, y) == pytest.approx(2.0, abs=0.15)
     assert expert_slope(evidence, 1 - y) == 0.0                  # evidence pointing the wrong way is not amplified
     assert expert_slope(evidence, np.ones_like(y)) == 1.0        # one class only: nothing to calibrate against
+
+
+def test_notes_that_move_a_probability_are_named_on_adult_films():
+    """The knee pre-op DICOM: its note raises COVID-19 (the model card's adult failure mode); the screen says so with
+    the image-alone figure, whether or not anything is called. No such warning without notes, or on the normal
+    child's benign note."""
+    from pathlib import Path
+
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
+    from medmm.pipeline import NOTES_SHIFT, Pipeline
+
+    pipe = Pipeline.from_checkpoint(DEFAULT_CHECKPOINT)
+    ex = Path(__file__).resolve().parents[1] / "assets" / "examples"
+    knee, note = ex / "04_adult_dicom_dx.dcm", (ex / "04_adult_dicom_dx.txt").read_text()
+    alone, with_note = pipe.predict([knee]), pipe.predict([knee], note)
+    assert with_note.findings["COVID-19"] - alone.findings["COVID-19"] >= NOTES_SHIFT   # the failure mode itself
+    shift = [w for w in with_note.warnings if w.startswith("The notes raised")]
+    assert len(shift) == 1 and "COVID-19 from " in shift[0] and "On adult films" in shift[0]
+    assert f"{alone.findings['COVID-19']:.2f} (image alone)" in shift[0]
+    assert not any(w.startswith("The notes raised") for w in alone.warnings)
+    child = pipe.predict([ex / "01_child_normal.jpeg"], (ex / "01_child_normal.txt").read_text())
+    assert not any(w.startswith("The notes raised") for w in child.warnings)
