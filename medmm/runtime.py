@@ -299,8 +299,9 @@ class EncoderRuntime:
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(pooled [N, H], bag of words [N, D] or None)`` for ``MedMM.join_text_features``."""
-        feeds = {"input_ids": input_ids.detach().cpu().numpy().astype(np.int64, copy=False),
-                 "attention_mask": attention_mask.detach().cpu().numpy().astype(np.int64, copy=False)}
+        # contiguous copies where needed (an expanded attention mask has stride 0): OpenVINO reads them in place
+        feeds = {"input_ids": np.ascontiguousarray(input_ids.detach().cpu().numpy(), dtype=np.int64),
+                 "attention_mask": np.ascontiguousarray(attention_mask.detach().cpu().numpy(), dtype=np.int64)}
         out = torch.from_numpy(self.text.run(feeds)).to(input_ids.device)
         if self.text_dim is None or out.shape[1] == self.text_dim:
             return out, None

@@ -9,10 +9,9 @@
 
 Sized to run on every request: 14 forward-only images in one batched pass (through the pipeline's runtime) plus
 one IG step (a forward/backward), about 0.07 s on 2 CPU cores (was 10 steps and IG-16, ~0.65 s). On 40 real films
-(docs/saliency_check_agreement.json) its verdicts matched the full-size check's on 38-40 of 40 per method.
-``scripts/saliency_check_agreement.py`` measures how often this check's verdicts match the full-size check's
-(10 steps, 4 random orders, IG-32) on real films. ``summarise`` turns the numbers into the plain sentence the
-overlay caption and the explanation panel show.
+its verdicts matched those of a full-size check (10 steps, 4 random orders, IG-32) on 38-40 of 40 per method
+(``scripts/saliency_check_agreement.py`` -> docs/saliency_check_agreement.json). ``summarise`` turns the numbers
+into the plain sentence the overlay caption and the explanation panel show.
 """
 
 from __future__ import annotations
