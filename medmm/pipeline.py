@@ -167,6 +167,15 @@ class Pipeline:
                 self._text_cache.popitem(last=False)
         return feat
 
+    def forward_only_encoder(self):
+        """The forward-only image encoder ``[N, 3, S, S] -> [N, F]``: the batcher (medmm.service) when batching is
+        on, else the runtime's (ONNX Runtime / OpenVINO); None for plain torch (the model encodes itself)."""
+        if self.batcher is not None:
+            return self.batcher
+        if self.runtime is not None and self.runtime.image is not None:
+            return self.runtime.encode_image_batch
+        return None
+
     def view_features(self, inputs: ModelInputs) -> torch.Tensor | None:
         """Per-view image features ``[1, V, F]`` through the batcher, the runtime or the torch model; computed once
         per request (``inputs.view_cache``). May be an inference tensor: clone before using it under autograd."""
@@ -177,12 +186,8 @@ class Pipeline:
             return cached
         from medmm.models.model import view_features
 
-        if self.batcher is not None:
-            encode = self.batcher
-        elif self.runtime is not None and self.runtime.image is not None:
-            encode = self.runtime.encode_image_batch
-        else:
-            encode = self.model.encode_image_batch
+        encode = self.forward_only_encoder()
+        encode = self.model.encode_image_batch if encode is None else encode
         inputs.view_cache["views"] = out = view_features(encode, inputs.pixels)
         return out
 

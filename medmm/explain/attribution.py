@@ -261,7 +261,7 @@ def _explain_image(exp: Explanation, pipeline: "Pipeline", inputs: "ModelInputs"
     # Grad-CAM needs no reference image (IG, occlusion and the sanity checks do): the blur is not paid for it
     ref = None if method == "gradcam" and not sanity else \
         reference_image(x, baseline, black=[-m / sd for m, sd in zip(prep.mean, prep.std)])
-    scorer = _ImageScorer(model, temperatures, n_views, encode=_forward_only_encoder(pipeline))
+    scorer = _ImageScorer(model, temperatures, n_views, encode=pipeline.forward_only_encoder())
     raw, extra = image_attribution(scorer, method, x, ref, index, txt_feat, others, n_steps=n_steps,
                                    internal_batch_size=internal_batch_size, window=window, stride=stride)
     exp.attributions = raw
@@ -285,18 +285,6 @@ def _explain_image(exp: Explanation, pipeline: "Pipeline", inputs: "ModelInputs"
         exp.sanity["faithfulness"] = faithfulness(scorer, x, ref, raw, index, txt_feat, others,
                                                   steps=faithfulness_steps, seed=seed)
         exp.timings_s["sanity_s"] = time.perf_counter() - t
-
-
-def _forward_only_encoder(pipeline: "Pipeline") -> Any | None:
-    """The pipeline's forward-only image encoder ``[N, 3, S, S] -> [N, F]``: its batcher (medmm.service) when
-    batching is on, else its runtime's (ONNX Runtime / OpenVINO); None for plain torch."""
-    batcher = getattr(pipeline, "batcher", None)
-    if batcher is not None:
-        return batcher
-    runtime = getattr(pipeline, "runtime", None)
-    if runtime is None or getattr(runtime, "image", None) is None:
-        return None
-    return runtime.encode_image_batch
 
 
 def _forward_only_text_encoder(pipeline: "Pipeline") -> Any | None:

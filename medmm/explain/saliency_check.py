@@ -60,7 +60,7 @@ def check_saliency(pipeline: Any, inputs: Any, explanation: Any, *, steps: int =
         ref = ex.reference_image(x, "blur", black=[-m / sd for m, sd in zip(prep.mean, prep.std)])
         # forward-only passes (the deletion/insertion curves) through the pipeline's ONNX runtime / batcher when it
         # has one (same probabilities to ~1e-6, several times faster on a CPU); gradients still use the torch model
-        scorer = ex._ImageScorer(model, temperatures, n_views, encode=ex._forward_only_encoder(pipeline))
+        scorer = ex._ImageScorer(model, temperatures, n_views, encode=pipeline.forward_only_encoder())
         faith = ex.faithfulness(scorer, x, ref, explanation.attributions, index, txt, others, steps=steps,
                                 random_orders=random_orders, seed=seed)
         raw2, _ = ex.image_attribution(scorer, other, x, ref, index, txt, others, n_steps=ig_steps,

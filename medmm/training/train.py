@@ -687,6 +687,7 @@ class Run:
         self.groups = np.array([r.patient_id for r in self.records])
         self.run_key = (cache_key(cfg, self.model_cfg, self.records, args.aug_views)
                         + json.dumps(cfg.to_dict(), sort_keys=True))
+        self.expert_weight = 1.0  # the notes expert's starting weight for the current split (set_notes_expert)
 
     def set_notes_expert(self, train_idx: np.ndarray, test_idx: np.ndarray):
         """Expert logits for this split: cross-fitted on the training rows, from the training-rows expert on the
@@ -721,7 +722,7 @@ class Run:
         self.model.load_state_dict(self.initial, strict=False)
         if hasattr(self.model, "expert_weight"):  # where set_notes_expert put it for this split
             with torch.no_grad():
-                self.model.expert_weight.fill_(getattr(self, "expert_weight", 1.0))
+                self.model.expert_weight.fill_(self.expert_weight)
         return self.model
 
     def fit_and_predict(self, name: str, train_idx: np.ndarray, test_idx: np.ndarray, desc: str) -> tuple[dict, dict]:
