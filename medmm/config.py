@@ -26,6 +26,9 @@ class ModelConfig:
     # mutually exclusive states of labels.LEAF_STATES, so that finding probabilities follow the hierarchy
     output: str = "independent"
     bag_of_words_dim: int = 0                         # >0: a trained bag-of-words pathway beside the frozen encoder
+    # False: the fusion reads the notes through the bag of words and the expert only, not the frozen sentence
+    # embedding (the text encoder then supplies only its token embeddings; see MODEL_CARD for why)
+    sentence_embedding: bool = True
     notes_expert: str | None = None                   # finding of a TF-IDF + LR notes expert whose logit is a feature
 
     @classmethod
@@ -81,6 +84,9 @@ class TrainConfig:
     target_sensitivity: float = 0.9  # operating point per finding, on out-of-fold predictions
     adult_specificity: float = 0.97  # COVID-19 threshold: at least this specificity on adult non-COVID films
     bag_of_words_dim: int = 128
+    # the frozen 384-d sentence embedding as a notes feature (False: bag of words + expert only; measured in
+    # MODEL_CARD: it helped notes-only on a COVID + IU proxy, 0.80 -> 0.85, but not in the full recipe, 0.75 -> 0.73)
+    sentence_embedding: bool = True
     notes_expert: str | None = "COVID-19"
     # where the notes expert's weight starts: "calibrated" = the logistic slope of its cross-fitted word evidence on
     # the training rows (the log-odds scale it earned; ~2 on the COVID collection), "one" = 1.0 (recipes before it)

@@ -117,3 +117,28 @@ def test_batchnorm_folding_keeps_outputs(model):
         ref, out = reference(x), folded(x)
         torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
         assert not torch.allclose(ref, model(x), atol=1e-3)  # the statistics really mattered
+
+
+def test_a_model_without_the_sentence_embedding_ignores_it():
+    """``sentence_embedding=False`` (the default recipe): the fusion reads the bag of words and the notes expert's
+    column only, while the notes features keep their layout (the sentence embedding first, for the report bank)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(fused_dim=32, output="states", bag_of_words_dim=16, sentence_embedding=False,
+                      notes_expert="COVID-19")
+    m = create_model(cfg, pretrained=False).eval()
+    dim = m.text_encoder.dim
+    assert m.text_proj[1].in_features == 16 + 1
+    tok = m.text_encoder.tokenize(["fever and cough, rule out pneumonia", "preoperative chest film"])
+    with torch.no_grad():
+        txt = m.encode_text(tok["input_ids"], tok["attention_mask"], torch.tensor([1.5, -0.5]))
+        assert txt.shape == (2, dim + 16 + 1)
+        other = txt.clone()
+        other[:, :dim] = torch.randn(2, dim)            # a different sentence embedding ...
+        a, b = m.forward_features(None, txt), m.forward_features(None, other)
+        assert torch.equal(a, b)                          # ... changes nothing
+        changed = txt.clone()
+        changed[:, dim:dim + 16] += 1.0                   # the bag of words does
+        assert not torch.allclose(a, m.forward_features(None, changed))
+    with_sentence = create_model(ModelConfig(fused_dim=32, output="states", bag_of_words_dim=16,
+                                             notes_expert="COVID-19"), pretrained=False)
+    assert with_sentence.text_proj[1].in_features == dim + 16 + 1  # older checkpoints: unchanged

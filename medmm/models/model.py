@@ -108,7 +108,12 @@ class MedMM(nn.Module):
         self.bag_of_words = BagOfWords(text_dim, cfg.bag_of_words_dim) if cfg.bag_of_words_dim else None
         self.image_proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(image_encoder.num_features, d), nn.GELU())
         self.notes_expert = None  # medmm.models.notes_expert.NotesExpert (plain numbers, set by training / the checkpoint)
-        n_text = text_dim + cfg.bag_of_words_dim + (1 if cfg.notes_expert else 0)
+        # the notes features keep one layout, [sentence embedding; bag of words; expert column] (the report ranks its
+        # sentences by the first part); a model without cfg.sentence_embedding projects only the rest
+        self.text_skip = 0 if cfg.sentence_embedding else text_dim
+        n_text = text_dim + cfg.bag_of_words_dim + (1 if cfg.notes_expert else 0) - self.text_skip
+        if n_text <= 0:
+            raise ValueError("the model reads no notes features (no sentence embedding, bag of words or expert)")
         self.text_proj = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(n_text, d), nn.GELU())
         self.fusion = GatedFusion(d)
         if cfg.output == "states":
@@ -159,11 +164,17 @@ class MedMM(nn.Module):
 
     def join_text_features(self, pooled: torch.Tensor, bag: torch.Tensor | None,
                            expert_logit: torch.Tensor | None) -> torch.Tensor:
+        """``[sentence embedding; bag of words; expert column]``: the notes features of every path (what the fusion
+        projects is ``project_text``'s part of them)."""
         parts = [pooled] + ([bag] if bag is not None else [])
         if self.cfg.notes_expert:
             e = torch.zeros(pooled.shape[0], device=pooled.device) if expert_logit is None else expert_logit
             parts.append((e.to(pooled.dtype).reshape(-1, 1) / 4).expand(pooled.shape[0], 1))
         return torch.cat(parts, dim=-1) if len(parts) > 1 else pooled
+
+    def project_text(self, text_feat: torch.Tensor) -> torch.Tensor:
+        """Notes features -> the fused width; a model without ``cfg.sentence_embedding`` skips that part."""
+        return self.text_proj(text_feat[:, self.text_skip:])
 
     def notes_expert_features(self, notes: list[str | None]) -> torch.Tensor | None:
         """``[B]`` word evidence of the notes expert (``NotesExpert.features``; None when the model has none)."""
@@ -187,7 +198,7 @@ class MedMM(nn.Module):
         if text_feat is None:
             txt, has_text = torch.zeros(b, d, device=dev), torch.zeros(b, device=dev)
         else:
-            txt = self.text_proj(text_feat)
+            txt = self.project_text(text_feat)
             has_text = torch.ones(b, device=dev) if has_text is None else has_text.float()
         out = self._with_expert(self.head(self.fusion(img, txt, has_image, has_text)), text_feat, has_text)
         # [B, num_findings] finding logits (log-odds of the calibrated-state marginals for a state head)
@@ -196,7 +207,7 @@ class MedMM(nn.Module):
     def forward_states(self, image_feat: torch.Tensor, text_feat: torch.Tensor, has_image: torch.Tensor,
                        has_text: torch.Tensor) -> torch.Tensor:
         """Raw state logits ``[B, L]`` (training of a state head); all inputs given, absences by the masks."""
-        img, txt = self.image_proj(image_feat), self.text_proj(text_feat)
+        img, txt = self.image_proj(image_feat), self.project_text(text_feat)
         return self._with_expert(self.head(self.fusion(img, txt, has_image.float(), has_text.float())), text_feat,
                                  has_text)
 

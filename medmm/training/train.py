@@ -356,9 +356,13 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
                 loss = partial_label_nll(states.float(), batch.allowed, batch.weight)
                 if clip is not None:
                     both = (batch.has_img > 0) & (batch.has_txt > 0)
-                    if both.sum() >= 2:
-                        loss = loss + cfg.contrastive_weight * clip(model.image_proj(img_feat[both]),
-                                                                    model.text_proj(batch.pooled[both]))
+                    if both.sum() >= 2:  # the notes features as the fusion projects them (bag, expert included)
+                        ids, mask = batch.ids[both], batch.mask[both]
+                        bag = (None if model.bag_of_words is None
+                               else model.bag_of_words(model.text_encoder.embeddings_layer()(ids), mask))
+                        expert = None if batch.expert is None else batch.expert[both]
+                        txt = model.project_text(model.join_text_features(batch.pooled[both], bag, expert))
+                        loss = loss + cfg.contrastive_weight * clip(model.image_proj(img_feat[both]), txt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -602,6 +606,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
     ap.add_argument("--image-encoder", default=ModelConfig.image_encoder, help="timm name (efficientnet, densenet, vit)")
     ap.add_argument("--no-pretrained", action="store_true", help="random image-encoder weights (tests, smoke runs)")
     ap.add_argument("--bag-of-words-dim", type=int, default=d.bag_of_words_dim)
+    ap.add_argument("--sentence-embedding", action=argparse.BooleanOptionalAction, default=d.sentence_embedding,
+                    help="feed the frozen sentence embedding of the notes to the fusion (--no-sentence-embedding: bag "
+                         "of words and notes expert only)")
     ap.add_argument("--notes-expert", default=d.notes_expert,
                     help="finding of the TF-IDF + logistic-regression notes expert fed to the fusion ('' for none)")
     ap.add_argument("--source-weights", type=_source_weights,
@@ -632,7 +639,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                   contrastive_weight=args.contrastive_weight,
                   target_sensitivity=args.target_sensitivity, adult_specificity=args.adult_specificity,
                   seed=args.seed, limit_per_source=args.limit_per_source, bag_of_words_dim=args.bag_of_words_dim,
-                  notes_expert=args.notes_expert or None, expert_weight_init=args.expert_weight_init,
+                  sentence_embedding=args.sentence_embedding, notes_expert=args.notes_expert or None,
+                  expert_weight_init=args.expert_weight_init,
                   source_weights=args.source_weights if isinstance(args.source_weights, dict)
                   else _source_weights(args.source_weights))
     return args, cfg
@@ -664,7 +672,8 @@ class Run:
         if not self.records:
             raise SystemExit("no training records")
         self.model_cfg = ModelConfig(image_encoder=args.image_encoder, num_findings=len(FINDINGS), output="states",
-                                     bag_of_words_dim=cfg.bag_of_words_dim, notes_expert=cfg.notes_expert,
+                                     bag_of_words_dim=cfg.bag_of_words_dim,
+                                     sentence_embedding=cfg.sentence_embedding, notes_expert=cfg.notes_expert,
                                      image_weights=None if args.no_pretrained else ModelConfig.image_weights)
         # channels_last: ~2x faster convolutions on CPU; set here, not under inference_mode, so the
         # parameters stay ordinary (trainable) tensors
