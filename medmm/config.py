@@ -26,8 +26,8 @@ class ModelConfig:
     # mutually exclusive states of labels.LEAF_STATES, so that finding probabilities follow the hierarchy
     output: str = "independent"
     bag_of_words_dim: int = 0                         # >0: a trained bag-of-words pathway beside the frozen encoder
-    # False: the fusion reads the notes through the bag of words and the expert only, not the frozen sentence
-    # embedding (the text encoder then supplies only its token embeddings; see MODEL_CARD for why)
+    # False: the fusion reads the notes through the bag of words and the expert only; the frozen sentence embedding
+    # is still computed (the draft report ranks its sentence bank by it) but not projected (MODEL_CARD)
     sentence_embedding: bool = True
     notes_expert: str | None = None                   # finding of a TF-IDF + LR notes expert whose logit is a feature
 

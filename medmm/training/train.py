@@ -289,11 +289,16 @@ def forward_batch(model: MedMM, batch: Batch, tail_blocks: int,
         stems = batch.stems if generator is None or batch.stems.dim() != 4 else mask_borders(batch.stems, generator)
         img_feat = img_feat.index_copy(0, torch.tensor(batch.img_rows, device=dev),
                                        model.image_encoder.forward_tail(stems, tail_blocks).float())
-    bag = None
-    if model.bag_of_words is not None:
-        bag = model.bag_of_words(model.text_encoder.embeddings_layer()(batch.ids), batch.mask)
-    txt = model.join_text_features(batch.pooled, bag, batch.expert)
+    txt = notes_features(model, batch.pooled, batch.ids, batch.mask, batch.expert)
     return model.forward_states(img_feat, txt, batch.has_img, batch.has_txt), img_feat
+
+
+def notes_features(model: MedMM, pooled: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                   expert: torch.Tensor | None) -> torch.Tensor:
+    """``MedMM.join_text_features`` from the text cache: the cached sentence embedding, the bag of words over the
+    token ids (trained, so computed here), the expert's logits."""
+    bag = None if model.bag_of_words is None else model.bag_of_words(model.text_encoder.embeddings_layer()(ids), mask)
+    return model.join_text_features(pooled, bag, expert)
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -357,11 +362,9 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
                 if clip is not None:
                     both = (batch.has_img > 0) & (batch.has_txt > 0)
                     if both.sum() >= 2:  # the notes features as the fusion projects them (bag, expert included)
-                        ids, mask = batch.ids[both], batch.mask[both]
-                        bag = (None if model.bag_of_words is None
-                               else model.bag_of_words(model.text_encoder.embeddings_layer()(ids), mask))
-                        expert = None if batch.expert is None else batch.expert[both]
-                        txt = model.project_text(model.join_text_features(batch.pooled[both], bag, expert))
+                        txt = model.project_text(notes_features(model, batch.pooled[both], batch.ids[both],
+                                                                batch.mask[both],
+                                                                None if batch.expert is None else batch.expert[both]))
                         loss = loss + cfg.contrastive_weight * clip(model.image_proj(img_feat[both]), txt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
