@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
 from tests.test_data_train import _write_manifest
 
 
@@ -16,7 +17,7 @@ def test_two_rank_gloo_training_agrees(tmp_path):
     manifest = _write_manifest(tmp_path, 16)
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "medmm.train", "--out", str(out), "--sources", "", "--manifest", str(manifest), "--folds", "2",
            "--epochs", "1", "--aug-views", "1", "--batch-size", "4", "--no-progress", "--device", "cpu"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
