@@ -237,20 +237,22 @@ class Pipeline:
             return []
         parts = ", ".join(f"{f} from {a:.2f} (image alone) to {b:.2f}" for f, a, b in raised)
         text = f"The notes raised {parts}."
-        adult = (pred.image_embedding is not None and getattr(self.model, "scope", None) is not None
-                 and float(self.model.scope.p_adult(pred.image_embedding)[0]) >= 0.5)
-        if adult:
+        if pred.image_embedding is not None and self.looks_adult(pred.image_embedding):
             text += (" On adult films the notes pathway raises COVID-19 and viral pneumonia whatever the notes say "
                      "(it learned that adult films with notes come from a COVID-19 collection; see the model card): "
                      "weigh the image-alone figures.")
         return [text]
 
+    def looks_adult(self, image_embedding: np.ndarray) -> bool:
+        """The checkpoint's adult-vs-pediatric scope check on an image embedding (False without one)."""
+        scope = getattr(self.model, "scope", None)
+        return scope is not None and float(scope.p_adult(image_embedding)[0]) >= 0.5
+
     def scope_warnings(self, image_embedding: np.ndarray) -> list[str]:
         """Plain-language warning when the film looks adult: the population where the default model is weak."""
-        scope = getattr(self.model, "scope", None)
-        if scope is None or float(scope.p_adult(image_embedding)[0]) < 0.5:
+        if not self.looks_adult(image_embedding):
             return []
-        auc = scope.adult_auc or {}
+        auc = self.model.scope.adult_auc or {}
         measured = (f" on unseen adult NIH patients it separated normal from abnormal films with an AUC of "
                     f"{auc['auc']:.2f} (95% CI {auc['ci95'][0]:.2f}-{auc['ci95'][1]:.2f}, n={auc['n']})"
                     if auc.get("auc") is not None else "")
