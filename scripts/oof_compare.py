@@ -1,0 +1,72 @@
+"""Compare training runs on their out-of-fold state logits (``RUN/oof.npz``), also for runs stopped after CV.
+
+    python scripts/oof_compare.py runs/r7 runs/r9 runs/r10            # the MODEL_CARD comparison rows
+    python scripts/oof_compare.py runs/r7 --expert-boost             # + notes-only with extra notes-expert weight
+
+Per run: COVID-19 AUC on the COVID-collection rows with notes (image + notes / image only / notes only),
+normal-vs-abnormal AUC on ``nih_sample`` (1 - P(No Finding)) and pneumonia AUC on Kermany. Probabilities are
+``marginals(state_probs(logits, 1.0))``, the same functions ``evaluate_oof`` uses, at temperature 1 (a run stopped
+after its CV has no fitted temperature). ``--expert-boost`` refits the notes expert on each fold's training notes
+(as training does) and adds ``c x`` its word evidence to the notes-only COVID-19 log-odds: how far the rest of the
+notes pathway is from the expert alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from medmm.config import TrainConfig
+from medmm.labels import FINDINGS, marginals
+from medmm.models.notes_expert import NotesExpert
+from medmm.training.data import label_matrix, load_records
+from medmm.training.metrics import roc_auc
+from medmm.training.train import state_probs
+
+
+def _probs(logits: np.ndarray) -> np.ndarray:
+    return marginals(state_probs(logits, 1.0))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--expert-boost", action="store_true")
+    args = ap.parse_args(argv)
+    records = load_records(TrainConfig().sources)
+    labels, sources = label_matrix(records), np.array([r.source for r in records])
+    notes = [r.notes for r in records]
+    cj, nf, pn = (FINDINGS.index(f) for f in ("COVID-19", "No Finding", "Pneumonia"))
+    covid = (sources == "covid") & np.array([n is not None for n in notes]) & ~np.isnan(labels[:, cj])
+    nih, kermany = sources == "nih_sample", sources == "kermany"
+    print("| run | image + notes | image only | notes only | nih_sample | Kermany |\n|---|---|---|---|---|---|")
+    for run in args.runs:
+        d = np.load(run / "oof.npz")
+        if not np.array_equal(d["sources"], sources):
+            raise SystemExit(f"{run}: its records are not the default sources' (other --sources or data)")
+        row = [roc_auc(labels[covid, cj], _probs(d[c][covid])[:, cj]) for c in ("full", "image_only", "notes_only")]
+        row.append(roc_auc(1 - labels[nih, nf], 1 - _probs(d["full"][nih])[:, nf]))
+        row.append(roc_auc(labels[kermany, pn], _probs(d["full"][kermany])[:, pn]))
+        print(f"| {run} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+        if args.expert_boost:
+            y, evidence = labels[:, cj], np.zeros(len(records))
+            for k in np.unique(d["folds"]):
+                fit = [i for i in np.where(d["folds"] != k)[0] if covid[i]]
+                expert = NotesExpert.fit([notes[i] for i in fit], y[fit], "COVID-19")
+                test = np.where(d["folds"] == k)[0]
+                evidence[test] = expert.features([notes[i] for i in test])
+            z = _logit(_probs(d["notes_only"][covid])[:, cj])
+            boosted = ", ".join(f"+{c}x: {roc_auc(y[covid], z + c * evidence[covid]):.3f}" for c in (1, 2, 4, 8))
+            print(f"  notes expert alone {roc_auc(y[covid], evidence[covid]):.3f}; notes only {boosted}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
