@@ -221,6 +221,36 @@ def test_tokens_reassemble_the_notes_words(gradcam_sanity):
     assert np.isfinite(scores).all() and np.abs(scores).max() == pytest.approx(1.0)
 
 
+def test_word_scores_carry_the_notes_experts_effect():
+    """With a notes expert, the words it read get its effect on the logit: on a model whose fusion reads the notes
+    only through the expert, the neural path is constant and every word score is the expert's, summing exactly to
+    f(x) - f(baseline) (before, the expert was held fixed and every word scored 0)."""
+    from medmm.models.notes_expert import NotesExpert
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(fused_dim=32, output="states", notes_expert="COVID-19", bag_of_words_dim=0,
+                      sentence_embedding=False)
+    model = create_model(cfg, pretrained=False).eval()
+    model.notes_expert = NotesExpert.fit(["covid positive fever", "covid pcr positive", "knee pain", "knee surgery",
+                                          "fever cough covid", "ankle pain"] * 3, [1, 1, 0, 0, 1, 0] * 3, "COVID-19")
+    meta = CheckpointMeta(model=cfg, preprocessing=Preprocessing(input_size=SIZE), findings=FINDINGS,
+                          temperatures={f: 1.5 for f in FINDINGS}, thresholds={f: 0.5 for f in FINDINGS},
+                          trained=True, name="tiny-expert-test")
+    p = Pipeline(model, meta, None, device="cpu")
+    notes = "Fever; COVID PCR positive. Knee pain."
+    inputs = p.prepare([_scan()], notes)
+    pred = p.predict_prepared(inputs)
+    for method in ("occlusion", "gradxinput", "ig"):
+        exp = explain(p, inputs, pred, finding="COVID-19", notes_method=method)
+        scores = dict(exp.tokens)
+        c = exp.sanity["notes_ig_completeness"]
+        assert c["relative_error"] < 1e-4, method
+        p_covid = pred.findings["COVID-19"]
+        assert c["f_input"] == pytest.approx(float(np.log(p_covid / (1 - p_covid))), abs=1e-4)
+        assert scores["COVID"] > 0 and scores["Knee"] < 0 and scores["."] == 0.0
+        assert max(abs(v) for v in scores.values()) == pytest.approx(1.0)
+
+
 def test_merge_wordpieces_sums_pieces(pipe):
     tok = pipe.model.text_encoder.tokenizer
     ids = tok("tachypnoea now")["input_ids"]

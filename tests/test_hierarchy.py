@@ -151,6 +151,10 @@ def test_notes_expert_feature_is_word_evidence_only():
     assert expert.feature("left knee arthroscopy planned") == 0.0 == expert.feature(None)
     assert expert.feature("covid fever") == pytest.approx(expert.logit("covid fever") - expert.intercept)
     assert expert.feature("covid fever") > 0 > expert.feature("strep pneumo")
+    # the per-occurrence shares an attribution splits onto the words sum to the evidence
+    note = "Covid fever, covid PCR positive; strep"
+    assert sum(v for *_, v in expert.span_contributions(note)) == pytest.approx(expert.feature(note))
+    assert {note[a:b].lower() for a, b, _ in expert.span_contributions(note)} >= {"covid", "covid pcr"}
     # checkpoints written before centring stored no flag: they keep the logit they were trained with
     old = expert.to_dict()
     del old["centred"]

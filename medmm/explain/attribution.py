@@ -149,7 +149,7 @@ class _TextScorer:
     def __init__(self, model: nn.Module, temperatures: torch.Tensor, expert_logit: torch.Tensor | None = None) -> None:
         self.model, self.temperatures = model, temperatures
         self.lookup = _TokenLookup(model.text_encoder.embeddings_layer())
-        # the bag-of-words notes expert's logit of the full notes, held fixed: word scores cover the neural path
+        # the notes expert's word evidence of the full notes, a constant here (token_attribution scores it apart)
         self.expert_logit = expert_logit
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -446,9 +446,15 @@ def token_attribution(model: nn.Module, temperatures: torch.Tensor, tokenizer: A
 
     Baseline: the same sequence with every real token replaced by [PAD] but [CLS]/[SEP] (and the attention mask)
     kept, so only the words' content is removed, not the sentence frame the encoder expects. Token scores are the
-    embedding-dimension sums; WordPiece ``##`` continuations are summed into their word.
+    embedding-dimension sums; WordPiece ``##`` continuations are summed into their word. A model with a notes
+    expert (TF-IDF + logistic regression) also reads the words through it: its share is added onto the words it
+    read (``_expert_token_scores``), so the scores cover what the model read, not only its neural path.
     """
-    scorer = _TextScorer(model, temperatures, model.notes_expert_features([notes]) if notes else None)
+    # the neural path's word scores are taken with the notes expert's column at 0; the expert's own effect,
+    # f(x, e) - f(x, 0), is then split onto the words it read (``_expert_token_scores``): together they sum to
+    # f(x) - f(baseline) as the model scores the request (the expert is not differentiable in the embeddings)
+    expert = model.notes_expert_features([notes]) if notes else None
+    scorer = _TextScorer(model, temperatures, None if expert is None else torch.zeros_like(expert))
     special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     keep = torch.tensor([[int(i) in special for i in row] for row in input_ids.tolist()], device=input_ids.device)
@@ -457,24 +463,59 @@ def token_attribution(model: nn.Module, temperatures: torch.Tensor, tokenizer: A
     if method == "occlusion":
         scores, f_x, f_ref = _word_occlusion(scorer, tokenizer, input_ids, ref_ids, attention_mask, image_feat, index,
                                              text_encode, internal_batch_size)
-        completeness = _completeness(float(scores.sum()), f_x, f_ref, float(scores.sum()) - (f_x - f_ref))
     elif method == "gradxinput":
         scores, f_x, f_ref = _grad_x_input(scorer, input_ids, ref_ids, args, index)
-        completeness = _completeness(float(scores.sum()), f_x, f_ref, float(scores.sum()) - (f_x - f_ref))
     else:
         from captum.attr import LayerIntegratedGradients
 
-        attr, delta = LayerIntegratedGradients(scorer, scorer.lookup).attribute(
+        attr = LayerIntegratedGradients(scorer, scorer.lookup).attribute(
             input_ids, baselines=ref_ids, target=index, additional_forward_args=args, n_steps=max(n_steps, 1),
-            internal_batch_size=internal_batch_size, return_convergence_delta=True)
-        scores = attr.detach()[0].sum(-1).float().cpu().numpy()  # [T]
+            internal_batch_size=internal_batch_size)
+        scores = attr.detach()[0].sum(-1).double().cpu().numpy()  # [T]
         with torch.no_grad():
             f_x, f_ref = (float(scorer(ids, *args)[0, index]) for ids in (input_ids, ref_ids))
-        completeness = _completeness(float(scores.sum()), f_x, f_ref, float(delta.reshape(-1)[0]))
+    if expert is not None and float(expert.reshape(-1)[0]) != 0.0:
+        with torch.no_grad():
+            f_xe = float(_TextScorer(model, temperatures, expert)(input_ids, *args)[0, index])
+        scores = scores + _expert_token_scores(model.notes_expert, tokenizer, input_ids[0].tolist(), notes,
+                                               f_xe - f_x, float(expert.reshape(-1)[0]))
+        f_x = f_xe
+    total = float(scores.sum())
+    completeness = _completeness(total, f_x, f_ref, total - (f_x - f_ref))
     completeness["method"] = method
     words = merge_wordpieces(tokenizer, input_ids[0].tolist(), scores, notes)
     top = max((abs(s) for _, s in words), default=0.0)
     return [(w, float(s / top) if top > 0 else 0.0) for w, s in words], completeness
+
+
+def _expert_token_scores(expert: Any, tokenizer: Any, ids: list[int], notes: str, effect: float,
+                         evidence: float) -> np.ndarray:
+    """The notes expert's effect on the logit (``effect`` = f(x, e) - f(x, 0)) as per-token scores ``[T]``.
+
+    The expert's word evidence ``e`` is a sum of per-term shares (``NotesExpert.span_contributions``), and the
+    model sees it through that one number, so Integrated Gradients along ``e`` (baseline 0) gives each term exactly
+    ``share / e x effect``. A term's score goes to the words its characters overlap (a bigram: half to each), on
+    each word's first token. Terms beyond the tokenizer's truncation, or notes whose tokens cannot be mapped back
+    onto the text (a slow tokenizer), keep their share out of the scores: the completeness error then says so.
+    """
+    out = np.zeros(len(ids), dtype=np.float64)
+    offsets = _offsets(tokenizer, ids, notes)
+    if offsets is None or evidence == 0.0:
+        return out
+    special = set(getattr(tokenizer, "all_special_ids", []))
+    words: list[list[int]] = []  # [first token, start, end]
+    for i, (tok, tid) in enumerate(zip(tokenizer.convert_ids_to_tokens(ids), ids)):
+        if tid in special:
+            continue
+        if tok.startswith("##") and words:
+            words[-1][2] = offsets[i][1]
+        else:
+            words.append([i, *offsets[i]])
+    for start, end, share in expert.span_contributions(notes):
+        hit = [w[0] for w in words if w[1] < end and start < w[2]]
+        for i in hit:
+            out[i] += share / evidence * effect / len(hit)
+    return out
 
 
 def _word_spans(tokenizer: Any, ids: list[int], max_spans: int = MAX_NOTE_SPANS) -> list[list[int]]:

@@ -84,6 +84,24 @@ class NotesExpert:
     def features(self, texts: Sequence[str | None]) -> np.ndarray:
         return np.array([self.feature(t) for t in texts], dtype=np.float32)
 
+    def span_contributions(self, text: str | None) -> list[tuple[int, int, float]]:
+        """``(start, end, value)`` per term occurrence in ``text`` (a bigram spans both words): each term's
+        ``coefficient x tf-idf`` shared equally among its occurrences, so the values sum to ``feature(text)``. The
+        word evidence is linear in these shares, which is what lets an attribution split the expert's effect onto
+        the words exactly (``explain.attribution.token_attribution``)."""
+        if not text or not self.vocabulary:
+            return []
+        # lower-case without changing the length, so the spans index ``text`` itself
+        lowered = "".join(ch.lower() if len(ch.lower()) == 1 else ch for ch in text)
+        words = [(m.start(), m.end(), m.group(0)) for m in _TOKEN.finditer(lowered)]
+        spans = [(a, b, w) for a, b, w in words] + [(a[0], b[1], f"{a[2]} {b[2]}") for a, b in zip(words, words[1:])]
+        hits = [(a, b, self.vocabulary[t]) for a, b, t in spans if t in self.vocabulary]
+        vector = self._vector(text)
+        count: dict[int, int] = {}
+        for _, _, j in hits:
+            count[j] = count.get(j, 0) + 1
+        return [(a, b, float(self.coef[j] * vector.get(j, 0.0)) / count[j]) for a, b, j in hits]
+
     def contributions(self, text: str | None, top: int = 8) -> list[tuple[str, float]]:
         """The terms with the largest |coefficient x tf-idf| in ``text`` (what the expert read), largest first."""
         if not text or not self.vocabulary:
