@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             y, evidence = labels[:, cj], np.zeros(len(records))
             for k in np.unique(d["folds"]):
                 fit = [i for i in np.where(d["folds"] != k)[0] if covid[i]]
-                expert = NotesExpert.fit([notes[i] for i in fit], y[fit], "COVID-19")
+                # words only, as the notes expert of the runs this compares was (--notes-expert-chars came later)
+                expert = NotesExpert.fit([notes[i] for i in fit], y[fit], "COVID-19", char_ngrams=None)
                 test = np.where(d["folds"] == k)[0]
                 evidence[test] = expert.features([notes[i] for i in test])
             z = _logit(_probs(d["notes_only"][covid])[:, cj])

@@ -1,5 +1,7 @@
 """The findings table drives coherent outputs; NIH relabelling; leave-one-source-out splits."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -125,13 +127,24 @@ def test_notes_expert_matches_scikit_learn_and_round_trips():
     texts = ["covid positive fever", "bacterial pneumonia strep", "covid-19 pcr positive", "klebsiella growth",
              "fever and cough covid", "strep pneumo"] * 4
     y = np.array([1, 0, 1, 0, 1, 0] * 4, dtype=float)
-    expert = NotesExpert.fit(texts, y, "COVID-19")
+    from sklearn.pipeline import make_union
+
+    words = NotesExpert.fit(texts, y, "COVID-19", char_ngrams=None)
     vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
     clf = LogisticRegression(C=10.0, max_iter=3000).fit(vec.fit_transform(texts), y)
-    probe = ["new covid case with fever", "strep", "nothing known here"]
-    np.testing.assert_allclose(expert.logits(probe), clf.decision_function(vec.transform(probe)), atol=1e-5)
-    again = NotesExpert.from_dict(expert.to_dict())
-    np.testing.assert_allclose(again.logits(probe), expert.logits(probe), atol=1e-5)
+    probe = ["new covid case with fever", "strep", "nothing known here", "SARS-CoV-2  PCR\n positive", "covid19"]
+    np.testing.assert_allclose(words.logits(probe), clf.decision_function(vec.transform(probe)), atol=1e-5)
+    # the default adds character 2-5-grams inside words, as scikit-learn's char_wb + FeatureUnion computes them
+    expert = NotesExpert.fit(texts, y, "COVID-19")
+    union = make_union(vec, TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True))
+    clf = LogisticRegression(C=10.0, max_iter=3000).fit(union.fit_transform(texts), y)
+    np.testing.assert_allclose(expert.logits(probe), clf.decision_function(union.transform(probe)), atol=1e-5)
+    assert expert.feature("covid19") > 0 == words.feature("covid19")  # a spelling the word vocabulary lacks
+    for e in (words, expert):
+        again = NotesExpert.from_dict(json.loads(json.dumps(e.to_dict())))
+        np.testing.assert_allclose(again.logits(probe), e.logits(probe), atol=1e-5)
+        for note in probe:  # the shares an attribution splits onto the words sum to the evidence
+            assert sum(v for *_, v in e.span_contributions(note)) == pytest.approx(e.feature(note), abs=1e-9)
     assert expert.contributions("covid fever")[0][1] > 0
     # cross-fitted logits never come from an expert that saw the row's patient
     groups = np.array([f"p{i % 8}" for i in range(len(texts))])
@@ -141,14 +154,18 @@ def test_notes_expert_matches_scikit_learn_and_round_trips():
 
 
 def test_notes_expert_feature_is_word_evidence_only():
-    """A note sharing no word with the expert's vocabulary is neutral for the fusion model, not the training prior."""
+    """A note sharing no term (word or character n-gram) with the expert's vocabulary is neutral for the fusion model,
+    not the training prior."""
     from medmm.models.notes_expert import NotesExpert
 
     texts = ["covid positive fever", "covid pcr positive", "fever and cough covid", "strep pneumo"] * 4
     y = np.array([1, 1, 1, 0] * 4, dtype=float)  # mostly positive: a clearly positive intercept
     expert = NotesExpert.fit(texts, y, "COVID-19")
     assert expert.intercept > 0.3
-    assert expert.feature("left knee arthroscopy planned") == 0.0 == expert.feature(None)
+    assert expert.feature("zzz qqq 777") == 0.0 == expert.feature(None)
+    # a word model is neutral on any note without its words; character n-grams also read parts of unknown words
+    words = NotesExpert.fit(texts, y, "COVID-19", char_ngrams=None)
+    assert words.feature("left knee arthroscopy planned") == 0.0 != expert.feature("left knee arthroscopy planned")
     assert expert.feature("covid fever") == pytest.approx(expert.logit("covid fever") - expert.intercept)
     assert expert.feature("covid fever") > 0 > expert.feature("strep pneumo")
     # the per-occurrence shares an attribution splits onto the words sum to the evidence
@@ -159,7 +176,7 @@ def test_notes_expert_feature_is_word_evidence_only():
     old = expert.to_dict()
     del old["centred"]
     legacy = NotesExpert.from_dict(old)
-    assert legacy.feature("left knee arthroscopy planned") == pytest.approx(expert.intercept, abs=1e-6)
+    assert legacy.feature("zzz qqq 777") == pytest.approx(expert.intercept, abs=1e-6)
 
 
 def test_expert_weight_starts_at_the_calibrated_slope():

@@ -614,6 +614,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                          "of words and notes expert only)")
     ap.add_argument("--notes-expert", default=d.notes_expert,
                     help="finding of the TF-IDF + logistic-regression notes expert fed to the fusion ('' for none)")
+    ap.add_argument("--notes-expert-chars", action=argparse.BooleanOptionalAction, default=d.notes_expert_chars,
+                    help="character 2-5-grams in the notes expert beside its word 1-2-grams (off: words only)")
     ap.add_argument("--source-weights", type=_source_weights,
                     default=",".join(f"{k}={v:g}" for k, v in d.source_weights.items()),
                     help="loss weight per source, e.g. nih=2,nih_sample=4,covid=1.5 (unnamed sources: 1)")
@@ -643,6 +645,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                   target_sensitivity=args.target_sensitivity, adult_specificity=args.adult_specificity,
                   seed=args.seed, limit_per_source=args.limit_per_source, bag_of_words_dim=args.bag_of_words_dim,
                   sentence_embedding=args.sentence_embedding, notes_expert=args.notes_expert or None,
+                  notes_expert_chars=args.notes_expert_chars,
                   expert_weight_init=args.expert_weight_init,
                   source_weights=args.source_weights if isinstance(args.source_weights, dict)
                   else _source_weights(args.source_weights))
@@ -717,10 +720,12 @@ class Run:
         both = {s for s in set(self.sources) if len(np.unique(y[(self.sources == s) & ~np.isnan(y)])) == 2}
         y[~np.isin(self.sources, sorted(both))] = np.nan
         vec = np.zeros(len(self.records), np.float32)
+        chars = (2, 5) if self.cfg.notes_expert_chars else None
         vec[train_idx] = cross_fitted_features([notes[i] for i in train_idx], y[train_idx], self.groups[train_idx],
-                                             self.cfg.notes_expert, seed=self.cfg.seed)
+                                             self.cfg.notes_expert, seed=self.cfg.seed, char_ngrams=chars)
         known = [i for i in train_idx if notes[i] is not None and not np.isnan(y[i])]
-        expert = NotesExpert.fit([notes[i] for i in known], y[known], self.cfg.notes_expert) if known else None
+        expert = (NotesExpert.fit([notes[i] for i in known], y[known], self.cfg.notes_expert, char_ngrams=chars)
+                  if known else None)
         if expert is not None and len(test_idx):
             vec[test_idx] = expert.features([notes[i] for i in test_idx])
         has_notes = np.array([n is not None for n in notes])
