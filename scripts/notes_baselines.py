@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     notes, y = [records[i].notes for i in rows], labels[rows, j]
     groups = np.array([records[i].patient_id for i in rows])
     print(f"{len(rows)} notes, {int(y.sum())} COVID-19, {len(np.unique(groups))} patients")
-    variants = {"words (TF-IDF baseline)": None, "words + characters (default)": (2, 5)}
+    variants = {"words (TF-IDF baseline; the default)": None, "words + characters (--notes-expert-chars)": (2, 5)}
     aucs: dict[str, list[float]] = {name: [] for name in variants}
     for seed in range(args.seeds):
         folds = grouped_folds(groups, args.folds, seed)
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                 expert = NotesExpert.fit([notes[i] for i in tr], y[tr], "COVID-19", char_ngrams=chars)
                 score[va] = expert.features([notes[i] for i in va])
             aucs[name].append(roc_auc(y, score))
-    base = np.array(aucs["words (TF-IDF baseline)"])
+    base = np.array(aucs["words (TF-IDF baseline; the default)"])
     print("| notes expert | AUC (mean ± std over seeds) | paired difference to words |\n|---|---|---|")
     for name, values in aucs.items():
         v = np.array(values)

@@ -134,8 +134,8 @@ def test_notes_expert_matches_scikit_learn_and_round_trips():
     clf = LogisticRegression(C=10.0, max_iter=3000).fit(vec.fit_transform(texts), y)
     probe = ["new covid case with fever", "strep", "nothing known here", "SARS-CoV-2  PCR\n positive", "covid19"]
     np.testing.assert_allclose(words.logits(probe), clf.decision_function(vec.transform(probe)), atol=1e-5)
-    # the default adds character 2-5-grams inside words, as scikit-learn's char_wb + FeatureUnion computes them
-    expert = NotesExpert.fit(texts, y, "COVID-19")
+    # character 2-5-grams inside words beside the words, as scikit-learn's char_wb + FeatureUnion computes them
+    expert = NotesExpert.fit(texts, y, "COVID-19", char_ngrams=(2, 5))
     union = make_union(vec, TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True))
     clf = LogisticRegression(C=10.0, max_iter=3000).fit(union.fit_transform(texts), y)
     np.testing.assert_allclose(expert.logits(probe), clf.decision_function(union.transform(probe)), atol=1e-5)
@@ -160,7 +160,7 @@ def test_notes_expert_feature_is_word_evidence_only():
 
     texts = ["covid positive fever", "covid pcr positive", "fever and cough covid", "strep pneumo"] * 4
     y = np.array([1, 1, 1, 0] * 4, dtype=float)  # mostly positive: a clearly positive intercept
-    expert = NotesExpert.fit(texts, y, "COVID-19")
+    expert = NotesExpert.fit(texts, y, "COVID-19", char_ngrams=(2, 5))
     assert expert.intercept > 0.3
     assert expert.feature("zzz qqq 777") == 0.0 == expert.feature(None)
     # a word model is neutral on any note without its words; character n-grams also read parts of unknown words

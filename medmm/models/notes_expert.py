@@ -1,4 +1,4 @@
-"""A bag-of-words notes expert: TF-IDF (word 1-2-grams, and character 2-5-grams inside words) + logistic
+"""A bag-of-words notes expert: TF-IDF (word 1-2-grams; optionally character 2-5-grams inside words) + logistic
 regression for one finding.
 
 The frozen sentence encoder's mean-pooled embedding blurs the few words that decide a label (a pathogen named in
@@ -13,10 +13,11 @@ intercept is the prior of the notes it was fitted on (the COVID collection, most
 left in, any note that shares no word with that vocabulary (a knee pre-op note on an adult film) would arrive as
 "+2.0 towards COVID-19". Centred, a note without known words is neutral (0), as a note that is absent is.
 
-Character n-grams (scikit-learn's ``char_wb``, each part L2-normalised on its own as a ``FeatureUnion`` does)
+Optional character n-grams (``char_ngrams=(2, 5)``: scikit-learn's ``char_wb``, each part L2-normalised on its own as a ``FeatureUnion`` does)
 read spellings the word tokens split or miss ("covid19", "sars-cov-2", "pneumonitis"): on the COVID
 collection's notes, patient-grouped 5-fold CV over 10 fold seeds, they add 0.005 ± 0.007 AUC (paired) to the
-word model, 0.868 -> 0.872 (``scripts/notes_baselines.py``): a small gain, within one seed's spread.
+word model, 0.868 -> 0.872 (``scripts/notes_baselines.py``), and nothing (-0.001) on the training recipe's own
+folds: within the noise, so training leaves them off unless asked (``--notes-expert-chars``).
 
 Stored in the checkpoint JSON (vocabulary, idf, coefficients): plain numbers, no pickle. ``contributions`` gives
 each term's share of the logit, so the app can show which words the expert used.
@@ -80,7 +81,7 @@ class NotesExpert:
     # -------------------------------------------------------------------------------------------- fit / apply
     @classmethod
     def fit(cls, texts: Sequence[str], y: Sequence[float], finding: str, C: float = 10.0,
-            char_ngrams: tuple[int, int] | None = (2, 5)) -> "NotesExpert":
+            char_ngrams: tuple[int, int] | None = None) -> "NotesExpert":
         from scipy.sparse import hstack
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
@@ -212,7 +213,7 @@ class NotesExpert:
 
 
 def cross_fitted_features(texts: Sequence[str | None], y: np.ndarray, groups: np.ndarray, finding: str,
-                          k: int = 5, seed: int = 0, char_ngrams: tuple[int, int] | None = (2, 5)) -> np.ndarray:
+                          k: int = 5, seed: int = 0, char_ngrams: tuple[int, int] | None = None) -> np.ndarray:
     """Expert features (``NotesExpert.features``) for every row with notes, each from an expert fitted without
     that row's patient."""
     from sklearn.model_selection import GroupKFold
