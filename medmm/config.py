@@ -80,6 +80,9 @@ class TrainConfig:
     finetune_blocks: int = 4        # last N backbone stages (+ the head conv/norm) trained; earlier ones frozen, cached
     modality_dropout: float = 0.3
     borrow_notes: float = 0.0        # >0: NIH films borrow IU indications (Batcher.notes_donors); off: MODEL_CARD
+    # >0: image-only films are also shown with a note that carries no evidence (expert column 0), so that the mere
+    # presence of notes stops meaning "COVID collection" (Batcher.get; expert-only notes pathway; MODEL_CARD)
+    null_notes: float = 0.0
     contrastive_weight: float = 0.0
     target_sensitivity: float = 0.9  # operating point per finding, on out-of-fold predictions
     adult_specificity: float = 0.97  # COVID-19 threshold: at least this specificity on adult non-COVID films

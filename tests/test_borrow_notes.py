@@ -58,3 +58,29 @@ def test_borrowed_rows_read_the_donors_notes_and_keep_their_labels() -> None:
     assert plain.pooled[:, 0].tolist() == [0.0, 1.0, 2.0, 5.0] and plain.has_txt.tolist() == [0.0, 0.0, 0.0, 1.0]
     never = b.get(idx, view="clean", generator=torch.Generator().manual_seed(0), borrow=(0.0, donors))
     assert never.has_txt.tolist() == plain.has_txt.tolist()
+
+
+def test_null_notes_show_image_only_films_with_a_note_without_evidence() -> None:
+    """``null_notes``: an image-only film is presented with notes whose expert evidence is 0, so that training
+    sees notes on films from every source, not only the COVID collection's; films with notes keep theirs."""
+    b = _batcher()
+    idx = [0, 1, 2, 5]
+    batch = b.get(idx, view="clean", generator=torch.Generator().manual_seed(0), null_notes=1.0)
+    assert batch.has_txt.tolist() == [1.0, 1.0, 1.0, 1.0]
+    assert batch.expert.tolist() == [0.0, 0.0, 0.0, 50.0]        # no evidence; the COVID film keeps its own
+    assert torch.equal(batch.allowed, b.allowed[idx])
+    assert b.get(idx, view="clean").has_txt.tolist() == [0.0, 0.0, 0.0, 1.0]  # evaluation: off
+    some = [b.get(idx, view="clean", generator=torch.Generator().manual_seed(s), null_notes=0.5).has_txt[:3].sum()
+            for s in range(40)]
+    assert 0 < float(sum(some)) / (40 * 3) < 1                     # a probability, not all-or-nothing
+
+
+def test_null_notes_need_an_expert_only_notes_pathway() -> None:
+    import pytest
+
+    from medmm.training.train import parse_args
+
+    _, cfg = parse_args(["--null-notes", "0.5", "--no-sentence-embedding", "--bag-of-words-dim", "0"])
+    assert cfg.null_notes == 0.5
+    with pytest.raises(SystemExit):
+        parse_args(["--null-notes", "0.5"])  # the default pathway reads zero features as if they were a note

@@ -215,9 +215,14 @@ class Batcher:
         return {v: donors[nf[donors] == v] for v in BORROW_LABELS}
 
     def get(self, idx: list[int], *, view: str, drop: str | None = None, generator: torch.Generator | None = None,
-            modality_dropout: float = 0.0, borrow: tuple[float, dict[float, np.ndarray]] | None = None) -> Batch:
+            modality_dropout: float = 0.0, borrow: tuple[float, dict[float, np.ndarray]] | None = None,
+            null_notes: float = 0.0) -> Batch:
         """``view``: 'clean' or 'random' (a random cached view per image); ``drop``: force 'image' or 'notes' off;
-        ``borrow``: (probability, :meth:`notes_donors`): adult image-only films take a donor's notes features."""
+        ``borrow``: (probability, :meth:`notes_donors`): adult image-only films take a donor's notes features;
+        ``null_notes``: probability that an image-only film is presented with a note that carries no evidence (the
+        notes expert's column at 0; what a note sharing no term with the expert's vocabulary gives), after modality
+        dropout. Only for a model whose fusion reads the notes through the expert alone (``parse_args`` checks):
+        there such a note is exactly that, while for the other notes pathways zero features are no real note."""
         has_img = self.has_image[idx].clone()
         has_txt = self.has_text[idx].clone()
         text_rows = torch.tensor(idx)          # whose notes features each row reads (its own unless borrowed)
@@ -242,6 +247,10 @@ class Batcher:
             dropped = both & (r < modality_dropout)
             has_img &= ~(dropped & side)
             has_txt &= ~(dropped & ~side)
+        null = torch.zeros(len(idx), dtype=torch.bool)
+        if null_notes > 0:  # the row's own (empty) text cache entry, its expert column set to 0 below
+            null = has_img & ~has_txt & ~self.has_text[idx] & (torch.rand(len(idx), generator=generator) < null_notes)
+            has_txt |= null
         stems = None
         img_rows = [k for k, i in enumerate(idx) if has_img[k]]
         if img_rows:
@@ -259,7 +268,7 @@ class Batcher:
         return Batch(stems, img_rows, self.text.pooled[tr].to(d), self.text.ids[tr, :t].to(d),
                      self.text.mask[tr, :t].to(d), has_img.float().to(d), has_txt.float().to(d),
                      self.allowed[idx].to(d), self.weight[idx].to(d),
-                     None if self.text.expert is None else self.text.expert[tr].to(d))
+                     None if self.text.expert is None else self.text.expert[tr].masked_fill(null, 0.0).to(d))
 
 
 def mask_borders(stems: torch.Tensor, generator: torch.Generator, p: float = 0.5, max_frac: float = 0.12) -> torch.Tensor:
@@ -355,7 +364,8 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
         running = 0.0
         for step in bar:
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size].tolist()
-            batch = batcher.get(idx, view="random", generator=g, modality_dropout=cfg.modality_dropout, borrow=borrow)
+            batch = batcher.get(idx, view="random", generator=g, modality_dropout=cfg.modality_dropout, borrow=borrow,
+                                null_notes=cfg.null_notes)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 states, img_feat = (ddp(batch, g) if ddp is not None else forward_batch(model, batch, cfg.finetune_blocks, g))
                 loss = partial_label_nll(states.float(), batch.allowed, batch.weight)
@@ -621,6 +631,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                     help="loss weight per source, e.g. nih=2,nih_sample=4,covid=1.5 (unnamed sources: 1)")
     ap.add_argument("--aug-views", type=int, default=2, help="augmented cached views per image (plus one clean)")
     ap.add_argument("--modality-dropout", type=float, default=d.modality_dropout)
+    ap.add_argument("--null-notes", type=float, default=d.null_notes,
+                    help="probability that an image-only training film gets a note without evidence (the fusion must "
+                         "read the notes through the expert only: --no-sentence-embedding --bag-of-words-dim 0)")
     ap.add_argument("--borrow-notes", type=float, default=d.borrow_notes,
                     help="probability that an adult image-only (NIH) film borrows an IU indication with the same "
                          "No Finding label in training (0: off)")
@@ -640,7 +653,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
     cfg = replace(d, sources=tuple(s for s in args.sources.split(",") if s), manifest=args.manifest,
                   folds=args.folds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   encoder_lr=args.encoder_lr, finetune_blocks=args.finetune_blocks,
-                  modality_dropout=args.modality_dropout, borrow_notes=args.borrow_notes,
+                  modality_dropout=args.modality_dropout, borrow_notes=args.borrow_notes, null_notes=args.null_notes,
                   contrastive_weight=args.contrastive_weight,
                   target_sensitivity=args.target_sensitivity, adult_specificity=args.adult_specificity,
                   seed=args.seed, limit_per_source=args.limit_per_source, bag_of_words_dim=args.bag_of_words_dim,
@@ -649,6 +662,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                   expert_weight_init=args.expert_weight_init,
                   source_weights=args.source_weights if isinstance(args.source_weights, dict)
                   else _source_weights(args.source_weights))
+    if cfg.null_notes > 0 and (cfg.sentence_embedding or cfg.bag_of_words_dim or not cfg.notes_expert):
+        ap.error("--null-notes needs a fusion that reads the notes through the notes expert only "
+                 "(--no-sentence-embedding --bag-of-words-dim 0 and a --notes-expert)")
     return args, cfg
 
 
