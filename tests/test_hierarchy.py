@@ -211,3 +211,12 @@ def test_notes_that_move_a_probability_are_named_on_adult_films():
     assert not any(w.startswith("The notes raised") for w in alone.warnings)
     child = pipe.predict([ex / "01_child_normal.jpeg"], (ex / "01_child_normal.txt").read_text())
     assert not any(w.startswith("The notes raised") for w in child.warnings)
+    # the other direction: the child with bacterial pneumonia loses its Pneumonia call with its notes (shipped
+    # checkpoint: 1.00 image alone, 0.96 with the notes, threshold 0.98); the screen says which call the notes removed
+    sick = ex / "02_child_bacterial_pneumonia.jpeg"
+    sick_alone, sick_notes = pipe.predict([sick]), pipe.predict([sick], (ex / "02_child_bacterial_pneumonia.txt").read_text())
+    assert "Pneumonia" in sick_alone.positive and "Pneumonia" not in sick_notes.positive   # the failure mode itself
+    lost = [w for w in sick_notes.warnings if w.startswith("Called on the image alone but not with the notes")]
+    assert len(lost) == 1 and "Pneumonia (1.00 on the image alone, 0.96 with the notes)" in lost[0]
+    assert "children's films" in lost[0]
+    assert not any(w.startswith("Called on the image alone") for w in sick_alone.warnings + child.warnings)
