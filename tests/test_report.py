@@ -195,6 +195,23 @@ def test_draft_normal_and_pneumonia(shipped_bank: SentenceBank) -> None:
                    for s in pneu.sentences for m in find_mentions(s.text))
 
 
+def test_draft_says_not_called_when_a_high_probability_is_under_its_threshold(shipped_bank: SentenceBank) -> None:
+    """Pneumonia at 0.96 under a 0.98 operating threshold (the child example with its notes): the draft says it is
+    not called and why, never "no radiographic evidence of pneumonia" or a retrieved "no pneumonia" sentence."""
+    thresholds = {"No Finding": 0.83, "Pneumonia": 0.984, "Bacterial pneumonia": 0.41, "Viral pneumonia": 0.11,
+                  "COVID-19": 0.52}
+    pred = make_prediction((0.02, 0.962, 0.49, 0.35, 0.13), thresholds)
+    assert pred.positive == ("Bacterial pneumonia", "Viral pneumonia")  # make_prediction ignores the hierarchy
+    pred = replace(pred, positive=())                                    # what the pipeline calls: nothing
+    report = draft_report(pred, "Child, 4 years, fever", shipped_bank)
+    assert ("No pneumonia is called at the model's operating point, although the model probability is 0.96 "
+            "(threshold 0.98); review the image.") in report.impression
+    assert "evidence of pneumonia" not in report.to_text() and label_text(report.findings).get("Pneumonia") is None
+    assert check_consistency(report.to_text(), pred) == []
+    low = draft_report(make_prediction((0.9, 0.2, 0.1, 0.1, 0.05), thresholds), None, shipped_bank)
+    assert "No radiographic evidence of pneumonia (model probability 0.20)." in low.impression
+
+
 def test_draft_hedges_possible_band() -> None:
     pred = make_prediction((0.2, 0.55, 0.3, 0.3, 0.1))
     report = draft_report(pred, None, SentenceBank.empty())

@@ -79,13 +79,21 @@ def _p(prob: float) -> str:
     return f"(model probability {prob:.2f})"
 
 
-def _finding_template(finding: str, band: str, prob: float, image: bool) -> str:
+# A finding not called although the model leans towards it (probability >= this, below its operating threshold):
+# the draft says "not called", never "no evidence" (a child's pneumonia at 0.96 under a 0.98 threshold).
+HIGH_BUT_NOT_CALLED = 0.5
+
+
+def _finding_template(finding: str, band: str, prob: float, image: bool, threshold: float | None = None) -> str:
     """Hedged one-line statement for a modelled finding (templated, never retrieved)."""
     if finding == "Pneumonia":
         if band == "likely":
             return f"Findings consistent with pneumonia {_p(prob)}."
         if band == "possible":
             return f"Pneumonia cannot be excluded {_p(prob)}."
+        if prob >= HIGH_BUT_NOT_CALLED and threshold is not None:
+            return (f"No pneumonia is called at the model's operating point, although the model probability is "
+                    f"{prob:.2f} (threshold {threshold:.2f}); review the image.")
         where = "radiographic evidence of pneumonia" if image else "evidence of pneumonia from the available inputs"
         return f"No {where} {_p(prob)}."
     if finding == "No Finding":
@@ -284,6 +292,8 @@ def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank |
     sub_pos = [f for f in SUBTYPES if bands.get(f) in POSITIVE_BANDS]
     competing = competing_subtypes(bands)
     pneu = bands.get("Pneumonia")
+    # not called, but the model leans towards it: no "no pneumonia" sentence in Findings (the Impression says why)
+    leaning = pneu == "negative" and probs.get("Pneumonia", 0.0) >= HIGH_BUT_NOT_CALLED
     covid_not_viral = bands.get("COVID-19") in POSITIVE_BANDS and bands.get("Viral pneumonia") == "negative" \
         and not competing
     inconsistent = bool((nf in POSITIVE_BANDS and pf_pos) or (pneu == "negative" and sub_pos) or covid_not_viral)
@@ -306,7 +316,7 @@ def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank |
     warnings += consistency_warnings(prediction)
 
     # ---- Findings: one statement about pneumonia (the only radiographic finding modelled), then the scope.
-    if pneu is not None and not (pneu == "negative" and sub_pos):
+    if pneu is not None and not (pneu == "negative" and sub_pos) and not leaning:
         wanted = {"negative": "negative", "possible": "uncertain", "likely": "positive"}[pneu]
         pick = next((i for i in eligible if bank.labels(i) == {"Pneumonia": wanted}
                      and not (wanted != "negative" and _LOCATION_RE.search(bank.texts[i]))), None)
@@ -337,7 +347,8 @@ def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank |
     elif nf == "negative" and not pf_pos:
         impression.append(templated("impression", T_NF_NEGATIVE))
     if pneu == "negative" and not sub_pos:
-        impression.append(templated("impression", _finding_template("Pneumonia", "negative", probs["Pneumonia"], image)))
+        impression.append(templated("impression", _finding_template("Pneumonia", "negative", probs["Pneumonia"], image,
+                                                                    prediction.thresholds.get("Pneumonia"))))
 
     if not impression:
         impression.append(templated("impression", "No statement could be drafted for the modelled findings."))
