@@ -80,7 +80,8 @@ def test_null_notes_need_an_expert_only_notes_pathway() -> None:
 
     from medmm.training.train import parse_args
 
-    _, cfg = parse_args(["--null-notes", "0.5", "--no-sentence-embedding", "--bag-of-words-dim", "0"])
-    assert cfg.null_notes == 0.5
-    with pytest.raises(SystemExit):
-        parse_args(["--null-notes", "0.5"])  # the default pathway reads zero features as if they were a note
+    _, cfg = parse_args(["--null-notes", "0.5"])  # the default notes pathway is the expert's evidence only
+    assert cfg.null_notes == 0.5 and not cfg.sentence_embedding and cfg.bag_of_words_dim == 0
+    for other in (["--sentence-embedding"], ["--bag-of-words-dim", "128"]):  # they would read zeros as a note
+        with pytest.raises(SystemExit):
+            parse_args(["--null-notes", "0.5", *other])
