@@ -208,6 +208,9 @@ def test_draft_says_not_called_when_a_high_probability_is_under_its_threshold(sh
             "(threshold 0.98); review the image.") in report.impression
     assert "evidence of pneumonia" not in report.to_text() and label_text(report.findings).get("Pneumonia") is None
     assert check_consistency(report.to_text(), pred) == []
+    close = draft_report(replace(make_prediction((0.02, 0.979, 0.49, 0.35, 0.13), thresholds), positive=()), None,
+                         shipped_bank)
+    assert "probability is 0.979 (threshold 0.984)" in close.impression   # enough digits to tell them apart
     low = draft_report(make_prediction((0.9, 0.2, 0.1, 0.1, 0.05), thresholds), None, shipped_bank)
     assert "No radiographic evidence of pneumonia (model probability 0.20)." in low.impression
 

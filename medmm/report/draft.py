@@ -92,8 +92,9 @@ def _finding_template(finding: str, band: str, prob: float, image: bool, thresho
         if band == "possible":
             return f"Pneumonia cannot be excluded {_p(prob)}."
         if prob >= HIGH_BUT_NOT_CALLED and threshold is not None:
+            digits = 2 if f"{prob:.2f}" != f"{threshold:.2f}" else 3  # never "0.98 (threshold 0.98)"
             return (f"No pneumonia is called at the model's operating point, although the model probability is "
-                    f"{prob:.2f} (threshold {threshold:.2f}); review the image.")
+                    f"{prob:.{digits}f} (threshold {threshold:.{digits}f}); review the image.")
         where = "radiographic evidence of pneumonia" if image else "evidence of pneumonia from the available inputs"
         return f"No {where} {_p(prob)}."
     if finding == "No Finding":
