@@ -224,20 +224,21 @@ class Pipeline:
             parts = ", ".join(f"{f} (image alone {alone[self.findings.index(f)]:.2f})" for f in notes_only)
             extra.append(f"Called because of the notes, not the image: {parts}. The notes pathway reads words and "
                          "was trained on adult COVID-collection notes; check that the notes support it.")
+        adult = pred.image_embedding is not None and self.looks_adult(pred.image_embedding)
         # and one the image alone would call that the notes took away (a child's film with notes: notes were never
         # seen on children's films in training, and the pneumonia threshold sits at ~0.98)
         lost = [f for f in by_image if f not in pred.positive]
         if lost:
             parts = ", ".join(f"{f} ({alone[self.findings.index(f)]:.2f} on the image alone, {pred.findings[f]:.2f} "
                               "with the notes)" for f in lost)
-            why = ("" if pred.image_embedding is not None and self.looks_adult(pred.image_embedding) else
+            why = ("" if adult else
                    " The children's films the model learned from came without notes (see the model card).")
             extra.append(f"Called on the image alone but not with the notes: {parts}. Check whether the notes really "
                          f"argue against it.{why}")
-        extra += self._notes_shift_warnings(pred, alone, set(notes_only))
+        extra += self._notes_shift_warnings(pred, alone, set(notes_only), adult)
         return replace(pred, warnings=pred.warnings + tuple(extra)) if extra else pred
 
-    def _notes_shift_warnings(self, pred: Prediction, alone: np.ndarray, said: set[str]) -> list[str]:
+    def _notes_shift_warnings(self, pred: Prediction, alone: np.ndarray, said: set[str], adult: bool) -> list[str]:
         """A probability the notes raised by ``NOTES_SHIFT`` or more over the image alone, called or not, is named
         with both figures. On an adult film the model card's failure mode is quoted: there any note raises
         COVID-19, whatever it says (the knee pre-op example: 0.01 image alone, 0.62 with a note whose words argue
@@ -248,7 +249,7 @@ class Pipeline:
             return []
         parts = ", ".join(f"{f} from {a:.2f} (image alone) to {b:.2f}" for f, a, b in raised)
         text = f"The notes raised {parts}."
-        if pred.image_embedding is not None and self.looks_adult(pred.image_embedding):
+        if adult:
             text += (" On adult films the notes pathway raises COVID-19 and viral pneumonia whatever the notes say "
                      "(it learned that adult films with notes come from a COVID-19 collection; see the model card): "
                      "weigh the image-alone figures.")

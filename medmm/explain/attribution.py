@@ -502,15 +502,9 @@ def _expert_token_scores(expert: Any, tokenizer: Any, ids: list[int], notes: str
     offsets = _offsets(tokenizer, ids, notes)
     if offsets is None or evidence == 0.0:
         return out
-    special = set(getattr(tokenizer, "all_special_ids", []))
-    words: list[list[int]] = []  # [first token, start, end]
-    for i, (tok, tid) in enumerate(zip(tokenizer.convert_ids_to_tokens(ids), ids)):
-        if tid in special:
-            continue
-        if tok.startswith("##") and words:
-            words[-1][2] = offsets[i][1]
-        else:
-            words.append([i, *offsets[i]])
+    # (first token, start, end) per word: the occlusion's word grouping, one word per span
+    words = [(span[0], offsets[span[0]][0], offsets[span[-1]][1])
+             for span in _word_spans(tokenizer, ids, max_spans=max(1, len(ids)))]
     for start, end, share in expert.span_contributions(notes):
         hit = [w[0] for w in words if w[1] < end and start < w[2]]
         for i in hit:

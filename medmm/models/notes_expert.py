@@ -106,28 +106,25 @@ class NotesExpert:
         return out
 
     @staticmethod
-    def _tfidf(counts: dict[int, int], idf: np.ndarray) -> dict[int, float]:
-        vals = {j: (1 + math.log(c)) * idf[j] for j, c in counts.items()}  # sublinear tf x idf
+    def _tfidf(terms: Sequence[str], vocabulary: dict[str, int], idf: np.ndarray) -> dict[int, float]:
+        """Sublinear tf x idf of the known ``terms``, L2-normalised (scikit-learn's ``TfidfVectorizer``)."""
+        counts: dict[int, int] = {}
+        for t in terms:
+            j = vocabulary.get(t)
+            if j is not None:
+                counts[j] = counts.get(j, 0) + 1
+        vals = {j: (1 + math.log(c)) * idf[j] for j, c in counts.items()}
         norm = math.sqrt(sum(v * v for v in vals.values())) or 1.0
         return {j: v / norm for j, v in vals.items()}
 
     def _vector(self, text: str) -> dict[int, float]:
-        counts: dict[int, int] = {}
-        for t in _terms(text or ""):
-            j = self.vocabulary.get(t)
-            if j is not None:
-                counts[j] = counts.get(j, 0) + 1
-        return self._tfidf(counts, self.idf)
+        return self._tfidf(_terms(text or ""), self.vocabulary, self.idf)
 
     def _char_vector(self, text: str) -> dict[int, float]:
         if not self.char_vocabulary:
             return {}
-        counts: dict[int, int] = {}
-        for _, _, g in _char_spans((text or "").lower(), self.char_ngrams):
-            j = self.char_vocabulary.get(g)
-            if j is not None:
-                counts[j] = counts.get(j, 0) + 1
-        return self._tfidf(counts, self.char_idf)
+        grams = [g for _, _, g in _char_spans((text or "").lower(), self.char_ngrams)]
+        return self._tfidf(grams, self.char_vocabulary, self.char_idf)
 
     def logit(self, text: str | None) -> float:
         if not text:
