@@ -2,6 +2,7 @@
 
     python scripts/oof_compare.py runs/r7 runs/r9 runs/r10            # the MODEL_CARD comparison rows
     python scripts/oof_compare.py runs/r7 --expert-boost             # + notes-only with extra notes-expert weight
+    python scripts/oof_compare.py runs/r11 runs/r12 --per-fold       # per finished fold (runs stopped mid-CV too)
 
 Per run: COVID-19 AUC on the COVID-collection rows with notes (image + notes / image only / notes only),
 normal-vs-abnormal AUC on ``nih_sample`` (1 - P(No Finding)) and pneumonia AUC on Kermany. Probabilities are
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--expert-boost", action="store_true")
+    ap.add_argument("--per-fold", action="store_true",
+                    help="one row per finished fold, from RUN/folds/fold*.npz (no oof.npz needed)")
     args = ap.parse_args(argv)
     records = load_records(TrainConfig().sources)
     labels, sources = label_matrix(records), np.array([r.source for r in records])
@@ -46,15 +49,31 @@ def main(argv: list[str] | None = None) -> int:
     cj, nf, pn = (FINDINGS.index(f) for f in ("COVID-19", "No Finding", "Pneumonia"))
     covid = (sources == "covid") & np.array([n is not None for n in notes]) & ~np.isnan(labels[:, cj])
     nih, kermany = sources == "nih_sample", sources == "kermany"
+    def row(logits: dict, m: np.ndarray) -> list[float]:
+        """The five AUCs on the rows ``m`` (``logits[c]`` indexed like ``m``'s true positions)."""
+        out = [roc_auc(labels[covid & m, cj], _probs(logits[c][covid[m]])[:, cj])
+               for c in ("full", "image_only", "notes_only")]
+        out.append(roc_auc(1 - labels[nih & m, nf], 1 - _probs(logits["full"][nih[m]])[:, nf]))
+        out.append(roc_auc(labels[kermany & m, pn], _probs(logits["full"][kermany[m]])[:, pn]))
+        return out
+
     print("| run | image + notes | image only | notes only | nih_sample | Kermany |\n|---|---|---|---|---|---|")
+    if args.per_fold:
+        for run in args.runs:
+            for path in sorted((run / "folds").glob("fold*.npz")):
+                f = np.load(path)
+                m = np.zeros(len(records), bool)
+                m[f["val_idx"]] = True
+                order = np.argsort(f["val_idx"])  # fold files list their rows in val_idx order
+                print(f"| {run} {path.stem} | " + " | ".join(
+                    f"{v:.3f}" for v in row({c: f[c][order] for c in ("full", "image_only", "notes_only")}, m)) + " |")
+        return 0
     for run in args.runs:
         d = np.load(run / "oof.npz")
         if not np.array_equal(d["sources"], sources):
             raise SystemExit(f"{run}: its records are not the default sources' (other --sources or data)")
-        row = [roc_auc(labels[covid, cj], _probs(d[c][covid])[:, cj]) for c in ("full", "image_only", "notes_only")]
-        row.append(roc_auc(1 - labels[nih, nf], 1 - _probs(d["full"][nih])[:, nf]))
-        row.append(roc_auc(labels[kermany, pn], _probs(d["full"][kermany])[:, pn]))
-        print(f"| {run} | " + " | ".join(f"{v:.3f}" for v in row) + " |")
+        everyone = np.ones(len(records), bool)
+        print(f"| {run} | " + " | ".join(f"{v:.3f}" for v in row(d, everyone)) + " |")
         if args.expert_boost:
             y, evidence = labels[:, cj], np.zeros(len(records))
             for k in np.unique(d["folds"]):
