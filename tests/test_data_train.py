@@ -117,3 +117,27 @@ def test_contrastive_term_trains_on_the_projected_notes_features(tmp_path, sente
                   "--contrastive-weight", "0.1", sentence]) == 0
     model, meta = load_checkpoint(out / "checkpoint")[:2]
     assert meta.model.sentence_embedding is (sentence == "--sentence-embedding")
+
+
+def test_weight_average_is_the_warmed_up_exponential_average_and_apply_writes_it():
+    """``--ema-decay``: after each step the shadow is ``d_k * shadow + (1 - d_k) * weight`` with the warmed-up
+    decay ``d_k = min(decay, (1 + k) / (10 + k))``; ``apply`` puts the average, not the last weight, in the model."""
+    import torch
+
+    from medmm.training.train import WeightAverage
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    ema = WeightAverage([p], decay=0.9)
+    expected = np.zeros(3)
+    for k, value in enumerate([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0], start=1):
+        with torch.no_grad():
+            p.fill_(value)
+        ema.update()
+        d = min(0.9, (1 + k) / (10 + k))
+        expected = d * expected + (1 - d) * value
+    assert ema.steps == 12
+    np.testing.assert_allclose(ema.shadow[0].numpy(), expected, rtol=1e-6)
+    assert float(p[0]) == 12.0
+    ema.apply()
+    np.testing.assert_allclose(p.detach().numpy(), expected, rtol=1e-6)
+    assert 0 < expected[0] < 12.0

@@ -69,12 +69,14 @@ class ImageEncoder(nn.Module):
     can cache the frozen early layers and fine-tune only the tail (EfficientNet-style models with ``blocks``).
     """
 
-    def __init__(self, name: str, weights: str | None) -> None:
+    def __init__(self, name: str, weights: str | None, pool: str = "avg") -> None:
         super().__init__()
         import timm
 
         self.name = name
         self.backbone = backbone_for(name)
+        if pool != "avg" and (self.backbone.family == "vit" or pool not in ("avgmax", "max")):
+            raise ValueError(f"image pooling {pool!r}: convolutional backbones take 'avg', 'avgmax' or 'max'")
         if weights == "timm":  # needs internet or a populated HF cache
             self.model = timm.create_model(name, pretrained=True, num_classes=0)
         else:
@@ -85,6 +87,8 @@ class ImageEncoder(nn.Module):
                 full.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
             full.reset_classifier(0)
             self.model = full
+        if pool != "avg":
+            self.model.reset_classifier(0, global_pool=pool)
         self.num_features: int = self.model.num_features
         self.pretrained_cfg = dict(getattr(self.model, "pretrained_cfg", {}))
 

@@ -227,6 +227,6 @@ class MedMM(nn.Module):
 
 def create_model(cfg: ModelConfig, *, pretrained: bool = True, with_text: bool = True) -> MedMM:
     """Build the model; ``pretrained`` loads the encoders' offline weights (False: random image encoder, for tests)."""
-    image = ImageEncoder(cfg.image_encoder, cfg.image_weights if pretrained else None)
+    image = ImageEncoder(cfg.image_encoder, cfg.image_weights if pretrained else None, cfg.image_pool)
     text = TextEncoder(cfg.text_encoder, cfg.text_max_tokens) if with_text else None
     return MedMM(cfg, image, text)

@@ -325,6 +325,28 @@ def _cosine_schedule(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_s
         else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
 
 
+class WeightAverage:
+    """Exponential moving average of the trainable parameters (Polyak averaging; the decay is warmed up as
+    ``min(decay, (1 + step) / (10 + step))``, as timm's ``ModelEmaV3`` does), kept only for what is trained so
+    the frozen encoder and text model are not copied. ``apply`` writes the average into the model."""
+
+    def __init__(self, params: list[nn.Parameter], decay: float) -> None:
+        self.params, self.decay, self.steps = params, decay, 0
+        self.shadow = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for s, p in zip(self.shadow, self.params):
+            s.lerp_(p.detach(), 1.0 - d)
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for s, p in zip(self.shadow, self.params):
+            p.copy_(s)
+
+
 def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: TrainConfig, desc: str,
                 show_progress: bool, rank: int = 0, world: int = 1) -> MedMM:
     from torch.utils.data import DistributedSampler
@@ -356,6 +378,7 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
     g = torch.Generator().manual_seed(cfg.seed + 17 * rank)
     use_amp = batcher.device.startswith("cuda")
     borrow = (cfg.borrow_notes, batcher.notes_donors(train_idx)) if cfg.borrow_notes > 0 else None
+    ema = WeightAverage(enc_params + head_params, cfg.ema_decay) if cfg.ema_decay > 0 else None
     for epoch in range(cfg.epochs):
         sampler.set_epoch(epoch)
         perm = train_idx[np.fromiter(iter(sampler), dtype=np.int64)]
@@ -380,9 +403,13 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update()
             running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
             bar.set_postfix(loss=f"{running:.4f}")
         log.info("%s epoch %d/%d: loss %.4f", desc, epoch + 1, cfg.epochs, running)
+    if ema is not None:
+        ema.apply()
     model.eval()
     model.requires_grad_(False)
     return model
@@ -617,6 +644,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
     ap.add_argument("--encoder-lr", type=float, default=d.encoder_lr)
     ap.add_argument("--finetune-blocks", type=int, default=d.finetune_blocks)
     ap.add_argument("--image-encoder", default=ModelConfig.image_encoder, help="timm name (efficientnet, densenet, vit)")
+    ap.add_argument("--image-pool", choices=("avg", "avgmax", "max"), default=ModelConfig.image_pool,
+                    help="global pooling of the image encoder's last feature map")
     ap.add_argument("--no-pretrained", action="store_true", help="random image-encoder weights (tests, smoke runs)")
     ap.add_argument("--bag-of-words-dim", type=int, default=d.bag_of_words_dim)
     ap.add_argument("--sentence-embedding", action=argparse.BooleanOptionalAction, default=d.sentence_embedding,
@@ -639,6 +668,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                          "No Finding label in training (0: off)")
     ap.add_argument("--expert-weight-init", choices=("calibrated", "one"), default=d.expert_weight_init,
                     help="start of the notes expert's weight: its cross-fitted logistic slope, or 1.0")
+    ap.add_argument("--ema-decay", type=float, default=d.ema_decay,
+                    help="use an exponential moving average of the trained weights (e.g. 0.998; 0: off)")
     ap.add_argument("--contrastive-weight", type=float, default=d.contrastive_weight)
     ap.add_argument("--target-sensitivity", type=float, default=d.target_sensitivity,
                     help="operating point per finding: highest threshold reaching this out-of-fold sensitivity")
@@ -654,7 +685,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                   folds=args.folds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   encoder_lr=args.encoder_lr, finetune_blocks=args.finetune_blocks,
                   modality_dropout=args.modality_dropout, borrow_notes=args.borrow_notes, null_notes=args.null_notes,
-                  contrastive_weight=args.contrastive_weight,
+                  contrastive_weight=args.contrastive_weight, ema_decay=args.ema_decay,
                   target_sensitivity=args.target_sensitivity, adult_specificity=args.adult_specificity,
                   seed=args.seed, limit_per_source=args.limit_per_source, bag_of_words_dim=args.bag_of_words_dim,
                   sentence_embedding=args.sentence_embedding, notes_expert=args.notes_expert or None,
@@ -696,7 +727,8 @@ class Run:
         self.model_cfg = ModelConfig(image_encoder=args.image_encoder, num_findings=len(FINDINGS), output="states",
                                      bag_of_words_dim=cfg.bag_of_words_dim,
                                      sentence_embedding=cfg.sentence_embedding, notes_expert=cfg.notes_expert,
-                                     image_weights=None if args.no_pretrained else ModelConfig.image_weights)
+                                     image_weights=None if args.no_pretrained else ModelConfig.image_weights,
+                                     image_pool=args.image_pool)
         # channels_last: ~2x faster convolutions on CPU; set here, not under inference_mode, so the
         # parameters stay ordinary (trainable) tensors
         self.model = create_model(self.model_cfg, pretrained=not args.no_pretrained).to(device)
@@ -717,7 +749,7 @@ class Run:
         self.sources = np.array([r.source for r in self.records])
         self.groups = np.array([r.patient_id for r in self.records])
         self.run_key = (cache_key(cfg, self.model_cfg, self.records, args.aug_views)
-                        + json.dumps(cfg.to_dict(), sort_keys=True))
+                        + json.dumps(cfg.to_dict(), sort_keys=True) + f"|pool={self.model_cfg.image_pool}")
         self.expert_weight = 1.0  # the notes expert's starting weight for the current split (set_notes_expert)
 
     def set_notes_expert(self, train_idx: np.ndarray, test_idx: np.ndarray):
