@@ -3,6 +3,7 @@
     python scripts/oof_compare.py runs/r7 runs/r9 runs/r10            # the MODEL_CARD comparison rows
     python scripts/oof_compare.py runs/r7 --expert-boost             # + notes-only with extra notes-expert weight
     python scripts/oof_compare.py runs/r11 runs/r12 --per-fold       # per finished fold (runs stopped mid-CV too)
+    python scripts/oof_compare.py runs/r11 runs/r14 --paired         # + r14 - r11 with paired bootstrap CIs
 
 Per run: COVID-19 AUC on the COVID-collection rows with notes (image + notes / image only / notes only),
 normal-vs-abnormal AUC on ``nih_sample`` (1 - P(No Finding)) and pneumonia AUC on Kermany. Probabilities are
@@ -23,7 +24,7 @@ from medmm.config import TrainConfig
 from medmm.labels import FINDINGS, marginals
 from medmm.models.notes_expert import NotesExpert
 from medmm.training.data import label_matrix, load_records
-from medmm.training.metrics import roc_auc
+from medmm.training.metrics import paired_auc_difference, roc_auc
 from medmm.training.train import state_probs
 
 
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--expert-boost", action="store_true")
+    ap.add_argument("--paired", action="store_true",
+                    help="also each later run minus the first, with a patient-level paired bootstrap 95 %% CI")
     ap.add_argument("--per-fold", action="store_true",
                     help="one row per finished fold, from RUN/folds/fold*.npz (no oof.npz needed)")
     args = ap.parse_args(argv)
@@ -49,13 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     cj, nf, pn = (FINDINGS.index(f) for f in ("COVID-19", "No Finding", "Pneumonia"))
     covid = (sources == "covid") & np.array([n is not None for n in notes]) & ~np.isnan(labels[:, cj])
     nih, kermany = sources == "nih_sample", sources == "kermany"
-    def row(logits: dict, m: np.ndarray) -> list[float]:
-        """The five AUCs on the rows ``m`` (``logits[c]`` indexed like ``m``'s true positions)."""
-        out = [roc_auc(labels[covid & m, cj], _probs(logits[c][covid[m]])[:, cj])
+    groups = np.array([r.patient_id for r in records])
+
+    def columns(logits: dict, m: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(labels, scores, patients) of the five AUCs on the rows ``m`` (``logits[c]`` indexed like ``m``'s true
+        positions)."""
+        out = [(labels[covid & m, cj], _probs(logits[c][covid[m]])[:, cj], groups[covid & m])
                for c in ("full", "image_only", "notes_only")]
-        out.append(roc_auc(1 - labels[nih & m, nf], 1 - _probs(logits["full"][nih[m]])[:, nf]))
-        out.append(roc_auc(labels[kermany & m, pn], _probs(logits["full"][kermany[m]])[:, pn]))
+        out.append((1 - labels[nih & m, nf], 1 - _probs(logits["full"][nih[m]])[:, nf], groups[nih & m]))
+        out.append((labels[kermany & m, pn], _probs(logits["full"][kermany[m]])[:, pn], groups[kermany & m]))
         return out
+
+    def row(logits: dict, m: np.ndarray) -> list[float]:
+        return [roc_auc(y, score) for y, score, _ in columns(logits, m)]
 
     print("| run | image + notes | image only | notes only | nih_sample | Kermany |\n|---|---|---|---|---|---|")
     if args.per_fold:
@@ -68,12 +77,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {run} {path.stem} | " + " | ".join(
                     f"{v:.3f}" for v in row({c: f[c][order] for c in ("full", "image_only", "notes_only")}, m)) + " |")
         return 0
+    everyone = np.ones(len(records), bool)
+    first = None
     for run in args.runs:
         d = np.load(run / "oof.npz")
         if not np.array_equal(d["sources"], sources):
             raise SystemExit(f"{run}: its records are not the default sources' (other --sources or data)")
-        everyone = np.ones(len(records), bool)
         print(f"| {run} | " + " | ".join(f"{v:.3f}" for v in row(d, everyone)) + " |")
+        if args.paired:
+            cols = columns(d, everyone)
+            if first is not None:
+                diffs = [paired_auc_difference(y, a, b, g) for (y, a, g), (_, b, _) in zip(first, cols)]
+                print(f"| − {args.runs[0]} (paired) | " + " | ".join(
+                    f"{x['delta']:+.3f} ({x['ci95'][0]:+.3f} to {x['ci95'][1]:+.3f})" for x in diffs) + " |")
+            first = first or cols
         if args.expert_boost:
             y, evidence = labels[:, cj], np.zeros(len(records))
             for k in np.unique(d["folds"]):

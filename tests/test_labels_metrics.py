@@ -104,3 +104,18 @@ def test_bootstrap_ci_contains_point_with_and_without_patient_groups(arrays):
     assert mg["auc"]["value"] == m["auc"]["value"]
     glo, ghi = mg["auc"]["ci95"]
     assert glo <= mg["auc"]["value"] <= ghi and ghi > glo
+
+
+def test_paired_auc_difference_is_zero_for_one_score_and_resamples_patients_together():
+    from medmm.training.metrics import paired_auc_difference, roc_auc
+
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1] * 20, 2)          # 40 patients, two images each with the same label
+    groups = np.repeat(np.arange(40), 2)
+    a = rng.random(80)
+    same = paired_auc_difference(y, a, a, groups, n_boot=200)
+    assert same["delta"] == 0.0 and same["ci95"] == [0.0, 0.0]
+    b = y + 0.5 * rng.random(80)           # separates the classes perfectly
+    better = paired_auc_difference(y, a, b, groups, n_boot=200)
+    assert better["delta"] == pytest.approx(1.0 - roc_auc(y, a))
+    assert 0 < better["ci95"][0] <= better["delta"] <= better["ci95"][1]
