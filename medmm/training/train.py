@@ -327,8 +327,10 @@ def _cosine_schedule(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_s
 
 class WeightAverage:
     """Exponential moving average of the trainable parameters (Polyak averaging; the decay is warmed up as
-    ``min(decay, (1 + step) / (10 + step))``, as timm's ``ModelEmaV3`` does), kept only for what is trained so
-    the frozen encoder and text model are not copied. ``apply`` writes the average into the model."""
+    ``min(decay, (1 + step) / (10 + step))``, TensorFlow's ``ExponentialMovingAverage(num_updates=step)`` rule),
+    kept only for what is trained so the frozen encoder and text model are not copied. ``apply`` writes the
+    average into the model. The warm-up caps the decay at 0.99 after ~900 steps (one 4-epoch fold here), so a
+    larger ``decay`` only matters for longer runs."""
 
     def __init__(self, params: list[nn.Parameter], decay: float) -> None:
         self.params, self.decay, self.steps = params, decay, 0
