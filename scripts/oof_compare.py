@@ -5,6 +5,7 @@
     python scripts/oof_compare.py runs/r11 runs/r12 --per-fold       # per finished fold (runs stopped mid-CV too)
     python scripts/oof_compare.py runs/r11 runs/r14 --paired         # + r14 - r11 with paired bootstrap CIs
 
+A run stopped after its last fold but before writing ``oof.npz`` is read from its ``RUN/folds``.
 Per run: COVID-19 AUC on the COVID-collection rows with notes (image + notes / image only / notes only),
 normal-vs-abnormal AUC on ``nih_sample`` (1 - P(No Finding)) and pneumonia AUC on Kermany. Probabilities are
 ``marginals(state_probs(logits, 1.0))``, the same functions ``evaluate_oof`` uses, at temperature 1 (a run stopped
@@ -35,6 +36,25 @@ def _probs(logits: np.ndarray) -> np.ndarray:
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-7, 1 - 1e-7)
     return np.log(p) - np.log1p(-p)
+
+
+def _oof(run: Path, n: int) -> dict:
+    """``RUN/oof.npz``, or the same logits put together from ``RUN/folds`` when the run was stopped after its
+    last fold but before writing it (every row must be in exactly one fold)."""
+    if (run / "oof.npz").is_file():
+        return dict(np.load(run / "oof.npz"))
+    parts = [np.load(p) for p in sorted((run / "folds").glob("fold*.npz"))]
+    idx = np.concatenate([f["val_idx"] for f in parts]) if parts else np.zeros(0, int)
+    if len(idx) != n or len(np.unique(idx)) != n:
+        raise SystemExit(f"{run}: no oof.npz and its finished folds do not cover the {n} records once each")
+    out = {"folds": np.empty(n, int)}
+    for k, f in enumerate(parts):
+        out["folds"][f["val_idx"]] = k
+    for c in ("full", "image_only", "notes_only"):
+        out[c] = np.empty((n, parts[0][c].shape[1]), np.float32)
+        for f in parts:
+            out[c][f["val_idx"]] = f[c]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     everyone = np.ones(len(records), bool)
     first = None
     for run in args.runs:
-        d = np.load(run / "oof.npz")
-        if not np.array_equal(d["sources"], sources):
+        d = _oof(run, len(records))
+        if "sources" in d and not np.array_equal(d["sources"], sources):
             raise SystemExit(f"{run}: its records are not the default sources' (other --sources or data)")
         print(f"| {run} | " + " | ".join(f"{v:.3f}" for v in row(d, everyone)) + " |")
         if args.paired:
