@@ -88,7 +88,7 @@ class TrainConfig:
     null_notes: float = 0.0
     contrastive_weight: float = 0.0
     # >0: the weights used after training are an exponential moving average of the trained ones (this decay per
-    # step, bias-corrected early on); 0: the last step's weights (MODEL_CARD says what it measured)
+    # step, warmed up over the first steps: WeightAverage); 0: the last step's weights (MODEL_CARD: measured)
     ema_decay: float = 0.0
     target_sensitivity: float = 0.9  # operating point per finding, on out-of-fold predictions
     adult_specificity: float = 0.97  # COVID-19 threshold: at least this specificity on adult non-COVID films

@@ -34,7 +34,8 @@ def test_split_and_tap_match_the_plain_forward(name):
 
 
 def test_avgmax_pooling_is_the_mean_of_average_and_max_pooling_of_the_last_map():
-    """``--image-pool avgmax``: a focal bright spot moves the pooled feature by half its peak, not by 1/49 of it."""
+    """``--image-pool avgmax``: the pooled feature is 0.5 x (mean + max) of the last map, for the whole network and
+    for the cached split used in training, and a ViT refuses it."""
     enc = ImageEncoder("tf_efficientnet_lite0", None, pool="avgmax").eval()
     torch.manual_seed(0)
     x = torch.randn(2, 3, 224, 224)
