@@ -137,7 +137,7 @@ def test_weight_average_is_the_warmed_up_exponential_average_and_apply_writes_it
         expected = d * expected + (1 - d) * value
     assert ema.steps == 12
     np.testing.assert_allclose(ema.shadow[0].numpy(), expected, rtol=1e-6)
-    assert float(p[0]) == 12.0
+    assert float(p.detach()[0]) == 12.0
     ema.apply()
     np.testing.assert_allclose(p.detach().numpy(), expected, rtol=1e-6)
     assert 0 < expected[0] < 12.0
