@@ -62,6 +62,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
+IMAGE_POOLS = ("avg", "avgmax", "max")  # timm global poolings a convolutional backbone takes (ModelConfig.image_pool)
+
+
 class ImageEncoder(nn.Module):
     """timm backbone -> pooled features ``[B, num_features]``.
 
@@ -75,8 +78,8 @@ class ImageEncoder(nn.Module):
 
         self.name = name
         self.backbone = backbone_for(name)
-        if pool != "avg" and (self.backbone.family == "vit" or pool not in ("avgmax", "max")):
-            raise ValueError(f"image pooling {pool!r}: convolutional backbones take 'avg', 'avgmax' or 'max'")
+        if pool not in IMAGE_POOLS or (pool != "avg" and self.backbone.family == "vit"):
+            raise ValueError(f"image pooling {pool!r}: convolutional backbones take one of {IMAGE_POOLS}, ViTs 'avg'")
         if weights == "timm":  # needs internet or a populated HF cache
             self.model = timm.create_model(name, pretrained=True, num_classes=0)
         else:

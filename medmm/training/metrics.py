@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy.special import expit  # scipy ships with scikit-learn
 
@@ -107,6 +109,13 @@ def reliability_curve(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> tuple[
     return tuple(np.array(c) for c in zip(*rows)) if rows else (np.array([]),) * 3  # type: ignore[return-value]
 
 
+def _patient_resampler(groups: np.ndarray, rng: np.random.Generator) -> Callable[[], np.ndarray]:
+    """A function drawing one bootstrap sample of row indices: patients with replacement, all rows of each."""
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.where(inverse == g)[0] for g in range(inverse.max() + 1)]
+    return lambda: np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+
+
 def binary_metrics(y: np.ndarray, prob: np.ndarray, threshold: float, *, groups: np.ndarray | None = None,
                    n_boot: int = 1000, seed: int = 0) -> dict[str, object]:
     """AUC, F1, sensitivity, specificity at ``threshold`` with percentile bootstrap 95% CIs.
@@ -118,14 +127,9 @@ def binary_metrics(y: np.ndarray, prob: np.ndarray, threshold: float, *, groups:
     point = {"auc": roc_auc(y, prob), **confusion_at(y, prob, threshold)}
     rng = np.random.default_rng(seed)
     boots: dict[str, list[float]] = {k: [] for k in ("auc", "f1", "sensitivity", "specificity")}
-    if groups is not None:
-        _, inverse = np.unique(np.asarray(groups), return_inverse=True)
-        members = [np.where(inverse == g)[0] for g in range(inverse.max() + 1)]
+    draw = _patient_resampler(groups, rng) if groups is not None else (lambda: rng.integers(0, len(y), len(y)))
     for _ in range(n_boot):
-        if groups is None:
-            i = rng.integers(0, len(y), len(y))
-        else:
-            i = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        i = draw()
         yb, pb = y[i], prob[i]
         if yb.min() == yb.max():
             continue
@@ -146,12 +150,10 @@ def paired_auc_difference(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarra
     """AUC(b) - AUC(a) on the same rows, with a percentile 95 % CI from a patient-level paired bootstrap (both
     scores resampled together), so run-to-run comparisons on one set of rows are not judged by two separate CIs."""
     y, a, b = np.asarray(y), np.asarray(score_a), np.asarray(score_b)
-    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    members = [np.where(inverse == g)[0] for g in range(inverse.max() + 1)]
-    rng = np.random.default_rng(seed)
+    draw = _patient_resampler(groups, np.random.default_rng(seed))
     deltas = []
     for _ in range(n_boot):
-        i = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        i = draw()
         if y[i].min() != y[i].max():
             deltas.append(roc_auc(y[i], b[i]) - roc_auc(y[i], a[i]))
     ci = [float(np.percentile(deltas, 2.5)), float(np.percentile(deltas, 97.5))] if deltas else [float("nan")] * 2

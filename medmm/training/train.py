@@ -45,6 +45,7 @@ from medmm.labels import FINDINGS, LEAF_NAMES, allowed_states, marginals
 from medmm.training.losses import ClipLoss, partial_label_nll
 from medmm.training.metrics import (binary_metrics, expected_calibration_error, fit_state_temperature, roc_auc,
                            sensitivity_threshold, specificity_threshold, youden_threshold)
+from medmm.models.encoders import IMAGE_POOLS
 from medmm.models.model import MedMM, create_model
 from medmm.models.transforms import radiograph_augment, to_model_input
 
@@ -646,7 +647,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
     ap.add_argument("--encoder-lr", type=float, default=d.encoder_lr)
     ap.add_argument("--finetune-blocks", type=int, default=d.finetune_blocks)
     ap.add_argument("--image-encoder", default=ModelConfig.image_encoder, help="timm name (efficientnet, densenet, vit)")
-    ap.add_argument("--image-pool", choices=("avg", "avgmax", "max"), default=ModelConfig.image_pool,
+    ap.add_argument("--image-pool", choices=IMAGE_POOLS, default=ModelConfig.image_pool,
                     help="global pooling of the image encoder's last feature map")
     ap.add_argument("--no-pretrained", action="store_true", help="random image-encoder weights (tests, smoke runs)")
     ap.add_argument("--bag-of-words-dim", type=int, default=d.bag_of_words_dim)
@@ -750,8 +751,9 @@ class Run:
         self.labels = label_matrix(self.records)
         self.sources = np.array([r.source for r in self.records])
         self.groups = np.array([r.patient_id for r in self.records])
+        # what a saved fold's predictions depend on: the cached images, the training settings and the architecture
         self.run_key = (cache_key(cfg, self.model_cfg, self.records, args.aug_views)
-                        + json.dumps(cfg.to_dict(), sort_keys=True) + f"|pool={self.model_cfg.image_pool}")
+                        + json.dumps(cfg.to_dict(), sort_keys=True) + json.dumps(self.model_cfg.to_dict(), sort_keys=True))
         self.expert_weight = 1.0  # the notes expert's starting weight for the current split (set_notes_expert)
 
     def set_notes_expert(self, train_idx: np.ndarray, test_idx: np.ndarray):
