@@ -90,6 +90,10 @@ class TrainConfig:
     # >0: the weights used after training are an exponential moving average of the trained ones (this decay per
     # step, warmed up over the first steps: WeightAverage); 0: the last step's weights (MODEL_CARD: measured)
     ema_decay: float = 0.0
+    # >1: every fit trains this many members from the same start (same initial weights, other data orders,
+    # augmentation draws and border masks) and keeps the uniform average of their weights, one network of the same
+    # size (a "model soup", Wortsman et al. 2022); 1: one member (MODEL_CARD: measured)
+    soup: int = 1
     target_sensitivity: float = 0.9  # operating point per finding, on out-of-fold predictions
     adult_specificity: float = 0.97  # COVID-19 threshold: at least this specificity on adult non-COVID films
     # the notes pathway of the fusion: by default (the shipped recipe) the notes expert's evidence only. A trained

@@ -141,3 +141,46 @@ def test_weight_average_is_the_warmed_up_exponential_average_and_apply_writes_it
     ema.apply()
     np.testing.assert_allclose(p.detach().numpy(), expected, rtol=1e-6)
     assert 0 < expected[0] < 12.0
+
+
+@pytest.mark.slow
+def test_soup_is_the_mean_of_its_members_and_member_zero_is_the_plain_run(tmp_path):
+    """``--soup 2``: two members from the same start with other data orders; the model it keeps holds the exact
+    mean of their weights, its first member trains exactly as a one-member run, and each fold file keeps the
+    members' own predictions (what ``scripts/oof_compare.py RUN@member0`` reads)."""
+    from dataclasses import replace
+
+    import torch
+
+    from medmm.training.train import Run, main as train, parse_args, predict_states, train_model
+
+    manifest = _write_manifest(tmp_path, 16)
+    argv = ["--sources", "", "--manifest", str(manifest), "--epochs", "1", "--aug-views", "1", "--batch-size", "4",
+            "--no-progress", "--no-pretrained"]
+    args, cfg = parse_args(["--out", str(tmp_path / "run"), "--folds", "0", "--soup", "2", *argv])
+    run = Run(args, cfg, 0, 1, "cpu")
+    train_idx, test_idx = np.arange(10), np.arange(10, 16)
+
+    def trained(member):
+        m = train_model(run.fresh_model(), run.batcher, train_idx, run.cfg, "m", False, member=member)
+        return ({k: v.clone() for k, v in m.state_dict().items() if v.is_floating_point()},
+                predict_states(m, run.batcher, test_idx, run.cfg))
+
+    (w0, p0), (w1, p1) = trained(0), trained(1)
+    soup, member_preds = run.train(train_idx, "soup", test_idx)
+    changed = [k for k in w0 if not torch.equal(w0[k], w1[k])]
+    assert changed, "the two members trained identically: the member seed does not reach the data order"
+    for k in changed:
+        torch.testing.assert_close(soup.state_dict()[k], (w0[k] + w1[k]) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(member_preds[0]["full"], p0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(member_preds[1]["full"], p1, rtol=1e-5, atol=1e-6)
+    # a one-member run equals member 0 of the soup, and a soup run's fold files keep both members
+    run.cfg = replace(run.cfg, soup=1)
+    single, no_members = run.train(train_idx, "plain", test_idx)
+    assert no_members == []
+    np.testing.assert_allclose(predict_states(single, run.batcher, test_idx, run.cfg), p0, rtol=1e-5, atol=1e-6)
+    out = tmp_path / "cv"
+    assert train(["--out", str(out), "--folds", "2", "--soup", "2", *argv]) == 0
+    fold = np.load(out / "folds" / "fold0.npz")
+    assert {"full", "member0_full", "member1_full", "member1_notes_only"} <= set(fold.files)
+    assert not np.allclose(fold["member0_full"], fold["member1_full"])

@@ -350,12 +350,21 @@ class WeightAverage:
             p.copy_(s)
 
 
+def member_seed(seed: int, member: int) -> int:
+    """The data-order / augmentation seed of soup member ``member`` (member 0: the run's own seed, so a one-member
+    run and the first member of a soup train identically)."""
+    return seed + 1009 * member
+
+
 def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: TrainConfig, desc: str,
-                show_progress: bool, rank: int = 0, world: int = 1) -> MedMM:
+                show_progress: bool, rank: int = 0, world: int = 1, member: int = 0) -> MedMM:
+    """Train ``model`` in place on ``train_idx``. ``member`` changes only the order of the data, the cached view
+    drawn, the border masks and the modality dropout (:func:`member_seed`), not the starting weights."""
     from torch.utils.data import DistributedSampler
     from tqdm import tqdm
 
-    seed_everything(cfg.seed)
+    seed = member_seed(cfg.seed, member)
+    seed_everything(seed)
     model.requires_grad_(False)
     enc_params, head_params = trainable_parameters(model, cfg.finetune_blocks)
     for p in enc_params + head_params:
@@ -370,7 +379,7 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
         ddp = nn.parallel.DistributedDataParallel(_Trainable(model, cfg.finetune_blocks), find_unused_parameters=True)
     # torch's DistributedSampler (also with one replica): every rank gets an equal-length shard of the same
     # patient-grouped fold, reshuffled each epoch from the shared seed.
-    sampler = DistributedSampler(range(len(train_idx)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    sampler = DistributedSampler(range(len(train_idx)), num_replicas=world, rank=rank, shuffle=True, seed=seed)
     steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
     sched = _cosine_schedule(opt, max(1, steps_per_epoch * cfg.epochs))
     # frozen BatchNorm statistics (ImageNet) in the encoder: cached features were computed in eval mode
@@ -378,7 +387,7 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
     for m in (model.image_proj, model.text_proj, model.fusion, model.head, model.bag_of_words):
         if m is not None:
             m.train()
-    g = torch.Generator().manual_seed(cfg.seed + 17 * rank)
+    g = torch.Generator().manual_seed(seed + 17 * rank)
     use_amp = batcher.device.startswith("cuda")
     borrow = (cfg.borrow_notes, batcher.notes_donors(train_idx)) if cfg.borrow_notes > 0 else None
     ema = WeightAverage(enc_params + head_params, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -673,6 +682,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                     help="start of the notes expert's weight: its cross-fitted logistic slope, or 1.0")
     ap.add_argument("--ema-decay", type=float, default=d.ema_decay,
                     help="use an exponential moving average of the trained weights (e.g. 0.998; 0: off)")
+    ap.add_argument("--soup", type=int, default=d.soup,
+                    help="members per fit whose weights are averaged (same start, other data orders); 1: one model")
     ap.add_argument("--contrastive-weight", type=float, default=d.contrastive_weight)
     ap.add_argument("--target-sensitivity", type=float, default=d.target_sensitivity,
                     help="operating point per finding: highest threshold reaching this out-of-fold sensitivity")
@@ -688,7 +699,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                   folds=args.folds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   encoder_lr=args.encoder_lr, finetune_blocks=args.finetune_blocks,
                   modality_dropout=args.modality_dropout, borrow_notes=args.borrow_notes, null_notes=args.null_notes,
-                  contrastive_weight=args.contrastive_weight, ema_decay=args.ema_decay,
+                  contrastive_weight=args.contrastive_weight, ema_decay=args.ema_decay, soup=args.soup,
                   target_sensitivity=args.target_sensitivity, adult_specificity=args.adult_specificity,
                   seed=args.seed, limit_per_source=args.limit_per_source, bag_of_words_dim=args.bag_of_words_dim,
                   sentence_embedding=args.sentence_embedding, notes_expert=args.notes_expert or None,
@@ -696,6 +707,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                   expert_weight_init=args.expert_weight_init,
                   source_weights=args.source_weights if isinstance(args.source_weights, dict)
                   else _source_weights(args.source_weights))
+    if cfg.soup < 1:
+        ap.error("--soup must be at least 1")
     if cfg.null_notes > 0 and (cfg.sentence_embedding or cfg.bag_of_words_dim or not cfg.notes_expert):
         ap.error("--null-notes needs a fusion that reads the notes through the notes expert only "
                  "(--no-sentence-embedding --bag-of-words-dim 0 and a --notes-expert)")
@@ -794,8 +807,36 @@ class Run:
                 self.model.expert_weight.fill_(self.expert_weight)
         return self.model
 
+    def train(self, train_idx: np.ndarray, desc: str, test_idx: np.ndarray | None = None) -> tuple[MedMM, list[dict]]:
+        """The model of one split. With ``cfg.soup`` > 1: that many members trained from the same start
+        (:func:`train_model` ``member``), then the uniform average of their weights loaded into the model (every
+        floating-point entry of the state dict; the frozen ones are equal in all members). Returns the model and,
+        when ``test_idx`` is given, each member's own predictions on it (to measure what the average buys)."""
+        n = max(1, self.cfg.soup)
+        total: dict[str, torch.Tensor] = {}
+        member_preds = []
+        for k in range(n):
+            m = train_model(self.fresh_model(), self.batcher, train_idx, self.cfg,
+                            desc if n == 1 else f"{desc} member {k + 1}/{n}", self.show, self.rank, self.world, member=k)
+            if n == 1:
+                return m, []
+            if test_idx is not None:
+                member_preds.append(self.predict(m, test_idx))
+            for key, v in m.state_dict().items():
+                if v.is_floating_point() and not key.startswith("text_encoder."):
+                    total[key] = total[key] + v.float() if key in total else v.float().clone()
+        state = m.state_dict()
+        m.load_state_dict({key: (total[key] / n).to(state[key].dtype) for key in total}, strict=False)
+        return m, member_preds
+
+    def predict(self, m: MedMM, test_idx: np.ndarray) -> dict[str, np.ndarray]:
+        return {"full": predict_states(m, self.batcher, test_idx, self.cfg),
+                "image_only": predict_states(m, self.batcher, test_idx, self.cfg, drop="notes"),
+                "notes_only": predict_states(m, self.batcher, test_idx, self.cfg, drop="image")}
+
     def fit_and_predict(self, name: str, train_idx: np.ndarray, test_idx: np.ndarray, desc: str) -> tuple[dict, dict]:
-        """Train on ``train_idx``, predict ``test_idx`` (full / image only / notes only); resumable from OUT/folds."""
+        """Train on ``train_idx``, predict ``test_idx`` (full / image only / notes only); resumable from OUT/folds.
+        A soup's fold file also keeps each member's predictions (``member{k}_full`` ...)."""
         from medmm.energy import EnergyMeter
 
         path = self.out / "folds" / f"{name}.npz"
@@ -806,13 +847,12 @@ class Run:
                 return {c: saved[c] for c in ("full", "image_only", "notes_only")}, json.loads(str(saved["energy"]))
         self.set_notes_expert(train_idx, test_idx)
         with EnergyMeter() as meter:
-            m = train_model(self.fresh_model(), self.batcher, train_idx, self.cfg, desc, self.show, self.rank, self.world)
-            preds = {"full": predict_states(m, self.batcher, test_idx, self.cfg),
-                     "image_only": predict_states(m, self.batcher, test_idx, self.cfg, drop="notes"),
-                     "notes_only": predict_states(m, self.batcher, test_idx, self.cfg, drop="image")}
+            m, members = self.train(train_idx, desc, test_idx)
+            preds = self.predict(m, test_idx)
         energy = meter.record.to_dict()
         if self.rank == 0:
-            np.savez(path, val_idx=test_idx, energy=json.dumps(energy), run_key=self.run_key, **preds)
+            per_member = {f"member{k}_{c}": v for k, p in enumerate(members) for c, v in p.items()}
+            np.savez(path, val_idx=test_idx, energy=json.dumps(energy), run_key=self.run_key, **preds, **per_member)
         return preds, energy
 
 
@@ -881,8 +921,7 @@ def _short(res: dict, prefix: str = "") -> str:
 def fit_final(run: Run) -> tuple[MedMM, OODReference | None, ScopeCheck | None, dict]:
     """The shipped model: trained on every record, with its out-of-distribution reference and scope check."""
     expert = run.set_notes_expert(np.arange(len(run.records)), np.array([], dtype=np.int64))
-    final = train_model(run.fresh_model(), run.batcher, np.arange(len(run.records)), run.cfg, "final", run.show,
-                        run.rank, run.world)
+    final, _ = run.train(np.arange(len(run.records)), "final")
     final.notes_expert = expert
     img_idx = np.array([i for i, r in enumerate(run.records) if r.image])
     if len(img_idx) <= 10:
