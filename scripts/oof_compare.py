@@ -15,8 +15,8 @@ normal-vs-abnormal AUC on ``nih_sample`` (1 - P(No Finding)) and pneumonia AUC o
 ``marginals(state_probs(logits, 1.0))``, the same functions ``evaluate_oof`` uses, at temperature 1 (a run stopped
 after its CV has no fitted temperature). ``--loso`` compares the leave-one-source-out runs instead
 (``RUN/folds/loso_*.npz``): pneumonia AUC on Kermany without Kermany, COVID-19 AUC on the COVID collection
-without it, normal-vs-abnormal AUC on ``nih_sample`` and ``nih`` without NIH. ``--expert-boost`` refits the notes expert on each fold's training notes
-(as training does) and adds ``c x`` its word evidence to the notes-only COVID-19 log-odds: how far the rest of the
+without it, normal-vs-abnormal AUC on ``nih_sample`` and ``nih`` without NIH. ``--expert-boost`` refits the notes
+expert on each fold's training notes (as training does) and adds ``c x`` its word evidence to the notes-only COVID-19 log-odds: how far the rest of the
 notes pathway is from the expert alone.
 """
 
@@ -65,6 +65,15 @@ def _fold_logits(f, member: str) -> dict[str, np.ndarray]:
     if f"{member}_full" not in f.files:
         raise SystemExit(f"no {member} predictions in this run's fold files (not a soup run, or no such member)")
     return {c: f[f"{member}_{c}"] for c in CONDITIONS}
+
+
+def _paired_row(first_run: Path, first: list, cols: list) -> str:
+    """The table row of ``cols`` minus ``first`` (same rows): each AUC difference with its paired bootstrap CI
+    ("–" where either run has no such column)."""
+    diffs = [None if a is None or b is None else paired_auc_difference(a[0], a[1], b[1], a[2])
+             for a, b in zip(first, cols)]
+    return f"| − {first_run} (paired) | " + " | ".join(
+        "–" if x is None else f"{x['delta']:+.3f} ({x['ci95'][0]:+.3f} to {x['ci95'][1]:+.3f})" for x in diffs) + " |"
 
 
 def _oof(run: Path, n: int) -> dict:
@@ -119,14 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     def row(logits: dict, m: np.ndarray) -> list[float]:
         return [roc_auc(y, score) for y, score, _ in columns(logits, m)]
 
-    def loso_columns(run: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def loso_columns(run: Path) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+        """As ``columns`` for the leave-one-source-out runs; None for a site whose run has not finished."""
         base, member = _split(run)
         out = []
         for site, src, j, abnormal in (("kermany", "kermany", pn, False), ("covid", "covid", cj, False),
                                         ("nih", "nih_sample", nf, True), ("nih", "nih", nf, True)):
             path = base / "folds" / f"loso_{site}.npz"
             if not path.is_file():
-                raise SystemExit(f"{run}: no {path} (run without --loso, or not finished)")
+                out.append(None)
+                continue
             f = np.load(path)
             m = np.zeros(len(records), bool)
             m[f["val_idx"]] = True
@@ -142,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         first = None
         for run in args.runs:
             cols = loso_columns(run)
-            print(f"| {run} | " + " | ".join(f"{roc_auc(y, score):.3f}" for y, score, _ in cols) + " |")
+            if not any(cols):
+                raise SystemExit(f"{run}: no finished leave-one-source-out run in {_split(run)[0] / 'folds'}")
+            print(f"| {run} | " + " | ".join("–" if c is None else f"{roc_auc(c[0], c[1]):.3f}" for c in cols) + " |")
             if args.paired and first is not None:
-                diffs = [paired_auc_difference(y, a, b, g) for (y, a, g), (_, b, _) in zip(first, cols)]
-                print(f"| − {args.runs[0]} (paired) | " + " | ".join(
-                    f"{x['delta']:+.3f} ({x['ci95'][0]:+.3f} to {x['ci95'][1]:+.3f})" for x in diffs) + " |")
+                print(_paired_row(args.runs[0], first, cols))
             first = first or cols
         return 0
     print("| run | image + notes | image only | notes only | nih_sample | Kermany |\n|---|---|---|---|---|---|")
@@ -171,9 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.paired:
             cols = columns(d, everyone)
             if first is not None:
-                diffs = [paired_auc_difference(y, a, b, g) for (y, a, g), (_, b, _) in zip(first, cols)]
-                print(f"| − {args.runs[0]} (paired) | " + " | ".join(
-                    f"{x['delta']:+.3f} ({x['ci95'][0]:+.3f} to {x['ci95'][1]:+.3f})" for x in diffs) + " |")
+                print(_paired_row(args.runs[0], first, cols))
             first = first or cols
         if args.expert_boost:
             y, evidence = labels[:, cj], np.zeros(len(records))
