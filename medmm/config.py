@@ -94,6 +94,10 @@ class TrainConfig:
     # augmentation draws and border masks) and keeps the uniform average of their weights, one network of the same
     # size (a "model soup", Wortsman et al. 2022); 1: one member (MODEL_CARD: measured)
     soup: int = 1
+    # >0: an auxiliary linear head on the pooled image features learns the 14 NIH ChestX-ray14 labels of the films
+    # that carry them (NIH sources, a manifest's ``nih_labels``), with this weight beside the state loss and the
+    # same row weights; the head is dropped after training (MODEL_CARD: measured)
+    aux_nih_weight: float = 0.0
     target_sensitivity: float = 0.9  # operating point per finding, on out-of-fold predictions
     adult_specificity: float = 0.97  # COVID-19 threshold: at least this specificity on adult non-COVID films
     # the notes pathway of the fusion: by default (the shipped recipe) the notes expert's evidence only. A trained

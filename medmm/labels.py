@@ -215,6 +215,28 @@ def nih_labels(nih: str) -> np.ndarray:
     return labels_from_dict(values)
 
 
+# The 14 findings NIH ChestX-ray14 labels (Wang et al. 2017), as its ``Finding Labels`` column spells them. Used only
+# as an auxiliary training target for the image encoder (``TrainConfig.aux_nih_weight``), never shown.
+NIH_FINDINGS: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema",
+                                 "Fibrosis", "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening",
+                                 "Pneumonia", "Pneumothorax")
+
+
+def nih_finding_labels(nih: str) -> np.ndarray:
+    """``[len(NIH_FINDINGS)]``: 1 for each finding the NIH label list names, 0 for the others (the list is the whole
+    NIH label set of the film, so a finding it does not name is a negative, as noisy as the labels themselves);
+    all unknown when the film has no labels. Unknown terms raise: a misspelt label must not become a negative."""
+    terms = {t.strip() for t in (nih or "").split("|") if t.strip()}
+    if not terms:
+        return np.full(len(NIH_FINDINGS), UNKNOWN, dtype=np.float32)
+    known = {f.lower(): f for f in NIH_FINDINGS} | {"no_finding": None}
+    unknown = sorted(t for t in terms if t.lower().replace(" ", "_") not in known)
+    if unknown:
+        raise ValueError(f"not an NIH ChestX-ray14 label: {unknown}; expected 'No Finding' or {NIH_FINDINGS}")
+    named = {known[t.lower().replace(" ", "_")] for t in terms}
+    return np.array([1.0 if f in named else 0.0 for f in NIH_FINDINGS], dtype=np.float32)
+
+
 def coherent_positives(probs: dict[str, float], thresholds: dict[str, float]) -> tuple[tuple[str, ...], list[str]]:
     """Findings to call positive, following the hierarchy, and the warnings that explain what was withheld.
 

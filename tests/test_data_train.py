@@ -46,7 +46,7 @@ def test_kermany_duplicates_removed_and_never_straddle_folds():
     assert all(len(v) == 1 for v in by_patient.values())
 
 
-def _write_manifest(tmp_path, n=24):
+def _write_manifest(tmp_path, n=24, nih=False):
     rng = np.random.default_rng(0)
     rows = []
     for i in range(n):
@@ -57,6 +57,8 @@ def _write_manifest(tmp_path, n=24):
         rows.append({"image": path.name, "notes": "fever and productive cough" if sick else "routine check",
                      "patient_id": f"p{i // 2}", "No Finding": 1 - sick, "Pneumonia": sick,
                      "Bacterial pneumonia": "", "Viral pneumonia": "", "COVID-19": ""})
+        if nih:  # NIH-style labels on all but the last two rows (blank = unknown)
+            rows[-1]["nih_labels"] = "" if i >= n - 2 else ("Pneumonia|Effusion" if sick else "No Finding")
     manifest = tmp_path / "manifest.csv"
     with open(manifest, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -184,3 +186,40 @@ def test_soup_is_the_mean_of_its_members_and_member_zero_is_the_plain_run(tmp_pa
     fold = np.load(out / "folds" / "fold0.npz")
     assert {"full", "member0_full", "member1_full", "member1_notes_only"} <= set(fold.files)
     assert not np.allclose(fold["member0_full"], fold["member1_full"])
+
+
+@pytest.mark.slow
+def test_aux_nih_head_reaches_the_encoder_and_leaves_the_checkpoint_unchanged(tmp_path):
+    """``--aux-nih-weight``: the NIH labels of a manifest's ``nih_labels`` column train the image encoder's tail
+    through a training-only head; the saved model has exactly the parameters of a run without it."""
+    from dataclasses import replace
+
+    import torch
+
+    from medmm.models.checkpoint import load_checkpoint
+    from medmm.training.train import Run, parse_args, train_model
+
+    manifest = _write_manifest(tmp_path, 16, nih=True)
+    recs = manifest_records(manifest)
+    assert recs[0].aux is not None and recs[0].aux.sum() == 0 and recs[1].aux.sum() == 2 and recs[-1].aux is None
+    argv = ["--sources", "", "--manifest", str(manifest), "--epochs", "1", "--aug-views", "1", "--batch-size", "4",
+            "--no-progress", "--no-pretrained", "--folds", "0"]
+    args, cfg = parse_args(["--out", str(tmp_path / "run"), *argv])
+    run = Run(args, cfg, 0, 1, "cpu")
+
+    def encoder_after_training(aux_weight):  # same start, same data order: only the auxiliary term differs
+        run.cfg = replace(cfg, aux_nih_weight=aux_weight)
+        m = train_model(run.fresh_model(), run.batcher, np.arange(16), run.cfg, "m", False)
+        return {k: v.clone() for k, v in m.state_dict().items() if k.startswith("image_encoder.")}
+
+    plain, again, aux = encoder_after_training(0.0), encoder_after_training(0.0), encoder_after_training(5.0)
+    assert all(torch.equal(plain[k], again[k]) for k in plain)  # so a difference below is the auxiliary head's
+    changed = [k for k in plain if not torch.equal(plain[k], aux[k])]
+    assert changed, "the auxiliary loss did not reach the image encoder"
+    from medmm.training.train import main as train
+
+    keys = []
+    for w in ("0", "5"):
+        assert train(["--out", str(tmp_path / f"full{w}"), "--aux-nih-weight", w, *argv]) == 0
+        keys.append(set(load_checkpoint(tmp_path / f"full{w}" / "checkpoint")[0].state_dict()))
+    assert keys[0] == keys[1]

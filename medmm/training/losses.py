@@ -9,9 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def masked_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean BCE over known labels only; ``labels`` uses nan for unknown. ``[B, F]`` each."""
-    known = ~torch.isnan(labels)
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean BCE over known labels only; ``labels`` uses nan for unknown. ``[B, F]`` each; ``weight`` ``[B]``
+    re-weights rows (a row of weight 0 teaches nothing)."""
+    known = (~torch.isnan(labels)).to(logits.dtype)
+    if weight is not None:
+        known = known * weight[:, None]
     if not known.any():
         return logits.sum() * 0.0
     target = torch.nan_to_num(labels, nan=0.0)

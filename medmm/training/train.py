@@ -39,10 +39,10 @@ from torch import nn
 
 from medmm.models.checkpoint import CheckpointMeta, OODReference, ScopeCheck, save_checkpoint
 from medmm.config import ModelConfig, Preprocessing, TrainConfig
-from medmm.training.data import Record, label_matrix, leave_one_source_out, load_records, patient_folds
+from medmm.training.data import Record, aux_matrix, label_matrix, leave_one_source_out, load_records, patient_folds
 from medmm.io import load_scan
-from medmm.labels import FINDINGS, LEAF_NAMES, allowed_states, marginals
-from medmm.training.losses import ClipLoss, partial_label_nll
+from medmm.labels import FINDINGS, LEAF_NAMES, NIH_FINDINGS, allowed_states, marginals
+from medmm.training.losses import ClipLoss, masked_bce, partial_label_nll
 from medmm.training.metrics import (binary_metrics, expected_calibration_error, fit_state_temperature, roc_auc,
                            sensitivity_threshold, specificity_threshold, youden_threshold)
 from medmm.models.encoders import IMAGE_POOLS
@@ -184,6 +184,7 @@ class Batch:
     allowed: torch.Tensor        # [B, L] bool: states consistent with the labels
     weight: torch.Tensor         # [B]
     expert: torch.Tensor | None = None  # [B] notes-expert logits
+    aux: torch.Tensor | None = None     # [B, len(NIH_FINDINGS)] auxiliary NIH labels, nan = unknown
 
 
 class Batcher:
@@ -199,6 +200,7 @@ class Batcher:
         self.has_text = torch.tensor([r.notes is not None for r in records])
         self.image_cache, self.text, self.device = image_cache, text_cache, device
         self.sources = np.array([r.source for r in records])
+        self.aux = torch.from_numpy(aux_matrix(records))
 
     def notes_donors(self, train_idx: np.ndarray) -> dict[float, np.ndarray]:
         """Notes an adult image-only film may borrow (``get(borrow=...)``), by the No Finding label they share.
@@ -269,7 +271,8 @@ class Batcher:
         return Batch(stems, img_rows, self.text.pooled[tr].to(d), self.text.ids[tr, :t].to(d),
                      self.text.mask[tr, :t].to(d), has_img.float().to(d), has_txt.float().to(d),
                      self.allowed[idx].to(d), self.weight[idx].to(d),
-                     None if self.text.expert is None else self.text.expert[tr].masked_fill(null, 0.0).to(d))
+                     None if self.text.expert is None else self.text.expert[tr].masked_fill(null, 0.0).to(d),
+                     self.aux[idx].to(d))
 
 
 def mask_borders(stems: torch.Tensor, generator: torch.Generator, p: float = 0.5, max_frac: float = 0.12) -> torch.Tensor:
@@ -373,6 +376,12 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
     groups = [{"params": enc_params, "lr": cfg.encoder_lr}, {"params": head_params, "lr": cfg.lr}]
     if clip is not None:
         groups.append({"params": list(clip.parameters()), "lr": cfg.lr, "weight_decay": 0.0})
+    # training-only head: the 14 NIH labels from the pooled image features, so the encoder's tail gets a gradient
+    # per adult finding instead of one "abnormal" bit (dropped afterwards; the checkpoint does not change shape)
+    aux_head = (nn.Linear(model.image_encoder.num_features, len(NIH_FINDINGS)).to(batcher.device)
+                if cfg.aux_nih_weight > 0 else None)
+    if aux_head is not None:
+        groups.append({"params": list(aux_head.parameters()), "lr": cfg.lr})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     ddp = None
     if world > 1:
@@ -404,6 +413,8 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 states, img_feat = (ddp(batch, g) if ddp is not None else forward_batch(model, batch, cfg.finetune_blocks, g))
                 loss = partial_label_nll(states.float(), batch.allowed, batch.weight)
+                if aux_head is not None:
+                    loss = loss + cfg.aux_nih_weight * aux_nih_loss(aux_head, img_feat, batch)
                 if clip is not None:
                     both = (batch.has_img > 0) & (batch.has_txt > 0)
                     if both.sum() >= 2:  # the notes features as the fusion projects them (bag, expert included)
@@ -413,6 +424,10 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
                         loss = loss + cfg.contrastive_weight * clip(model.image_proj(img_feat[both]), txt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if aux_head is not None and world > 1:  # outside the DDP wrapper: average its gradients by hand
+                for p in aux_head.parameters():
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= world
             opt.step()
             sched.step()
             if ema is not None:
@@ -425,6 +440,13 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+def aux_nih_loss(head: nn.Module, img_feat: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Masked BCE of ``head(img_feat)`` on the rows that show their image (modality dropout can hide it), with the
+    rows' loss weights (the de-confounding zeros included)."""
+    shown = batch.has_img > 0
+    return masked_bce(head(img_feat[shown].float()), batch.aux[shown], weight=batch.weight[shown])
 
 
 class _Trainable(nn.Module):
@@ -684,6 +706,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                     help="use an exponential moving average of the trained weights (e.g. 0.998; 0: off)")
     ap.add_argument("--soup", type=int, default=d.soup,
                     help="members per fit whose weights are averaged (same start, other data orders); 1: one model")
+    ap.add_argument("--aux-nih-weight", type=float, default=d.aux_nih_weight,
+                    help="weight of an auxiliary head learning the 14 NIH labels from the image (0: off)")
     ap.add_argument("--contrastive-weight", type=float, default=d.contrastive_weight)
     ap.add_argument("--target-sensitivity", type=float, default=d.target_sensitivity,
                     help="operating point per finding: highest threshold reaching this out-of-fold sensitivity")
@@ -700,6 +724,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                   encoder_lr=args.encoder_lr, finetune_blocks=args.finetune_blocks,
                   modality_dropout=args.modality_dropout, borrow_notes=args.borrow_notes, null_notes=args.null_notes,
                   contrastive_weight=args.contrastive_weight, ema_decay=args.ema_decay, soup=args.soup,
+                  aux_nih_weight=args.aux_nih_weight,
                   target_sensitivity=args.target_sensitivity, adult_specificity=args.adult_specificity,
                   seed=args.seed, limit_per_source=args.limit_per_source, bag_of_words_dim=args.bag_of_words_dim,
                   sentence_embedding=args.sentence_embedding, notes_expert=args.notes_expert or None,
