@@ -200,14 +200,20 @@ def iu_report_labels(mesh: str) -> np.ndarray:
 
 
 # --- NIH ChestX-ray14 (adults, pre-2020): ``|``-separated labels, "No Finding" or any of 14 findings.
+def _nih_terms(nih: str) -> dict[str, str]:
+    """``{normalised term: term as written}`` of an NIH label list; normalised = lower case, spaces as ``_``
+    (NIH writes ``No Finding`` but ``Pleural_Thickening``)."""
+    return {t.strip().lower().replace(" ", "_"): t.strip() for t in (nih or "").split("|") if t.strip()}
+
+
 def nih_labels(nih: str) -> np.ndarray:
     """No Finding -> normal (every finding known); Pneumonia -> Pneumonia 1, aetiology unknown; any other
     abnormality -> No Finding 0, Pneumonia unknown (report-mined labels miss pneumonia). COVID-19 is 0 for all
     (the archive predates 2020)."""
-    terms = {t.strip().lower() for t in (nih or "").split("|") if t.strip()}
+    terms = set(_nih_terms(nih))
     if not terms:
         return empty_labels()
-    if terms == {"no finding"}:
+    if terms == {"no_finding"}:
         return labels_from_dict(_ALL_NEGATIVE)
     values: dict[str, float | None] = {"No Finding": 0, "COVID-19": 0}
     if "pneumonia" in terms:
@@ -220,21 +226,22 @@ def nih_labels(nih: str) -> np.ndarray:
 NIH_FINDINGS: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema",
                                  "Fibrosis", "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening",
                                  "Pneumonia", "Pneumothorax")
+_NIH_INDEX = {f.lower(): i for i, f in enumerate(NIH_FINDINGS)}
 
 
 def nih_finding_labels(nih: str) -> np.ndarray:
     """``[len(NIH_FINDINGS)]``: 1 for each finding the NIH label list names, 0 for the others (the list is the whole
     NIH label set of the film, so a finding it does not name is a negative, as noisy as the labels themselves);
     all unknown when the film has no labels. Unknown terms raise: a misspelt label must not become a negative."""
-    terms = {t.strip() for t in (nih or "").split("|") if t.strip()}
+    terms = _nih_terms(nih)
     if not terms:
         return np.full(len(NIH_FINDINGS), UNKNOWN, dtype=np.float32)
-    known = {f.lower(): f for f in NIH_FINDINGS} | {"no_finding": None}
-    unknown = sorted(t for t in terms if t.lower().replace(" ", "_") not in known)
+    unknown = sorted(written for t, written in terms.items() if t != "no_finding" and t not in _NIH_INDEX)
     if unknown:
         raise ValueError(f"not an NIH ChestX-ray14 label: {unknown}; expected 'No Finding' or {NIH_FINDINGS}")
-    named = {known[t.lower().replace(" ", "_")] for t in terms}
-    return np.array([1.0 if f in named else 0.0 for f in NIH_FINDINGS], dtype=np.float32)
+    out = np.zeros(len(NIH_FINDINGS), dtype=np.float32)
+    out[[_NIH_INDEX[t] for t in terms if t != "no_finding"]] = 1.0
+    return out
 
 
 def coherent_positives(probs: dict[str, float], thresholds: dict[str, float]) -> tuple[tuple[str, ...], list[str]]:

@@ -197,7 +197,7 @@ def test_aux_nih_head_reaches_the_encoder_and_leaves_the_checkpoint_unchanged(tm
     import torch
 
     from medmm.models.checkpoint import load_checkpoint
-    from medmm.training.train import Run, parse_args, train_model
+    from medmm.training.train import Run, main as train, parse_args, train_model
 
     manifest = _write_manifest(tmp_path, 16, nih=True)
     recs = manifest_records(manifest)
@@ -216,8 +216,6 @@ def test_aux_nih_head_reaches_the_encoder_and_leaves_the_checkpoint_unchanged(tm
     assert all(torch.equal(plain[k], again[k]) for k in plain)  # so a difference below is the auxiliary head's
     changed = [k for k in plain if not torch.equal(plain[k], aux[k])]
     assert changed, "the auxiliary loss did not reach the image encoder"
-    from medmm.training.train import main as train
-
     keys = []
     for w in ("0", "5"):
         assert train(["--out", str(tmp_path / f"full{w}"), "--aux-nih-weight", w, *argv]) == 0

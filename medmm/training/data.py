@@ -213,7 +213,8 @@ def label_matrix(records: list[Record]) -> np.ndarray:
 def aux_matrix(records: list[Record]) -> np.ndarray:
     """``[n, len(NIH_FINDINGS)]`` auxiliary NIH labels, nan where a record has none."""
     unknown = np.full(len(NIH_FINDINGS), np.nan, np.float32)
-    return np.stack([unknown if r.aux is None else r.aux for r in records]).reshape(-1, len(NIH_FINDINGS))
+    return (np.stack([unknown if r.aux is None else r.aux for r in records]) if records
+            else np.zeros((0, len(NIH_FINDINGS)), np.float32))
 
 
 __all__ = ["Record", "load_records", "patient_folds", "label_matrix", "aux_matrix", "manifest_records", "leave_one_source_out",
