@@ -3,10 +3,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(BIN)/.installed: requirements.txt requirements-nlp.txt requirements-dev.txt pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip "setuptools>=70" wheel
 	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q --no-deps -r requirements-nlp.txt
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--sanity", action="store_true", help="also run the randomisation and deletion/insertion "
                    "checks (seconds; written to summary.json)")
     x.add_argument("--notes-method", default=NOTES_METHODS[0], choices=NOTES_METHODS,
-                   help="note-word attribution: gradient x input (fast, default) or Integrated Gradients (~10x slower)")
+                   help="note-word scores: each concept's effect on the finding through its published likelihood "
+                        "ratio (the notes reach the prediction only as that evidence)")
     _runtime_arg(x)
     x.set_defaults(func=cmd_explain)
 

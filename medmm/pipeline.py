@@ -19,7 +19,7 @@ import torch
 
 from medmm.models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from medmm.io import RADIOGRAPH_MODALITIES, Scan, load_scans
-from medmm.labels import coherent_positives
+from medmm.labels import ancestors, coherent_positives
 from medmm.prediction import Prediction
 from medmm.models.transforms import to_model_input
 
@@ -61,9 +61,6 @@ class ModelInputs:
     # per-view image features once computed for this request ([1, V, F], from whichever encoder the pipeline runs):
     # the explanation and its saliency check reuse the prediction's instead of encoding the film again
     view_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
-
-
-NOTES_SHIFT = 0.25  # a finding the notes raise this much over the image alone gets a warning naming both figures
 
 
 class Pipeline:
@@ -209,51 +206,81 @@ class Pipeline:
 
     @torch.inference_mode()
     def predict_prepared(self, inputs: ModelInputs) -> Prediction:
+        """The image model's answer, updated by the notes' evidence (``medmm.notes``: concepts with assertion,
+        published likelihood ratios, Bayes' rule on the image's states). The learned notes pathway of the checkpoint
+        is not used for predictions (the model card says why); the notes' sentence embedding is still computed, for
+        the draft report's sentence ranking."""
         img = self.image_features(inputs)
         txt = self.text_features(inputs)
-        probs = self.calibrate(self.model.forward_features(img, txt))[0].float().cpu().numpy()
-        pred = self._to_prediction(probs, inputs, img, txt)
-        if img is None or txt is None:
-            return pred
-        # a finding called only because of the notes is said so (the notes expert reads words, often the diagnosis)
-        alone = self.calibrate(self.model.forward_features(img, None))[0].float().cpu().numpy()
-        by_image, _ = coherent_positives(dict(zip(self.findings, map(float, alone))), pred.thresholds)
-        notes_only = [f for f in pred.positive if f not in by_image]
-        extra = []
-        if notes_only:
-            parts = ", ".join(f"{f} (image alone {alone[self.findings.index(f)]:.2f})" for f in notes_only)
-            extra.append(f"Called because of the notes, not the image: {parts}. The notes pathway reads words and "
-                         "was trained on adult COVID-collection notes; check that the notes support it.")
-        adult = pred.image_embedding is not None and self.looks_adult(pred.image_embedding)
-        # and one the image alone would call that the notes took away (a child's film with notes: notes were never
-        # seen on children's films in training, and the pneumonia threshold sits at ~0.98)
-        lost = [f for f in by_image if f not in pred.positive]
-        if lost:
-            parts = ", ".join(f"{f} ({alone[self.findings.index(f)]:.2f} on the image alone, {pred.findings[f]:.2f} "
-                              "with the notes)" for f in lost)
-            why = ("" if adult else
-                   " The children's films the model learned from came without notes (see the model card).")
-            extra.append(f"Called on the image alone but not with the notes: {parts}. Check whether the notes really "
-                         f"argue against it.{why}")
-        extra += self._notes_shift_warnings(pred, alone, set(notes_only), adult)
-        return replace(pred, warnings=pred.warnings + tuple(extra)) if extra else pred
+        img_np = None if img is None else img[0].float().cpu().numpy()
+        evidence = pretest = None
+        if inputs.notes:
+            from medmm.notes import combine, read_note
 
-    def _notes_shift_warnings(self, pred: Prediction, alone: np.ndarray, said: set[str], adult: bool) -> list[str]:
-        """A probability the notes raised by ``NOTES_SHIFT`` or more over the image alone, called or not, is named
-        with both figures. On an adult film the model card's failure mode is quoted: there any note raises
-        COVID-19, whatever it says (the knee pre-op example: 0.01 image alone, 0.62 with a note whose words argue
-        against COVID-19)."""
-        raised = [(f, float(alone[i]), pred.findings[f]) for i, f in enumerate(self.findings)
-                  if f not in said and pred.findings[f] - float(alone[i]) >= NOTES_SHIFT]
-        if not raised:
-            return []
-        parts = ", ".join(f"{f} from {a:.2f} (image alone) to {b:.2f}" for f, a, b in raised)
-        text = f"The notes raised {parts}."
-        if adult:
-            text += (" On adult films the notes pathway raises COVID-19 and viral pneumonia whatever the notes say "
-                     "(it learned that adult films with notes come from a COVID-19 collection; see the model card): "
-                     "weigh the image-alone figures.")
-        return [text]
+            hint = None if img_np is None else ("adult" if self.looks_adult(img_np) else "child")
+            evidence = combine(read_note(inputs.notes), hint)
+        alone = prior = None
+        if img is not None:
+            alone = self.calibrate(self.model.forward_features(img, None))[0].float().cpu().numpy()
+            probs = alone
+            if evidence is not None and getattr(self.model, "state_head", None) is not None:
+                prior = self.model.image_state_probs(img)[0].double().cpu().numpy()
+            if evidence is not None and not evidence.empty:
+                probs = self._apply_evidence(prior, alone, evidence)
+        else:
+            from medmm.notes import marginals, pretest_states, update_states
+
+            prior, pretest = pretest_states(evidence.population)
+            probs = marginals(update_states(prior, evidence.log_lr))
+        pred = self._to_prediction(probs, inputs, img, txt)
+        extra = [] if evidence is None else self._evidence_warnings(pred, alone, evidence, pretest)
+        return replace(pred, warnings=pred.warnings + tuple(extra), notes_evidence=evidence,
+                       image_findings=None if alone is None else dict(zip(self.findings, map(float, alone))),
+                       pretest=pretest, prior_states=prior)
+
+    def _apply_evidence(self, prior: np.ndarray | None, alone: np.ndarray, evidence) -> np.ndarray:
+        """Bayes' rule on the image's states ``prior`` (``medmm.notes.update_states``); a checkpoint with
+        independent findings (no states) adds each finding's log likelihood ratio (and its ancestors') to its own
+        log-odds."""
+        from medmm.notes import marginals, update_states
+
+        if prior is not None:
+            return marginals(update_states(prior, evidence.log_lr))
+        from medmm.notes.evidence import finding_shift
+
+        logit = np.log(np.clip(alone, 1e-7, 1 - 1e-7) / np.clip(1 - alone, 1e-7, 1))
+        shift = np.array([finding_shift(evidence.log_lr, f) for f in self.findings])
+        return 1 / (1 + np.exp(-(logit.astype(np.float64) + shift)))
+
+    def _evidence_warnings(self, pred: Prediction, alone: np.ndarray | None, evidence, pretest) -> list[str]:
+        """Say what the notes did to a call, with the evidence that did it; notes alone: where they started."""
+        out: list[str] = []
+
+        def because(finding: str) -> str:
+            family = {finding, *ancestors(finding)}
+            used = [e.label() for e in evidence.used if e.counted and e.finding in family]
+            return "; ".join(used) if used else "no counted evidence"
+
+        if alone is not None:
+            by_image, _ = coherent_positives(dict(zip(self.findings, map(float, alone))), pred.thresholds)
+            for f in (f for f in pred.positive if f not in by_image):
+                out.append(f"{f} is called with the notes' evidence, not on the image alone (image alone "
+                           f"{alone[self.findings.index(f)]:.2f}, with the notes {pred.findings[f]:.2f}: {because(f)}).")
+            for f in (f for f in by_image if f not in pred.positive):
+                out.append(f"{f} would be called on the image alone ({alone[self.findings.index(f)]:.2f}) but the "
+                           f"notes' evidence lowers it to {pred.findings[f]:.2f} ({because(f)}); review the image.")
+        else:
+            out.append(f"From the notes alone (no image): a pre-test probability of pneumonia of "
+                       f"{pretest['probability']:.2f} for {evidence.population}s ({pretest['source'].split(' (')[0]}) "
+                       "updated by the notes' published likelihood ratios. No Finding and the pneumonia subtypes "
+                       "cannot be judged without a film.")
+        if evidence.population_from == "default" and evidence.used:
+            out.append("The notes do not give the patient's age and there is no image to judge it from: the adult "
+                       "likelihood ratios were used.")
+        if evidence.capped:
+            out.append(f"The notes' clinical evidence for {', '.join(evidence.capped)} was capped at a likelihood ratio "
+                       "of 10 (correlated findings are not independent evidence).")
+        return out
 
     def looks_adult(self, image_embedding: np.ndarray) -> bool:
         """The checkpoint's adult-vs-pediatric scope check on an image embedding (False without one)."""

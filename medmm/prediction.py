@@ -27,6 +27,20 @@ class Prediction:
     warnings: tuple[str, ...] = ()
     scan_metadata: tuple[dict[str, Any], ...] = ()   # safe, non-identifying metadata per scan
     checkpoint: dict[str, Any] = field(default_factory=dict)  # name, version, sha256, trained
+    # what the notes contributed: medmm.notes.NotesEvidence (concepts, assertions, likelihood ratios), the image's
+    # own answer before the update, and the pre-test probability a notes-only request started from
+    notes_evidence: Any = field(default=None, compare=False)
+    image_findings: dict[str, float] | None = None
+    pretest: dict[str, Any] | None = None
+    prior_states: np.ndarray | None = field(default=None, compare=False)  # the states the notes' evidence updated
+
+    def evidence_json(self) -> dict[str, Any]:
+        """The notes' part of ``predict --json``: every concept read, how, and what it did."""
+        ev = self.notes_evidence
+        return {"notes_evidence": [] if ev is None else ev.to_list(),
+                "notes_population": None if ev is None else {"population": ev.population, "from": ev.population_from},
+                "notes_log_lr": {} if ev is None else {f: round(v, 4) for f, v in ev.log_lr.items()},
+                "findings_image_only": self.image_findings, "pretest": self.pretest}
 
     def band(self, finding: str) -> str:
         """Probability band used for hedged wording: 'negative', 'possible', 'likely'."""

@@ -59,6 +59,7 @@ class RequestResult:
             "warnings": self.warnings,
             "scans": list(p.scan_metadata),
             "checkpoint": p.checkpoint,
+            **p.evidence_json(),
             "disclaimer": DISCLAIMER,
         }
 

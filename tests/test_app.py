@@ -74,7 +74,9 @@ def test_analyze_example_draws_overlay_tokens_and_modalities(analyzed: dict) -> 
     assert scored and all(-1.0 <= s <= 1.0 for _, s in scored)
     assert "".join(t for t, _ in tokens).split() == NOTES.split()  # the notes, in order, nothing invented
     shares = analyzed["modality_label"]
-    assert set(shares) == {"image", "notes"} and sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
+    finding = next(iter(shares)).split("(for ")[1].rstrip(")")                 # the shares say which finding
+    assert set(shares) == {f"image (for {finding})", f"notes (for {finding})"}
+    assert sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
     assert "Grad-CAM" in analyzed["explanation_md"]
 
 
@@ -118,7 +120,7 @@ def test_analyze_dicom_without_extension_shows_safe_metadata_and_viewer(tmp_path
     viewer = np.asarray(Image.open(out["viewer_image"]))   # the frame, losslessly
     assert viewer.shape == (1024, 1024) and viewer.dtype == np.uint8
     assert out["tokens_text"] is None                   # no notes, no token highlights
-    assert set(out["modality_label"]) == {"image"}
+    assert [k.split(" (for ")[0] for k in out["modality_label"]] == ["image"]
 
 
 # ------------------------------------------------------------------------------------------------ errors

@@ -37,7 +37,6 @@ from torch import nn
 
 from medmm.explain.methods import METHOD_NAMES, METHODS, NOTES_METHODS  # the one registry of methods
 
-MAX_NOTE_SPANS = 48  # note-word occlusion removes at most this many spans (longer notes: spans of several words)
 from medmm.pipeline import InputError
 
 if TYPE_CHECKING:
@@ -126,41 +125,6 @@ class _ImageScorer:
         return torch.cat(out).float().cpu().numpy()
 
 
-class _TokenLookup(nn.Module):
-    """Per-call view of the text encoder's token-embedding layer (same weight tensor, its own hooks)."""
-
-    def __init__(self, layer: nn.Embedding) -> None:
-        super().__init__()
-        self._layer = [layer]  # a list so that the shared layer is not registered as a submodule
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # [N, T] -> [N, T, E]
-        layer = self._layer[0]
-        return F.embedding(input_ids, layer.weight, layer.padding_idx)
-
-
-class _TextScorer:
-    """Calibrated logits ``[N, K]`` from note token ids; image features held fixed.
-
-    Same computation as ``TextEncoder.forward`` (mean pooling over real tokens, L2 normalisation), but the token
-    embeddings come from ``lookup`` and enter the transformer as ``inputs_embeds`` so LayerIntegratedGradients can
-    hook the embedding output without touching the shared encoder.
-    """
-
-    def __init__(self, model: nn.Module, temperatures: torch.Tensor, expert_logit: torch.Tensor | None = None) -> None:
-        self.model, self.temperatures = model, temperatures
-        self.lookup = _TokenLookup(model.text_encoder.embeddings_layer())
-        # the notes expert's word evidence of the full notes, a constant here (token_attribution scores it apart)
-        self.expert_logit = expert_logit
-
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 image_feat: torch.Tensor | None = None) -> torch.Tensor:
-        n = input_ids.shape[0]
-        expert = None if self.expert_logit is None else self.expert_logit.reshape(-1)[:1].expand(n)
-        pooled = self.model.text_features_from_embeds(self.lookup(input_ids), _rows(attention_mask, n), expert)
-        img = None if image_feat is None else _rows(image_feat, n)
-        return self.model.forward_features(img, pooled) / self.temperatures
-
-
 def _rows(t: torch.Tensor, n: int) -> torch.Tensor:
     """Broadcast a one-row constant to ``n`` rows (Captum may already have repeated it)."""
     return t.expand(n, *t.shape[1:]) if t.shape[0] == 1 and n != 1 else t
@@ -169,28 +133,25 @@ def _rows(t: torch.Tensor, n: int) -> torch.Tensor:
 # ============================================================================================= public API
 def explain(pipeline: "Pipeline", inputs: "ModelInputs", prediction: "Prediction | None" = None,
             finding: str | None = None, method: str = "gradcam", sanity: bool = False, *,
-            view: int = 0, baseline: str = "blur", n_steps: int = 16, notes_n_steps: int = 32,
-            notes_method: str = "occlusion", internal_batch_size: int = 16,
-            occlusion_window: int | None = None, occlusion_stride: int | None = None,
-            randomize_stages: int | None = None, faithfulness_steps: int = 10, seed: int = 0) -> Explanation:
+            view: int = 0, baseline: str = "blur", n_steps: int = 16, notes_method: str = "evidence",
+            internal_batch_size: int = 16, occlusion_window: int | None = None,
+            occlusion_stride: int | None = None, randomize_stages: int | None = None, faithfulness_steps: int = 10,
+            seed: int = 0) -> Explanation:
     """Explain ``finding`` (default: the most probable) for a prepared request.
 
-    ``method`` picks the image attribution (``gradcam`` | ``ig`` | ``occlusion``); modality contributions are
-    always computed. Note tokens: ``notes_method="occlusion"`` (default: each word removed in turn, one batched
-    forward-only pass), ``"ig"`` (LayerIntegratedGradients, ``notes_n_steps`` steps, ~10x the cost: on request) or
-    ``"gradxinput"`` (one forward + backward: gradient x (embedding - [PAD] embedding), the first-order term of
-    the difference IG integrates; its completeness error is reported; kept for comparison).
+    ``method`` picks the image attribution (``gradcam`` | ``ig`` | ``occlusion``) of the **image model's own
+    answer** (the notes do not enter the image model; they update its answer afterwards by Bayes' rule, see
+    ``medmm.notes``). Note words: ``notes_method="evidence"`` (the only one): each concept's effect on the
+    finding's log-odds through its published likelihood ratio (``evidence_tokens``). Modality contributions are
+    always computed.
     ``sanity=True`` adds the cascading model-parameter randomisation check and deletion/insertion faithfulness
     (seconds on CPU; on request only).
     Occlusion (and the faithfulness curves) run their forward-only perturbations through the pipeline's
     ONNX runtime when it has one (``pipeline.runtime``), batched ``internal_batch_size`` at a time.
     ``baseline`` (``blur`` | ``black``) is the reference image for IG, the occlusion fill and deletion.
     ``view`` picks which scan to map when a request has several (the others stay in the model's input, fixed).
-    ``n_steps`` / ``notes_n_steps``: IG steps for the image (16: under a second on 2 cores; the completeness error is
-    reported and a note is added above 10 %) / the notes with ``notes_method="ig"`` (Gauss-Legendre; on the shipped
-    checkpoint the notes' completeness error was 3.6 % at 16 steps and 0.15 % at 32, hence 32).
-    ``sanity`` always carries the completeness of whatever IG ran (it costs two forward passes); the randomisation
-    and faithfulness checks only run with ``sanity=True``.
+    ``n_steps``: IG steps for the image (16: under a second on 2 cores; the completeness error is reported and a
+    note is added above 10 %).
     """
     t_total = time.perf_counter()
     if method not in METHODS:
@@ -203,35 +164,28 @@ def explain(pipeline: "Pipeline", inputs: "ModelInputs", prediction: "Prediction
         prediction = pipeline.predict_prepared(inputs)
     finding = _resolve_finding(pipeline, prediction, finding)
     index = pipeline.findings.index(finding)
-    model = pipeline.model
-    temperatures = pipeline.temperatures.to(pipeline.device)
     exp = Explanation(finding=finding, probability=float(prediction.findings[finding]), method=method)
 
     with torch.inference_mode(False), torch.enable_grad():  # callers may sit inside inference_mode
         with torch.no_grad():
-            img_feat, views_feat = _image_features(pipeline, inputs)
-            txt_feat = pipeline.text_features(inputs)
-            txt_feat = None if txt_feat is None else txt_feat.clone()  # cached copies may be inference tensors
-
+            _, views_feat = _image_features(pipeline, inputs)
         if inputs.pixels is not None:
-            _explain_image(exp, pipeline, inputs, views_feat, txt_feat, index, view=view, baseline=baseline,
+            _explain_image(exp, pipeline, inputs, views_feat, None, index, view=view, baseline=baseline,
                            n_steps=n_steps, internal_batch_size=internal_batch_size, window=occlusion_window,
                            stride=occlusion_stride, sanity=sanity, randomize_stages=randomize_stages,
                            faithfulness_steps=faithfulness_steps, seed=seed)
+            if prediction.image_findings is not None and inputs.notes:
+                exp.notes.append(f"The map explains the image model's own answer ({finding} "
+                                 f"{prediction.image_findings[finding]:.2f} on the image alone); the notes' evidence "
+                                 f"then moved it to {exp.probability:.2f}.")
 
-        if inputs.input_ids is not None:
-            t = time.perf_counter()
-            exp.tokens, completeness = token_attribution(model, temperatures, pipeline.model.text_encoder.tokenizer,
-                                                         inputs.input_ids, inputs.attention_mask, inputs.notes,
-                                                         index, img_feat, n_steps=notes_n_steps,
-                                                         internal_batch_size=internal_batch_size,
-                                                         method=notes_method,
-                                                         text_encode=_forward_only_text_encoder(pipeline))
-            exp.sanity["notes_ig_completeness"] = completeness  # key kept for readers; "method" says which
-            exp.timings_s["tokens_s"] = time.perf_counter() - t
+    if inputs.notes:
+        t = time.perf_counter()
+        exp.tokens, exp.sanity["notes_evidence"] = evidence_tokens(inputs.notes, prediction, finding)
+        exp.timings_s["tokens_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    exp.modality = modality_contribution(pipeline, index, img_feat, txt_feat)
+    exp.modality = modality_contribution(pipeline, prediction, finding)
     exp.timings_s["modality_s"] = time.perf_counter() - t
     exp.timings_s["total_s"] = time.perf_counter() - t_total
     log.debug("explained %s with %s in %.3f s", finding, method, exp.timings_s["total_s"])
@@ -285,12 +239,6 @@ def _explain_image(exp: Explanation, pipeline: "Pipeline", inputs: "ModelInputs"
         exp.sanity["faithfulness"] = faithfulness(scorer, x, ref, raw, index, txt_feat, others,
                                                   steps=faithfulness_steps, seed=seed)
         exp.timings_s["sanity_s"] = time.perf_counter() - t
-
-
-def _forward_only_text_encoder(pipeline: "Pipeline") -> Any | None:
-    """The runtime's text graph ``(ids, mask) -> (pooled, bag of words or None)`` (None for plain torch)."""
-    runtime = getattr(pipeline, "runtime", None)
-    return None if runtime is None or getattr(runtime, "text", None) is None else runtime.encode_text
 
 
 def _resolve_finding(pipeline: "Pipeline", prediction: "Prediction", finding: str | None) -> str:
@@ -428,236 +376,74 @@ def resize_map(heatmap: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 
 # ============================================================================================= notes
-def token_attribution(model: nn.Module, temperatures: torch.Tensor, tokenizer: Any, input_ids: torch.Tensor,
-                      attention_mask: torch.Tensor, notes: str | None, index: int, image_feat: torch.Tensor | None,
-                      *, n_steps: int = 32, internal_batch_size: int = 16, method: str = "ig",
-                      text_encode: Any | None = None) -> tuple[list[tuple[str, float]], dict[str, float]]:
-    """Word scores in [-1, 1] on the token-embedding layer, image held fixed.
+def evidence_tokens(notes: str | None, prediction: "Prediction", finding: str) -> tuple[list[tuple[str, float]],
+                                                                                   dict[str, Any]]:
+    """Note words scored by what the notes' evidence did to ``finding`` (``medmm.notes``): the words of a concept
+    and of the cue that set its assertion ("no", "denies") get that concept's effect on the finding's log-odds
+    (leave-one-out over the evidence, exact for a lone concept), scaled so the largest is +-1; other words get NaN
+    (shown unscored). Red raises the finding, blue lowers it, for every finding and every population.
 
-    ``method="occlusion"`` (the default of ``explain``): each word (up to ``MAX_NOTE_SPANS`` spans; longer notes in
-    spans of several words) is replaced by the baseline's [PAD] tokens and the drop in the calibrated logit is its
-    score: one batched forward-only pass (through ``text_encode``, the pipeline's ONNX runtime, when given), no
-    gradients. Its "completeness" reports how far the scores' sum is from ``f(x) - f(baseline)`` (word effects are
-    not additive; it is a description, not a convergence check).
-    ``method="ig"``: LayerIntegratedGradients (``n_steps``). ``method="gradxinput"``: one forward + backward,
-    ``grad f(e) . (e - e_ref)`` per token at the input embedding ``e`` (the first-order term of the difference IG
-    integrates): about a tenth of the cost; its completeness error (how far the scores' sum is from
-    ``f(x) - f(baseline)``) is reported the same way.
+    Returns (words in notes order, {"method": "evidence", "effects": [{concept, text, effect}], ...})."""
+    import re
 
-    Baseline: the same sequence with every real token replaced by [PAD] but [CLS]/[SEP] (and the attention mask)
-    kept, so only the words' content is removed, not the sentence frame the encoder expects. Token scores are the
-    embedding-dimension sums; WordPiece ``##`` continuations are summed into their word. A model with a notes
-    expert (TF-IDF + logistic regression) also reads the words through it: its share is added onto the words it
-    read (``_expert_token_scores``), so the scores cover what the model read, not only its neural path.
-    """
-    # the neural path's word scores are taken with the notes expert's column at 0; the expert's own effect,
-    # f(x, e) - f(x, 0), is then split onto the words it read (``_expert_token_scores``): together they sum to
-    # f(x) - f(baseline) as the model scores the request (the expert is not differentiable in the embeddings)
-    expert = model.notes_expert_features([notes]) if notes else None
-    scorer = _TextScorer(model, temperatures, None if expert is None else torch.zeros_like(expert))
-    special = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    keep = torch.tensor([[int(i) in special for i in row] for row in input_ids.tolist()], device=input_ids.device)
-    ref_ids = torch.where(keep, input_ids, torch.full_like(input_ids, pad))
-    args = (attention_mask, image_feat)
-    if method == "occlusion":
-        scores, f_x, f_ref = _word_occlusion(scorer, tokenizer, input_ids, ref_ids, attention_mask, image_feat, index,
-                                             text_encode, internal_batch_size)
-    elif method == "gradxinput":
-        scores, f_x, f_ref = _grad_x_input(scorer, input_ids, ref_ids, args, index)
-    else:
-        from captum.attr import LayerIntegratedGradients
+    from medmm.notes.evidence import item_effects
 
-        attr = LayerIntegratedGradients(scorer, scorer.lookup).attribute(
-            input_ids, baselines=ref_ids, target=index, additional_forward_args=args, n_steps=max(n_steps, 1),
-            internal_batch_size=internal_batch_size)
-        scores = attr.detach()[0].sum(-1).double().cpu().numpy()  # [T]
-        with torch.no_grad():
-            f_x, f_ref = (float(scorer(ids, *args)[0, index]) for ids in (input_ids, ref_ids))
-    if expert is not None and float(expert.reshape(-1)[0]) != 0.0:
-        with torch.no_grad():
-            f_xe = float(_TextScorer(model, temperatures, expert)(input_ids, *args)[0, index])
-        scores = scores + _expert_token_scores(model.notes_expert, tokenizer, input_ids[0].tolist(), notes,
-                                               f_xe - f_x, float(expert.reshape(-1)[0]))
-        f_x = f_xe
-    total = float(scores.sum())
-    completeness = _completeness(total, f_x, f_ref, total - (f_x - f_ref))
-    completeness["method"] = method
-    words = merge_wordpieces(tokenizer, input_ids[0].tolist(), scores, notes)
-    top = max((abs(s) for _, s in words), default=0.0)
-    return [(w, float(s / top) if top > 0 else 0.0) for w, s in words], completeness
+    ev, prior = prediction.notes_evidence, prediction.prior_states
+    if not notes or ev is None:
+        return [], {"method": "evidence", "effects": []}
+    effects = [(e, x) for e, x in item_effects(prior, ev, finding) if e.used]
+    spans: list[tuple[int, int, float]] = []
+    for e, x in effects:
+        spans.append((e.start, e.end, x))
+        if e.cue is not None:
+            spans.append((e.cue[0], e.cue[1], x))
+    words = [(m.group(0), m.start(), m.end()) for m in re.finditer(r"[^\W_]+(?:[.'’%/+-][^\W_]+)*%?|[^\w\s]", notes)]
+    scores = []
+    for w, a, b in words:
+        hit = [x for s0, s1, x in spans if a < s1 and s0 < b]
+        scores.append(max(hit, key=abs) if hit else float("nan"))
+    top = max((abs(x) for x in scores if np.isfinite(x)), default=0.0)
+    out = [(w, (x / top if top > 0 else 0.0) if np.isfinite(x) else float("nan")) for (w, _, _), x in zip(words, scores)]
+    summary = {"method": "evidence", "finding": finding,
+               "effects": [{"concept": e.concept, "text": e.text, "finding": e.finding, "lr": e.lr,
+                            "effect_logodds": round(x, 4)} for e, x in effects]}
+    return out, summary
 
 
-def _expert_token_scores(expert: Any, tokenizer: Any, ids: list[int], notes: str, effect: float,
-                         evidence: float) -> np.ndarray:
-    """The notes expert's effect on the logit (``effect`` = f(x, e) - f(x, 0)) as per-token scores ``[T]``.
+def modality_contribution(pipeline: "Pipeline", prediction: "Prediction", finding: str) -> dict[str, Any]:
+    """p(image + notes), p(image only) and p(notes only) for ``finding``, and each modality's share of the change
+    when it is removed. The image alone is the image model's own answer; the notes alone are the notes' evidence
+    applied to the stated pre-test probability (``medmm.notes.pretest_states``); image + notes is the image's
+    answer updated by the same evidence. ``notes_shift_logodds`` is exactly what the notes added to the finding's
+    log-odds. Leave-one-out effects, not Shapley values."""
+    from medmm.notes import marginals, pretest_states, update_states
 
-    The expert's word evidence ``e`` is a sum of per-term shares (``NotesExpert.span_contributions``), and the
-    model sees it through that one number, so Integrated Gradients along ``e`` (baseline 0) gives each term exactly
-    ``share / e x effect``. A term's score goes to the words its characters overlap (a bigram: half to each), on
-    each word's first token. Terms beyond the tokenizer's truncation, or notes whose tokens cannot be mapped back
-    onto the text (a slow tokenizer), keep their share out of the scores: the completeness error then says so.
-    """
-    out = np.zeros(len(ids), dtype=np.float64)
-    offsets = _offsets(tokenizer, ids, notes)
-    if offsets is None or evidence == 0.0:
-        return out
-    # (first token, start, end) per word: the occlusion's word grouping, one word per span
-    words = [(span[0], offsets[span[0]][0], offsets[span[-1]][1])
-             for span in _word_spans(tokenizer, ids, max_spans=max(1, len(ids)))]
-    for start, end, share in expert.span_contributions(notes):
-        hit = [w[0] for w in words if w[1] < end and start < w[2]]
-        for i in hit:
-            out[i] += share / evidence * effect / len(hit)
-    return out
-
-
-def _word_spans(tokenizer: Any, ids: list[int], max_spans: int = MAX_NOTE_SPANS) -> list[list[int]]:
-    """Token positions per occlusion span: one word each (WordPiece ``##`` pieces join their word), or runs of
-    consecutive words when there are more than ``max_spans`` words. Special tokens are never occluded."""
-    special = set(getattr(tokenizer, "all_special_ids", []))
-    words: list[list[int]] = []
-    for i, (tok, tid) in enumerate(zip(tokenizer.convert_ids_to_tokens(ids), ids)):
-        if tid in special:
-            continue
-        if tok.startswith("##") and words:
-            words[-1].append(i)
-        else:
-            words.append([i])
-    per = max(1, math.ceil(len(words) / max_spans))
-    return [sum(words[j:j + per], []) for j in range(0, len(words), per)]
-
-
-def _word_occlusion(scorer: _TextScorer, tokenizer: Any, input_ids: torch.Tensor, ref_ids: torch.Tensor,
-                    attention_mask: torch.Tensor, image_feat: torch.Tensor | None, index: int,
-                    text_encode: Any | None, batch_size: int) -> tuple[np.ndarray, float, float]:
-    """Per-token scores: ``f(x) - f(x with its span set to the baseline)``, spread evenly over the span's tokens
-    (so a word's merged score is its span's effect when the span is that word)."""
-    spans = _word_spans(tokenizer, input_ids[0].tolist())
-    rows = [input_ids[0], ref_ids[0]]
-    for span in spans:
-        row = input_ids[0].clone()
-        row[span] = ref_ids[0, span]
-        rows.append(row)
-    batch = torch.stack(rows)  # [2 + S, T]: x, baseline, one row per occluded span
-
-    def logits(ids: torch.Tensor) -> torch.Tensor:
-        mask = attention_mask.expand(ids.shape[0], -1)
-        if text_encode is not None:  # the runtime's graph: (pooled, bag of words); the expert's column held fixed
-            n = ids.shape[0]
-            expert = None if scorer.expert_logit is None else scorer.expert_logit.reshape(-1)[:1].expand(n)
-            txt = scorer.model.join_text_features(*text_encode(ids, mask), expert)
-            img = None if image_feat is None else _rows(image_feat, ids.shape[0])
-            return scorer.model.forward_features(img, txt) / scorer.temperatures
-        return scorer(ids, mask, image_feat)
-
-    with torch.no_grad():
-        out = torch.cat([logits(batch[i:i + max(1, batch_size)])[:, index] for i in range(0, len(batch),
-                                                                                          max(1, batch_size))])
-    f = out.float().cpu().numpy()
-    scores = np.zeros(input_ids.shape[1], dtype=np.float64)
-    for span, value in zip(spans, f[2:]):
-        scores[span] = (f[0] - value) / len(span)
-    return scores, float(f[0]), float(f[1])
-
-
-def _grad_x_input(scorer: _TextScorer, input_ids: torch.Tensor, ref_ids: torch.Tensor, args: tuple[Any, ...],
-                  index: int) -> tuple[np.ndarray, float, float]:
-    """Per-token ``grad . (e - e_ref)`` from one forward + backward (the hook sits on the per-call lookup)."""
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> torch.Tensor:
-        captured["e"] = out.detach().requires_grad_(True)
-        return captured["e"]
-
-    handle = scorer.lookup.register_forward_hook(hook)
-    try:
-        out = scorer(input_ids, *args)[0, index]
-    finally:
-        handle.remove()
-    (grad,) = torch.autograd.grad(out, captured["e"])
-    with torch.no_grad():
-        e_ref = scorer.lookup(ref_ids)
-        f_ref = float(scorer(ref_ids, *args)[0, index])
-    scores = ((captured["e"].detach() - e_ref) * grad)[0].sum(-1).float().cpu().numpy()  # [T]
-    return scores, float(out.detach()), f_ref
-
-
-def merge_wordpieces(tokenizer: Any, ids: list[int], scores: np.ndarray,
-                     text: str | None = None) -> list[tuple[str, float]]:
-    """Sum ``##`` continuation pieces into their word; drop special tokens.
-
-    With a fast tokenizer and the original ``text`` each word is the text's own span (original case and accents),
-    otherwise the pieces joined without their ``##``.
-    """
-    tokens = tokenizer.convert_ids_to_tokens(ids)
-    special = set(getattr(tokenizer, "all_special_ids", []))
-    spans = _offsets(tokenizer, ids, text)
-    words: list[list[Any]] = []  # [text, score, start, end]
-    for i, (tok, tid) in enumerate(zip(tokens, ids)):
-        if tid in special:
-            continue
-        start, end = spans[i] if spans else (None, None)
-        if tok.startswith("##") and words:
-            w = words[-1]
-            w[0] += tok[2:]
-            w[1] += float(scores[i])
-            w[3] = end
-        else:
-            words.append([tok, float(scores[i]), start, end])
-    if spans and text is not None:
-        return [(text[s:e], sc) for _, sc, s, e in words]
-    return [(w, sc) for w, sc, _, _ in words]
-
-
-def _offsets(tokenizer: Any, ids: list[int], text: str | None) -> list[tuple[int, int]] | None:
-    """Character spans of ``ids`` in ``text`` when a fast tokenizer re-creates exactly these ids; else None."""
-    if text is None or not getattr(tokenizer, "is_fast", False):
-        return None
-    try:
-        enc = tokenizer(text, truncation=True, max_length=len(ids), return_offsets_mapping=True)
-    except Exception:  # noqa: BLE001 - offsets are a nicety; fall back to the pieces
-        log.debug("offsets unavailable", exc_info=True)
-        return None
-    if list(enc["input_ids"]) != list(ids):
-        return None
-    return [tuple(o) for o in enc["offset_mapping"]]
-
-
-# ============================================================================================= modalities
-def modality_contribution(pipeline: "Pipeline", index: int, image_feat: torch.Tensor | None,
-                          text_feat: torch.Tensor | None) -> dict[str, Any]:
-    """p(both), p(image only), p(notes only) and each modality's share of the change when it is removed.
-
-    The model scores a missing modality (gated out; ``forward_features`` with None), so removing one is a real
-    forward pass, not a zeroed input. ``delta_image`` = p(both) - p(notes only) is what the image adds;
-    ``delta_notes`` = p(both) - p(image only). Shares are |delta| normalised to sum to 1. These are leave-one-out
-    effects, not Shapley values: the model cannot score a request with neither modality. With one modality present
-    it carries the whole prediction (share 1).
-    """
-    model = pipeline.model
-
-    def p(img: torch.Tensor | None, txt: torch.Tensor | None) -> float | None:
-        if img is None and txt is None:
-            return None
-        with torch.inference_mode():
-            return float(pipeline.calibrate(model.forward_features(img, txt))[0, index])
-
+    j = pipeline.findings.index(finding)
+    ev = prediction.notes_evidence
+    has_img, has_notes = prediction.image_findings is not None, ev is not None
+    p_image = prediction.image_findings[finding] if has_img else None
+    p_notes = None
+    if has_notes:
+        states, _ = pretest_states(ev.population)
+        p_notes = float(marginals(update_states(states, ev.log_lr))[j])
     out: dict[str, Any] = {
-        "present": [m for m, f in (("image", image_feat), ("notes", text_feat)) if f is not None],
-        "p_both": p(image_feat, text_feat) if image_feat is not None and text_feat is not None else None,
-        "p_image_only": p(image_feat, None), "p_notes_only": p(None, text_feat),
-        "delta_image": None, "delta_notes": None,
+        "finding": finding, "present": [m for m, ok in (("image", has_img), ("notes", has_notes)) if ok],
+        "p_both": prediction.findings[finding] if has_img and has_notes else None,
+        "p_image_only": p_image, "p_notes_only": p_notes, "delta_image": None, "delta_notes": None,
     }
     if out["p_both"] is not None:
-        d_img, d_txt = out["p_both"] - out["p_notes_only"], out["p_both"] - out["p_image_only"]
+        d_img, d_txt = out["p_both"] - p_notes, out["p_both"] - p_image
+
+        def logit(p: float) -> float:
+            p = min(max(p, 1e-12), 1 - 1e-12)
+            return math.log(p / (1 - p))
+
         total = abs(d_img) + abs(d_txt)
-        out.update(delta_image=d_img, delta_notes=d_txt,
+        out.update(delta_image=d_img, delta_notes=d_txt, notes_shift_logodds=logit(out["p_both"]) - logit(p_image),
                    share_image=abs(d_img) / total if total > 0 else 0.5,
                    share_notes=abs(d_txt) / total if total > 0 else 0.5)
     else:
-        out.update(share_image=1.0 if image_feat is not None else 0.0,
-                   share_notes=1.0 if text_feat is not None else 0.0)
+        out.update(share_image=1.0 if has_img else 0.0, share_notes=1.0 if has_notes else 0.0)
         out["note"] = "Only one modality was given, so it carries the whole prediction."
     return out
 
@@ -832,7 +618,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-__all__ = ["MAX_NOTE_SPANS", "METHODS", "NOTES_METHODS", "TARGET", "ExplainError", "Explanation", "cli_explain", "explain", "image_attribution",
-           "modality_contribution", "randomization_check", "faithfulness", "spearman", "token_attribution",
-           "merge_wordpieces", "reference_image", "resize_map", "display_heatmap"]
+__all__ = ["METHODS", "NOTES_METHODS", "TARGET", "ExplainError", "Explanation", "cli_explain", "explain", "image_attribution",
+           "modality_contribution", "randomization_check", "faithfulness", "spearman", "evidence_tokens",
+           "reference_image", "resize_map", "display_heatmap"]
 

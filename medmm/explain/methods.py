@@ -32,12 +32,10 @@ METHODS: tuple[str, ...] = tuple(BY_KEY)
 METHOD_NAMES: dict[str, str] = {m.key: m.name for m in REGISTRY}
 DEFAULT_METHOD = METHODS[0]
 
-# note-word attribution (the notes half of every explanation): fast default first (word occlusion: one batched
-# forward-only pass), IG on request; gradient x input is kept for comparison (it disagreed with IG on real notes,
-# docs/bench.md)
-NOTES_METHODS: tuple[str, ...] = ("occlusion", "ig", "gradxinput")
-NOTES_METHOD_NAMES: dict[str, str] = {"occlusion": "word occlusion", "ig": "Integrated Gradients",
-                                      "gradxinput": "gradient x input"}
+# note-word attribution (the notes half of every explanation): the notes reach the prediction only as evidence with
+# published likelihood ratios (medmm.notes), so a word's score is its concept's effect on the finding's log-odds
+NOTES_METHODS: tuple[str, ...] = ("evidence",)
+NOTES_METHOD_NAMES: dict[str, str] = {"evidence": "evidence (likelihood ratios)"}
 
 
 def method_help() -> str:

@@ -208,7 +208,7 @@ def token_highlights(tokens: Sequence[tuple[str, float]], text: str | None = Non
     cursor = 0
     lowered = text.lower() if text is not None else None
     for i, (word, score) in enumerate(tokens):
-        value = float(np.clip(score, -1.0, 1.0)) if np.isfinite(score) else 0.0
+        value = float(np.clip(score, -1.0, 1.0)) if np.isfinite(score) else None  # NaN: a word with no evidence
         if not any(ch.isalnum() for ch in word):
             value = None  # punctuation: shown as plain text, not as a scored box
         if text is not None:

@@ -204,6 +204,17 @@ class MedMM(nn.Module):
         # [B, num_findings] finding logits (log-odds of the calibrated-state marginals for a state head)
         return out if self.state_head is None else self.state_head.finding_logits(out)
 
+    def image_state_probs(self, image_feat: torch.Tensor) -> torch.Tensor:
+        """``[B, L]`` probabilities of the mutually exclusive states from the image alone (notes absent), at the
+        state head's temperature: what ``forward_features(image_feat, None)`` sums into findings."""
+        if self.state_head is None:
+            raise ValueError("this model predicts independent findings, not states")
+        b, d = image_feat.shape[0], self.cfg.fused_dim
+        zeros = torch.zeros(b, device=image_feat.device)
+        out = self.head(self.fusion(self.image_proj(image_feat), torch.zeros(b, d, device=image_feat.device),
+                                    torch.ones_like(zeros), zeros))
+        return torch.softmax(out / self.state_head.temperature, dim=-1)
+
     def forward_states(self, image_feat: torch.Tensor, text_feat: torch.Tensor, has_image: torch.Tensor,
                        has_text: torch.Tensor) -> torch.Tensor:
         """Raw state logits ``[B, L]`` (training of a state head); all inputs given, absences by the masks."""

@@ -212,10 +212,13 @@ def middle_slice(stack: np.ndarray) -> int:
 
 # ------------------------------------------------------------------------------------------------ explanation
 def modality_contribution(modality: Mapping[str, Any] | None) -> dict[str, float] | None:
-    """``{"image": share, "notes": share}`` (leave-one-out shares from ``Explanation.modality``) for a ``gr.Label``."""
+    """``{"image (for Pneumonia)": share, "notes (for Pneumonia)": share}`` (leave-one-out shares from
+    ``Explanation.modality``, named with the finding they refer to) for a ``gr.Label``."""
     if not modality or not modality.get("present"):
         return None
-    return {m: round(float(modality.get(f"share_{m}") or 0.0), 4) for m in modality["present"]}
+    finding = modality.get("finding")
+    suffix = f" (for {finding})" if finding else ""
+    return {f"{m}{suffix}": round(float(modality.get(f"share_{m}") or 0.0), 4) for m in modality["present"]}
 
 
 def _p(value: Any) -> str:
@@ -285,18 +288,14 @@ def overlay_image(explanation: Any, scans: Sequence[Any], check: Mapping[str, An
 
 
 def note_tokens(explanation: Any, notes: str | None) -> list[tuple[str, float | None]] | None:
-    """Note words with scores in [-1, 1] for a ``gr.HighlightedText`` (None without notes)."""
+    """Note words for a ``gr.HighlightedText``: the words of each concept used as evidence (and of its cue, "no",
+    "denies") scored in [-1, 1] (red raises the explained finding, blue lowers it); other words plain. None
+    without notes."""
     if explanation is None or not explanation.tokens:
         return None
     from medmm.explain.render import token_highlights
 
-    items = token_highlights(explanation.tokens, notes)
-    # show only what the model read: notes beyond its token limit were never scored (nor seen by the model)
-    last = max((i for i, (_, score) in enumerate(items) if score is not None), default=-1)
-    rest = "".join(text for text, _ in items[last + 1:])
-    if last >= 0 and any(ch.isalnum() for ch in rest):
-        items = items[: last + 1] + [(f" … [{len(rest):,} more characters not read by the model]", None)]
-    return items
+    return token_highlights(explanation.tokens, notes)
 
 
 # ------------------------------------------------------------------------------------------------ session

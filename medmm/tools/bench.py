@@ -703,17 +703,14 @@ def _explain_stages(pipe: Any, inputs: Any, prediction: Any, methods: Sequence[s
         notes_out.append(f"explanation stages skipped: explain() failed: {type(e).__name__}: {e}")
         return {}
     facts: dict[str, Any] = {}
-    runs = [(m, {}) for m in methods]
-    if methods and inputs.input_ids is not None:
-        runs.append(("gradcam", {"notes_method": "ig"}))  # the expensive token attribution, on request only
-    for method, extra in runs:
+    for method in methods:
         totals, image_parts, token_parts = [], [], []
-        name = f"explanation.{method}" + ("+notes_ig" if extra else "")
-        n = max(repeats, EXPLAIN_MIN_REPEATS.get(method, 1)) if not extra else max(1, min(repeats, 3))
+        name = f"explanation.{method}"
+        n = max(repeats, EXPLAIN_MIN_REPEATS.get(method, 1))
         try:
             for _ in range(n):
                 t = time.perf_counter()
-                exp = explain(pipe, inputs, prediction, finding=finding, method=method, **extra)
+                exp = explain(pipe, inputs, prediction, finding=finding, method=method)
                 totals.append(time.perf_counter() - t)
                 image_parts.append(float(exp.timings_s.get("image_s", float("nan"))))
                 token_parts.append(float(exp.timings_s.get("tokens_s", float("nan"))))
@@ -721,14 +718,10 @@ def _explain_stages(pipe: Any, inputs: Any, prediction: Any, methods: Sequence[s
             notes_out.append(f"{name} failed: {type(e).__name__}: {e}")
             continue
         out[name] = summarize(totals)
-        if not extra:
-            out[f"{name}.image_map_only"] = summarize(image_parts)
+        out[f"{name}.image_map_only"] = summarize(image_parts)
         out[f"{name}.tokens_only"] = summarize(token_parts)
         if "ig_completeness" in exp.sanity:
             facts[f"{method}_completeness_relative_error"] = exp.sanity["ig_completeness"]["relative_error"]
-        if "notes_ig_completeness" in exp.sanity:
-            c = exp.sanity["notes_ig_completeness"]
-            facts[f"notes_{c.get('method', 'ig')}_completeness_relative_error"] = c["relative_error"]
         if method == "occlusion":
             facts["occlusion_geometry"] = exp.sanity.get("occlusion")
             facts["occlusion_forward"] = pipe.runtime_name
@@ -745,15 +738,15 @@ def explanation_summary(stages: dict[str, dict[str, float]], facts: dict[str, An
     """``explanations``: p50/p95 per method on an image + notes request, against the issue-15 targets."""
     out: dict[str, Any] = {}
     for key, s in stages.items():
-        if key.startswith("explanation.") and "." not in key[len("explanation."):].replace("+notes_ig", ""):
+        if key.startswith("explanation.") and "." not in key[len("explanation."):]:
             target = EXPLAIN_TARGETS_MS.get(key)
             out[key[len("explanation."):]] = {"p50_ms": s["p50_ms"], "p95_ms": s["p95_ms"], "n": s["n"],
                                               "target_ms": target,
                                               "within_target": None if target is None else s["p50_ms"] <= target}
     out.update(facts)
     out["what"] = ("explain() on an image + notes request (PNG + typical notes, finding Pneumonia): image map, note "
-                   "tokens (gradient x input by default; '+notes_ig' = Integrated Gradients on request), modality "
-                   "contributions; no sanity checks")
+                   "words (each concept's effect through its likelihood ratio), modality contributions; no sanity "
+                   "checks")
     return out
 
 
