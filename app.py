@@ -158,7 +158,7 @@ def _png(folder: Path, name: str, pixels: np.ndarray | None) -> str | None:
 OUTPUTS = ("findings_label", "findings_table", "positive_md", "warnings_md", "overlay_image", "explanation_md",
            "tokens_text", "modality_label", "report_box", "consistency_md", "download_text", "download_json",
            "download_sr", "energy_md", "metadata_df", "viewer_image", "scan_slider", "slice_slider", "state",
-           "session_key")
+           "session_key", "evidence_md")
 
 
 def _notes_input(notes: Any) -> str | None:
@@ -227,6 +227,7 @@ def _present(result: RequestResult, session: fmt.SessionResult) -> dict[str, Any
         "slice_slider": _slice_slider(stacks[0] if stacks else None),
         "state": session,
         "session_key": session.key,
+        "evidence_md": fmt.notes_evidence_markdown(result.prediction),
     }
 
 
@@ -244,7 +245,7 @@ def clear_outputs() -> dict[str, Any]:
         "consistency_md": "", "download_text": None, "download_json": None, "download_sr": None, "energy_md": "",
         "metadata_df": fmt.metadata_table(()), "viewer_image": None,
         "scan_slider": gr.Slider(value=1, visible=False), "slice_slider": gr.Slider(value=1, visible=False),
-        "state": None, "session_key": "", "status_md": fmt.RUNNING_STATUS, "pending": None,
+        "state": None, "session_key": "", "evidence_md": "", "status_md": fmt.RUNNING_STATUS, "pending": None,
     }
 
 
@@ -355,6 +356,7 @@ def _layout(pipeline: PipelineLike) -> dict[str, Any]:
                                                wrap=True, elem_id="findings-table",
                                                column_widths=fmt.FINDINGS_COLUMN_WIDTHS)
             c["positive_md"] = gr.Markdown(label="Positive findings")
+            c["evidence_md"] = gr.Markdown("", label="Notes as evidence", elem_id="notes-evidence")
 
     example_rows, example_labels = fmt.example_rows(EXAMPLES_DIR, fmt.MOST_PROBABLE, DEFAULT_METHOD)
     gr.Examples(example_rows, inputs=[c["files_in"], c["notes_in"], c["finding_in"], c["method_in"]],
@@ -366,7 +368,7 @@ def _layout(pipeline: PipelineLike) -> dict[str, Any]:
             c["overlay_image"] = gr.Image(label="Saliency overlay",
                                           interactive=False, height=360, format="png", elem_id="overlay")
             c["explanation_md"] = gr.Markdown(label="Explanation details")
-            c["tokens_text"] = gr.HighlightedText(label="Note words: red supports, blue argues against the finding",
+            c["tokens_text"] = gr.HighlightedText(label="Note words used as evidence: red raises the finding, blue lowers it",
                                                   show_legend=False, elem_id="tokens")
             c["modality_label"] = gr.Label(label="Modality contribution (leave-one-out share)", show_heading=False,
                                            elem_id="modality")

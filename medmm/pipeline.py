@@ -218,7 +218,7 @@ class Pipeline:
             from medmm.notes import combine, read_note
 
             hint = None if img_np is None else ("adult" if self.looks_adult(img_np) else "child")
-            evidence = combine(read_note(inputs.notes), hint)
+            evidence = combine(read_note(inputs.notes), hint, inputs.notes)
         alone = prior = None
         if img is not None:
             alone = self.calibrate(self.model.forward_features(img, None))[0].float().cpu().numpy()

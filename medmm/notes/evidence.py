@@ -174,6 +174,7 @@ class Evidence:
     value: float | None = None
     unit: str | None = None
     cue: tuple[int, int] | None = None
+    phrase: str = ""             # the concept with its cue, as the note says it ("no respiratory symptoms")
 
     @property
     def log_lr(self) -> float:
@@ -190,7 +191,7 @@ class Evidence:
                 "assertion": self.assertion, "finding": self.finding, "lr": self.lr, "lr_kind": self.lr_kind,
                 "direction": self.direction, "used": self.used, "counted": self.counted, "reason": self.reason,
                 "source": self.source, "url": self.url, "cutoff": self.cutoff, "value": self.value,
-                "unit": self.unit}
+                "unit": self.unit, "phrase": self.phrase or self.text}
 
     def label(self) -> str:
         """'fever (LR+ 1.7 for Pneumonia, Metlay JP et al. JAMA 1997)' / 'cough: absent, not used (...)'."""
@@ -285,9 +286,10 @@ _MEASURE_NAMES = {"temperature": "temperature", "spo2": "SpO2", "resp_rate": "re
 _PLURAL = {"adult": "adults", "child": "children"}
 
 
-def combine(reading: NoteReading, population_hint: str | None = None) -> NotesEvidence:
+def combine(reading: NoteReading, population_hint: str | None = None, text: str | None = None) -> NotesEvidence:
     """Evidence items of one note and the log likelihood ratio per finding (families, cap), for ``population``:
     the note's own (age, "infant", "58M"), else ``population_hint`` (the image's scope check), else adult.
+    ``text``: the note itself, for each item's phrase with its cue ("no respiratory symptoms").
 
     Each concept gives one item per finding the table has rows for; a concept used for no finding keeps one item
     that says why (so the screen can show "not used")."""
@@ -304,7 +306,7 @@ def combine(reading: NoteReading, population_hint: str | None = None) -> NotesEv
         # what the note said (measured values are measurements; the others keep the note's own assertion)
         shown = "measured" if measured else c.assertion
         base = dict(name=name, text=c.text, start=c.start, end=c.end, assertion=shown, value=c.value, unit=c.unit,
-                    cue=c.cue, cutoff=cutoff)
+                    cue=c.cue, cutoff=cutoff, phrase=c.phrase(text) if text is not None else c.text)
         if c.key in NOT_EVIDENCE:
             items.append(Evidence(c.key, finding=None, reason=NOT_EVIDENCE[c.key], **base))
             continue

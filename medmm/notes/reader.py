@@ -131,6 +131,14 @@ class Concept:
     value: float | None = None           # a measured value (SpO2 88 -> 88.0), in the unit of ``unit``
     unit: str | None = None
 
+    def phrase(self, text: str) -> str:
+        """The concept with the cue that set its assertion, as the note says it ("no respiratory symptoms",
+        "PCR negative"), from the note's ``text``."""
+        if self.cue is None:
+            return self.text
+        cue = text[self.cue[0]:self.cue[1]]
+        return f"{cue} {self.text}" if self.cue[0] < self.start else f"{self.text} {cue}"
+
     @property
     def name(self) -> str:
         return CONCEPT_PHRASES[self.key][0] if self.key in CONCEPT_PHRASES else self.key.replace("_", " ")

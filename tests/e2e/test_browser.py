@@ -179,6 +179,31 @@ def test_browser_analyze_shows_findings_and_report(server: tuple[str, Path], bro
         shutil.copyfile(shot, docs_img / "app_screenshot.png")
 
 
+def test_browser_knee_note_is_shown_as_negated_evidence_that_lowers(server: tuple[str, Path], browser) -> None:
+    """Issue 24's adult case on screen: "no respiratory symptoms" is read as negated, with its negative likelihood
+    ratio and source, lowers Pneumonia (blue on the note), and nothing is raised by the note."""
+    expect = _expect()
+    dicom = ROOT.parent / "shared" / "data" / "dicom" / "txv_siim.dcm"
+    if not dicom.exists():
+        pytest.skip(f"shared data not available: {dicom}")
+    context, page = _open(browser, server[0])
+    try:
+        _analyze(page, [dicom], "58M, pre-op knee replacement, no respiratory symptoms.")
+        expect(page.locator("#status")).to_contain_text("complete", timeout=RESULT_TIMEOUT_MS)
+        panel = page.locator("#notes-evidence")
+        expect(panel).to_contain_text("no respiratory symptoms")
+        expect(panel).to_contain_text("negated")
+        expect(panel).to_contain_text("LR- 0.31")
+        expect(panel).to_contain_text("lowers")
+        expect(panel).to_contain_text("Metlay")
+        rows = panel.locator("tbody tr").all_inner_texts()
+        assert rows and not any("raises" in r for r in rows)  # the knee note raises nothing
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "knee_note_evidence.png"), full_page=True)
+    finally:
+        context.close()
+
+
 def test_browser_failed_request_clears_the_previous_patient(server: tuple[str, Path], browser, tmp_path: Path) -> None:
     """After a good analysis, a failed one (a text file renamed .png) leaves no panel, download or state of the
     previous patient, and says why once, in the status panel."""
