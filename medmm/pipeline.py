@@ -164,6 +164,12 @@ class Pipeline:
                 self._text_cache.popitem(last=False)
         return feat
 
+    def notes_embedding(self, inputs: ModelInputs) -> np.ndarray | None:
+        """The notes' sentence embedding ``[dim]`` (L2-normalised; what the report's sentence bank is indexed by),
+        LRU-cached by the notes' hash; None without notes. Only the draft's sentence ranking reads it."""
+        txt = self.text_features(inputs)
+        return None if txt is None else txt[0, :self.model.text_encoder.dim].float().cpu().numpy()
+
     def forward_only_encoder(self):
         """The forward-only image encoder ``[N, 3, S, S] -> [N, F]``: the batcher (medmm.service) when batching is
         on, else the runtime's (ONNX Runtime / OpenVINO); None for plain torch (the model encodes itself)."""
@@ -208,10 +214,9 @@ class Pipeline:
     def predict_prepared(self, inputs: ModelInputs) -> Prediction:
         """The image model's answer, updated by the notes' evidence (``medmm.notes``: concepts with assertion,
         published likelihood ratios, Bayes' rule on the image's states). The learned notes pathway of the checkpoint
-        is not used for predictions (the model card says why); the notes' sentence embedding is still computed, for
-        the draft report's sentence ranking."""
+        is not used for predictions (the model card says why); the notes' sentence embedding, which only the draft
+        report's sentence ranking reads, is computed by ``notes_embedding`` when a report is drafted."""
         img = self.image_features(inputs)
-        txt = self.text_features(inputs)
         img_np = None if img is None else img[0].float().cpu().numpy()
         evidence = pretest = None
         if inputs.notes:
@@ -232,7 +237,7 @@ class Pipeline:
 
             prior, pretest = pretest_states(evidence.population)
             probs = marginals(update_states(prior, evidence.log_lr))
-        pred = self._to_prediction(probs, inputs, img, txt)
+        pred = self._to_prediction(probs, inputs, img)
         extra = [] if evidence is None else self._evidence_warnings(pred, alone, evidence, pretest)
         return replace(pred, warnings=pred.warnings + tuple(extra), notes_evidence=evidence,
                        image_findings=None if alone is None else dict(zip(self.findings, map(float, alone))),
@@ -277,6 +282,9 @@ class Pipeline:
         if evidence.population_from == "default" and evidence.used:
             out.append("The notes do not give the patient's age and there is no image to judge it from: the adult "
                        "likelihood ratios were used.")
+        if evidence.read_chars is not None:
+            out.append(f"Only the first {evidence.read_chars:,} characters of the notes were read for clinical "
+                       "evidence; put the relevant history, examination and results first.")
         if evidence.capped:
             out.append(f"The notes' clinical evidence for {', '.join(evidence.capped)} was capped at a likelihood ratio "
                        "of 10 (correlated findings are not independent evidence).")
@@ -299,7 +307,7 @@ class Pipeline:
                 f"(Kermany, ages 1-5) and is much less reliable on adults:{measured}. Read these probabilities as "
                 "low-confidence; see the model card."]
 
-    def _to_prediction(self, probs: np.ndarray, inputs: ModelInputs, img, txt) -> Prediction:
+    def _to_prediction(self, probs: np.ndarray, inputs: ModelInputs, img) -> Prediction:
         warnings = list(inputs.warnings)
         if not self.meta.trained:
             warnings.insert(0, "UNTRAINED checkpoint: these numbers are placeholders for wiring, not predictions.")
@@ -321,11 +329,9 @@ class Pipeline:
         if other_views:
             warnings.append(f"View {', '.join(other_views)} (from the DICOM header): the model was trained on frontal "
                             "(AP/PA) chest films only, so its output for this view is not meaningful.")
-        modalities = tuple(m for m, present in (("image", img is not None), ("notes", txt is not None)) if present)
+        modalities = tuple(m for m, present in (("image", img is not None), ("notes", bool(inputs.notes))) if present)
         return Prediction(
             findings=findings, thresholds=thresholds, positive=positive, modalities=modalities,
-            # the sentence embedding alone (what the report's sentence bank is indexed by), not the joined features
-            notes_embedding=None if txt is None else txt[0, :self.model.text_encoder.dim].float().cpu().numpy(),
             image_embedding=img_np,
             ood_score=ood_score, ood_threshold=None if self.ood is None else self.ood.threshold,
             warnings=tuple(warnings), scan_metadata=tuple(s.metadata.to_dict() for s in inputs.scans),

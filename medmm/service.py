@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from medmm import DISCLAIMER
@@ -107,7 +107,9 @@ def run_request(pipeline: Pipeline, scans: Sequence[ScanInput] = (), notes: str 
             from medmm.report import draft_report
 
             with stage("report"):
-                drafted = draft_report(prediction, inputs.notes, extra_warnings=across)
+                ranked = prediction if not inputs.notes else \
+                    replace(prediction, notes_embedding=pipeline.notes_embedding(inputs))  # sentence ranking only
+                drafted = draft_report(ranked, inputs.notes, extra_warnings=across)
     stage_s = {name: meter.record.stages[name].duration_s for name in stages}  # timed once, by the meter
     return RequestResult(prediction, inputs, drafted, explanation, meter.record,
                          time.perf_counter() - t_start, stage_s, across, checked)

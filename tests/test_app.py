@@ -156,7 +156,7 @@ def test_unexpected_failure_shows_generic_message_and_logs_type_only(monkeypatch
 # ------------------------------------------------------------------------------------------------ follow-up actions
 def test_consistency_check_flags_edited_report(analyzed: dict) -> None:
     assert "No contradictions" in app.check_report(analyzed["report_box"], analyzed["state"])  # the draft agrees
-    # the film alone calls Pneumonia (with its notes the shipped checkpoint does not: MODEL_CARD failure modes)
+    # the film alone calls Pneumonia
     image_only = app.analyze(app.PIPELINE, [str(IMAGE)], "", fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
     session = image_only["state"]
     assert "No contradictions" in app.check_report(image_only["report_box"], session)

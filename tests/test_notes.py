@@ -71,6 +71,8 @@ def test_bad_notes_get_an_answer_not_a_crash():
                  "SpO2 999%", "T 3.2"):
         ev = combine(read_note(text))
         assert all(math.isfinite(v) for v in ev.log_lr.values())
+    long = combine(read_note("no fever, " * 3000))              # ~11 s of ConText if read whole: cut, and said
+    assert long.read_chars is not None and long.read_chars <= 3000
 
 
 # ------------------------------------------------------------------------------------------------ table
@@ -177,3 +179,22 @@ def test_predict_json_carries_the_notes_evidence(shipped):
     assert "Metlay" in ev[0]["source"] and out["notes_population"] == {"population": "adult", "from": "note"}
     assert out["findings"]["COVID-19"] <= out["findings_image_only"]["COVID-19"]
     json.dumps(out)
+
+
+def test_the_model_card_shows_the_table_the_code_uses():
+    from medmm.notes.evidence import table_markdown
+
+    card = (ROOT / "MODEL_CARD.md").read_text()
+    start, end = "<!-- table:likelihood-ratios -->\n", "\n<!-- /table:likelihood-ratios -->"
+    assert card[card.index(start) + len(start):card.index(end)] == table_markdown()
+
+
+def test_the_indication_citations_survive_de_identification():
+    """The draft quotes each used figure as "(LR+ 1.7 for pneumonia, JAMA 2017)"; the exports de-identify the whole
+    text again, so a citation must not look like a name (an author's surname would become [NAME])."""
+    from medmm.report.deid import scrub_identifiers
+
+    for r in likelihood_table():
+        if r.use:
+            assert r.cite and scrub_identifiers(f"fever (LR+ 1.7 for pneumonia, {r.cite})") == \
+                f"fever (LR+ 1.7 for pneumonia, {r.cite})", r.cite

@@ -140,7 +140,8 @@ def test_notes_alone(pipeline: Pipeline, case: BadNotes) -> None:
         return
     pred = pipeline.predict([], case.text)
     assert_valid_prediction(pred, pipeline, ("notes",))
-    assert pred.notes_embedding is not None and np.isfinite(pred.notes_embedding).all()
+    emb = pipeline.notes_embedding(pipeline.prepare([], case.text))
+    assert emb is not None and np.isfinite(emb).all()
     if case.warning:
         assert any(re.search(case.warning, w) for w in pred.warnings), pred.warnings
 
@@ -169,7 +170,10 @@ def test_notes_embedding_is_the_sentence_embedding_the_report_bank_uses(pipeline
 
     from medmm.report import draft_report, load_bank
 
-    pred = pipeline.predict([], "Fever and productive cough for three days, crackles at the right base.")
+    from dataclasses import replace
+
+    notes = "Fever and productive cough for three days, crackles at the right base."
+    pred = replace(pipeline.predict([], notes), notes_embedding=pipeline.notes_embedding(pipeline.prepare([], notes)))
     bank = load_bank()
     assert pred.notes_embedding.shape == (pipeline.model.text_encoder.dim,) == (bank.embeddings.shape[1],)
     with caplog.at_level(logging.WARNING, logger="medmm.report"):
@@ -181,7 +185,7 @@ def test_notes_with_lone_surrogate(pipeline: Pipeline) -> None:
     """Lone surrogates (valid in JSON) are dropped like control characters, not passed to the tokenizer."""
     pred = pipeline.predict([], "fever \ud800 cough")
     assert_valid_prediction(pred, pipeline, ("notes",))
-    assert pred.notes_embedding is not None
+    assert pipeline.notes_embedding(pipeline.prepare([], "fever \ud800 cough")) is not None
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -91,6 +91,7 @@ class LikelihoodRow:
     cutoff: str
     use_flag: str            # "yes" | "no" | "blocked" (no figure, and the adult one must not stand in)
     source: str
+    cite: str                # journal and year, as the draft's Indication quotes it (survives de-identification)
     quote: str
     url: str
     note: str
@@ -108,7 +109,7 @@ def _float(s: str) -> float | None:
 def likelihood_table() -> tuple[LikelihoodRow, ...]:
     text = resources.files("medmm.notes").joinpath("likelihood_ratios.csv").read_text(encoding="utf-8")
     return tuple(LikelihoodRow(r["concept"], r["finding"], r["population"], _float(r["lr_pos"]), _float(r["lr_neg"]),
-                               _float(r["threshold"]), r["cutoff"], r["use"].strip(), r["source"],
+                               _float(r["threshold"]), r["cutoff"], r["use"].strip(), r["source"], r["cite"],
                                r["quote"], r["url"], r["note"])
                  for r in csv.DictReader(text.splitlines()))
 
@@ -169,6 +170,7 @@ class Evidence:
     counted: bool = False        # used and counted after the family rule (else ``reason`` says why)
     reason: str = ""
     source: str = ""
+    cite: str = ""
     url: str = ""
     cutoff: str = ""
     value: float | None = None
@@ -185,6 +187,11 @@ class Evidence:
         if not self.used or not self.lr or self.lr == 1:
             return "none"
         return "raises" if self.lr > 1 else "lowers"
+
+    def citation(self) -> str:
+        """"fever (LR+ 1.7 for pneumonia, JAMA 2017)": what the draft's Indication quotes (journal and year: an
+        author's surname would be taken for a patient's name by the exports' de-identification)."""
+        return f"{self.phrase or self.text} ({self.lr_kind} {self.lr:g} for {self.finding.lower()}, {self.cite})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"concept": self.concept, "name": self.name, "text": self.text, "start": self.start, "end": self.end,
@@ -212,6 +219,7 @@ class NotesEvidence:
     population_from: str               # "note" | "image" | "default"
     context: tuple[str, ...] = ()
     capped: tuple[str, ...] = ()        # findings whose clinical total hit CLINICAL_CAP
+    read_chars: int | None = None       # the note was longer than the reader reads: this many characters were read
 
     @property
     def used(self) -> tuple[Evidence, ...]:
@@ -337,17 +345,18 @@ def combine(reading: NoteReading, population_hint: str | None = None, text: str 
             row = values[0]
             lr = row.lr_pos if assertion == PRESENT else row.lr_neg
             if measured and flag:
-                items.append(Evidence(target, finding=finding, reason="the adult cut-off does not apply to a child's "
-                                      "vital signs and no pediatric figure was found", **base))
+                items.append(Evidence(target, finding=finding, reason="no pediatric figure was found, and an adult "
+                                      "cut-off is not applied to a child's measurement", **base))
                 continue
             if measured:
                 how = f"{'at or beyond' if assertion == PRESENT else 'within'} the cut-off ({cutoff or row.cutoff})"
             reason = "; ".join(x for x in (how, flag) if x)
             items.append(Evidence(target, finding=finding, lr=lr, lr_kind=kind, used=True, counted=True,
-                                  reason=reason, source=row.source, url=row.url,
+                                  reason=reason, source=row.source, cite=row.cite, url=row.url,
                                   **{**base, "cutoff": cutoff or row.cutoff}))
     items, log_lr, capped = _apply_families(items)
-    return NotesEvidence(tuple(_tidy(items)), log_lr, population, source, reading.context, capped)
+    return NotesEvidence(tuple(_tidy(items)), log_lr, population, source, reading.context, capped,
+                         reading.read_chars)
 
 
 def _tidy(items: list[Evidence]) -> list[Evidence]:
@@ -481,3 +490,18 @@ def item_effects(prior_states: np.ndarray | None, evidence: NotesEvidence,
 
     full = value(None)
     return [(e, full - value(i) if e.used else 0.0) for i, e in enumerate(evidence.items)]
+
+
+def table_markdown() -> str:
+    """The likelihood-ratio table as MODEL_CARD shows it (a test keeps the card equal to this): every row used,
+    with its source; rows found and not used are listed after it with the reason."""
+    def num(v: float | None) -> str:
+        return "–" if v is None else f"{v:g}"
+
+    rows = ["| concept | finding | population | LR+ | LR− | cut-off | source |", "|---|---|---|---|---|---|---|"]
+    rows += [f"| {r.concept} | {r.finding} | {r.population} | {num(r.lr_pos)} | {num(r.lr_neg)} | "
+             f"{r.cutoff or '–'} | {r.source} |" for r in likelihood_table() if r.use]
+    rows += ["", "Found and not used (`use` = no / blocked in `medmm/notes/likelihood_ratios.csv`):", ""]
+    rows += [f"- {r.concept} / {r.finding} / {r.population}: {r.note.split('. ')[0].rstrip('.')}."
+             for r in likelihood_table() if not r.use]
+    return "\n".join(rows)

@@ -94,6 +94,9 @@ CONCEPT_PHRASES: dict[str, tuple[str, tuple[str, ...]]] = {
                                             "et tube", "ett", "tube position", "line position")),
 }
 _SELF_NEGATING = {"afebrile", "apyrexial"}
+# the reader's cost grows with concepts x cues (a 20,000-character "no fever, no fever, ..." takes ~11 s here, under
+# the reader's lock); clinical indications are far shorter, so only the first MAX_READ_CHARS are read (with a warning)
+MAX_READ_CHARS = 3_000
 CONTEXT_CONCEPTS = ("pre_operative", "screening", "follow_up", "trauma", "line_check")
 
 # ConText rules added to medspaCy's defaults (clinical shorthand the defaults do not cover)
@@ -150,6 +153,7 @@ class NoteReading:
     age_years: float | None = None
     population: str | None = None        # "adult" | "child" when the note says (age, "infant", "man", ...)
     context: tuple[str, ...] = field(default=())
+    read_chars: int | None = None        # set when the note was longer than MAX_READ_CHARS: how much was read
 
     def find(self, key: str) -> list[Concept]:
         return [c for c in self.concepts if c.key == key]
@@ -280,6 +284,11 @@ class NotesReader:
     def read(self, text: str | None) -> NoteReading:
         if not text or not text.strip():
             return NoteReading(())
+        read_chars = None
+        if len(text) > MAX_READ_CHARS:
+            cut = text.rfind(" ", 0, MAX_READ_CHARS)
+            text = text[:cut if cut > MAX_READ_CHARS // 2 else MAX_READ_CHARS]
+            read_chars = len(text)
         doc = self._doc(text)
         concepts: list[Concept] = []
         for ent in doc.ents:
@@ -302,7 +311,7 @@ class NotesReader:
                                     dict((k, u) for k, _, u in _MEASUREMENTS)[kind]))
         age, population = read_age(text)
         context = tuple(dict.fromkeys(c.key for c in concepts if c.key in CONTEXT_CONCEPTS and c.assertion == PRESENT))
-        return NoteReading(tuple(sorted(concepts, key=lambda c: c.start)), age, population, context)
+        return NoteReading(tuple(sorted(concepts, key=lambda c: c.start)), age, population, context, read_chars)
 
 
 def _resolve_tests(concepts: list[Concept], text: str, doc) -> list[Concept]:

@@ -355,8 +355,13 @@ def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank |
         impression.append(templated("impression", "No statement could be drafted for the modelled findings."))
     outputs = tuple({"finding": f, "probability": float(probs[f]), "threshold": float(prediction.thresholds[f]),
                      "band": bands[f]} for f in FINDINGS if f in bands)
+    indication = clean_indication(notes, max_chars=INDICATION_CHARS)
+    evidence = getattr(prediction, "notes_evidence", None)
+    counted = [e for e in (evidence.used if evidence is not None else ()) if e.counted]
+    if counted and indication != NOT_PROVIDED:
+        indication += " Evidence read from the notes: " + "; ".join(e.citation() for e in counted) + "."
     return Report(
-        indication=clean_indication(notes, max_chars=INDICATION_CHARS),
+        indication=indication,
         findings=" ".join(s.text for s in findings),
         impression=" ".join(s.text for s in impression),
         sentences=tuple(findings + impression),

@@ -183,9 +183,9 @@ def test_browser_knee_note_is_shown_as_negated_evidence_that_lowers(server: tupl
     """Issue 24's adult case on screen: "no respiratory symptoms" is read as negated, with its negative likelihood
     ratio and source, lowers Pneumonia (blue on the note), and nothing is raised by the note."""
     expect = _expect()
-    dicom = ROOT.parent / "shared" / "data" / "dicom" / "txv_siim.dcm"
-    if not dicom.exists():
-        pytest.skip(f"shared data not available: {dicom}")
+    from tests.helpers import require_shared
+
+    dicom = require_shared("dicom", "txv_siim.dcm")
     context, page = _open(browser, server[0])
     try:
         _analyze(page, [dicom], "58M, pre-op knee replacement, no respiratory symptoms.")
