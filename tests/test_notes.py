@@ -198,3 +198,18 @@ def test_the_indication_citations_survive_de_identification():
         if r.use:
             assert r.cite and scrub_identifiers(f"fever (LR+ 1.7 for pneumonia, {r.cite})") == \
                 f"fever (LR+ 1.7 for pneumonia, {r.cite})", r.cite
+
+
+@pytest.mark.parametrize("text, key, assertion", [
+    ("Pt asymptomatic, LFT negative today.", "asymptomatic", PRESENT),       # a test's result negates the test only
+    ("Pt asymptomatic, LFT negative today.", "sars_cov_2_antigen", ABSENT),
+    ("No recession, chest clear.", "normal_lung_exam", PRESENT),             # a list negation never negates "clear"
+    ("Cough, no fever. 35M, chest clear.", "normal_lung_exam", PRESENT),
+])
+def test_negation_stays_where_it_belongs(text, key, assertion):
+    assert _assertions(text)[key] == assertion
+
+
+def test_uk_age_notation():
+    assert read_note("18/12 old, coryzal.").age_years == pytest.approx(1.5)
+    assert read_note("6/52 old, apnoeic episodes.").population == "child"

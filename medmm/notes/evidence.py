@@ -46,7 +46,9 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "fever": ("fever", "temperature_high"),
     "systemic": ("chills", "myalgia"),
     "respiratory history": ("cough", "productive_cough", "dyspnea", "chest_pain", "sore_throat", "rhinorrhea"),
-    "vital signs": ("tachypnea", "tachycardia", "hypoxemia", "normal_vital_signs", "normal_vitals_and_lung_exam"),
+    # temperature, respiratory and heart rate: the three Marchello's "normal vital signs" rule combines
+    "vital signs": ("tachypnea", "tachycardia", "normal_vital_signs", "normal_vitals_and_lung_exam"),
+    "oxygenation": ("hypoxemia",),
     "chest examination": ("crackles", "decreased_breath_sounds", "dullness_percussion", "egophony",
                           "bronchial_breath_sounds", "increased_work_of_breathing", "normal_vitals_and_lung_exam"),
     "smell and taste": ("anosmia",),
@@ -55,6 +57,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "influenza test": ("influenza_test",),
 }
 TEST_FAMILIES = ("SARS-CoV-2 test", "influenza test")
+_TEST_CONCEPTS = {k for f in TEST_FAMILIES for k in FAMILIES[f]}
 _FAMILY_OF: dict[str, list[str]] = {}
 for _fam, _keys in FAMILIES.items():
     for _k in _keys:
@@ -202,8 +205,11 @@ class Evidence:
 
     def label(self) -> str:
         """'fever (LR+ 1.7 for Pneumonia, Metlay JP et al. JAMA 1997)' / 'cough: absent, not used (...)'."""
-        said = self.name if self.assertion in (PRESENT, "measured") else f"no {self.name}" \
-            if self.assertion == ABSENT else f"{self.name} ({self.assertion})"
+        if self.concept in _TEST_CONCEPTS and self.assertion in (PRESENT, ABSENT):
+            said = f"{self.name}: {'positive' if self.assertion == PRESENT else 'negative'}"
+        else:
+            said = self.name if self.assertion in (PRESENT, "measured") else f"no {self.name}" \
+                if self.assertion == ABSENT else f"{self.name} ({self.assertion})"
         if not self.used:
             return f"{said}: not used ({self.reason})" if self.reason else f"{said}: not used"
         src = self.source.split(" (")[0]
@@ -264,8 +270,6 @@ def _candidates(reading: NoteReading, population: str) -> list[tuple[Concept, st
         assertion = c.assertion
         if flip and assertion == PRESENT:
             assertion = ABSENT
-        elif flip and assertion == ABSENT:
-            assertion = PRESENT
         out.append((c, target, assertion, how, ""))
     # all three vital signs measured and normal, in an adult: the "normal vital signs" rule (Marchello 2019)
     measured = {c.key: (c, a) for c, t, a, _, _ in out if c.key in ("temperature", "resp_rate", "heart_rate")}
@@ -329,8 +333,9 @@ def combine(reading: NoteReading, population_hint: str | None = None, text: str 
                                       f"for {finding} in {_PLURAL.get(population, population)}", **base))
                 continue
             if assertion not in (PRESENT, ABSENT):
-                items.append(Evidence(target, finding=finding, reason=f"{assertion}: not about this patient now",
-                                      **base))
+                why = "no result stated" if target in _TEST_CONCEPTS and assertion == "possible" else \
+                    f"{assertion}: not about this patient now"
+                items.append(Evidence(target, finding=finding, reason=why, **base))
                 continue
             rows, flag = _rows(target, finding, population)
             kind = "LR+" if assertion == PRESENT else "LR-"

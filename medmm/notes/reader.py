@@ -40,7 +40,10 @@ CONCEPT_PHRASES: dict[str, tuple[str, tuple[str, ...]]] = {
     "rhinorrhea": ("runny nose", ("rhinorrhea", "rhinorrhoea", "runny nose", "coryza", "coryzal")),
     "anosmia": ("loss of smell or taste", ("anosmia", "ageusia", "dysgeusia", "loss of smell", "loss of taste",
                                            "lost sense of smell", "loss of smell and taste",
-                                           "loss of taste and smell")),
+                                           "loss of taste and smell", "lost my sense of smell", "lost her sense of smell",
+                                           "lost his sense of smell", "lost their sense of smell",
+                                           "loss of sense of smell", "cannot smell", "can't smell",
+                                           "lost sense of taste", "loss of sense of taste")),
     "crackles": ("crackles", ("crackles", "crackle", "crepitations", "crepitation", "creps", "rales", "rale")),
     "decreased_breath_sounds": ("decreased breath sounds", ("decreased breath sounds", "reduced breath sounds",
                                                             "diminished breath sounds", "reduced air entry",
@@ -61,10 +64,15 @@ CONCEPT_PHRASES: dict[str, tuple[str, tuple[str, ...]]] = {
                                  "desaturation", "desaturating", "desaturated", "low oxygen saturation")),
     "normal_vital_signs": ("normal vital signs", ("normal vital signs", "vital signs normal", "vitals normal",
                                                   "normal vitals", "vitals within normal limits", "vitals wnl",
-                                                  "normal observations", "observations normal", "obs normal")),
+                                                  "normal observations", "observations normal", "obs normal",
+                                                  "obs within normal limits", "obs all within normal limits",
+                                                  "observations within normal limits", "obs wnl", "obs all normal",
+                                                  "vital signs within normal limits", "vital signs wnl")),
     "normal_lung_exam": ("normal lung examination", ("lungs clear", "chest clear", "clear chest",
                                                      "clear to auscultation", "lungs are clear", "chest is clear",
-                                                     "normal breath sounds", "good air entry")),
+                                                     "normal breath sounds", "good air entry", "no added sounds",
+                                                     "vesicular breath sounds", "normal chest examination",
+                                                     "good air entry bilaterally", "lung fields clear")),
     "respiratory_symptoms": ("respiratory symptoms", ("respiratory symptoms", "respiratory complaints",
                                                       "chest symptoms", "respiratory illness")),
     "asymptomatic": ("asymptomatic", ("asymptomatic",)),
@@ -94,16 +102,19 @@ CONCEPT_PHRASES: dict[str, tuple[str, tuple[str, ...]]] = {
                                             "et tube", "ett", "tube position", "line position")),
 }
 _SELF_NEGATING = {"afebrile", "apyrexial"}
+NORMAL_STATEMENTS = {"asymptomatic", "normal_lung_exam", "normal_vital_signs"}
 # the reader's cost grows with concepts x cues (a 20,000-character "no fever, no fever, ..." takes ~11 s here, under
 # the reader's lock); clinical indications are far shorter, so only the first MAX_READ_CHARS are read (with a warning)
 MAX_READ_CHARS = 3_000
 CONTEXT_CONCEPTS = ("pre_operative", "screening", "follow_up", "trauma", "line_check")
 
 # ConText rules added to medspaCy's defaults (clinical shorthand the defaults do not cover)
-_EXTRA_CONTEXT = (  # (phrase, category, direction, max scope in tokens or None)
+_TESTS = {"SARS_COV_2_TEST", "SARS_COV_2_ANTIGEN", "COVID19", "INFLUENZA_TEST"}
+_EXTRA_CONTEXT = (  # (phrase, category, direction, max scope in tokens or None[, only these concepts])
     ("resolved", "HISTORICAL", "BACKWARD", 3), ("now resolved", "HISTORICAL", "BACKWARD", 3),
-    ("not detected", "NEGATED_EXISTENCE", "BACKWARD", 4), ("negative", "NEGATED_EXISTENCE", "BACKWARD", 4),
-    ("neg", "NEGATED_EXISTENCE", "BACKWARD", 3), ("-ve", "NEGATED_EXISTENCE", "BACKWARD", 3),
+    # a result word after a test negates the test only ("Pt asymptomatic, LFT negative": not the asymptomatic)
+    ("not detected", "NEGATED_EXISTENCE", "BACKWARD", 4, _TESTS), ("negative", "NEGATED_EXISTENCE", "BACKWARD", 4, _TESTS),
+    ("neg", "NEGATED_EXISTENCE", "BACKWARD", 3, _TESTS), ("-ve", "NEGATED_EXISTENCE", "BACKWARD", 3, _TESTS),
     ("nil", "NEGATED_EXISTENCE", "FORWARD", 4), ("pending", "HYPOTHETICAL", "BACKWARD", 3),
     ("awaited", "HYPOTHETICAL", "BACKWARD", 3), ("awaiting", "HYPOTHETICAL", "FORWARD", 4),
     ("sent", "HYPOTHETICAL", "BACKWARD", 3), ("?", "POSSIBLE_EXISTENCE", "FORWARD", 3),
@@ -113,7 +124,8 @@ _EXTRA_CONTEXT = (  # (phrase, category, direction, max scope in tokens or None)
     ("contact with", "FAMILY", "FORWARD", 4), ("contact of", "FAMILY", "FORWARD", 4),
     ("sibling", "FAMILY", "FORWARD", 5), ("siblings", "FAMILY", "FORWARD", 5),
     ("household", "FAMILY", "FORWARD", 4), ("classmates", "FAMILY", "FORWARD", 5),
-    (";", "TERMINATE", "TERMINATE", None), ("patient", "TERMINATE", "TERMINATE", None),
+    (";", "TERMINATE", "TERMINATE", None), (".", "TERMINATE", "TERMINATE", None),
+    ("patient", "TERMINATE", "TERMINATE", None),
     ("pt", "TERMINATE", "TERMINATE", None), ("but", "TERMINATE", "TERMINATE", None),
 )
 _NOT_A_DIAGNOSIS = re.compile(r"\b(vaccin\w*|booster|jab|immuni[sz]\w*|screen\w*|precautions?|protocol|"
@@ -181,6 +193,8 @@ _AGE = (
     (re.compile(r"\b(\d{1,2})\s*(?:-|\s)?\s*(?:months?|mos?|mo\.?)\b", re.I), 1 / 12),
     (re.compile(r"\b(\d{1,2})\s*(?:-|\s)?\s*(?:weeks?|wks?)\b", re.I), 1 / 52),
     (re.compile(r"\b(\d{1,3})\s?(?:m|f|male|female|yo\s?m|yo\s?f)\b", re.I), 1.0),     # "58M", "58 F"
+    (re.compile(r"\b(\d{1,2})/12\b(?![/\d])"), 1 / 12),                    # UK notation: "18/12 old" = 18 months
+    (re.compile(r"\b(\d{1,2})/52\b(?![/\d])"), 1 / 52),                    # "6/52" = 6 weeks
     (re.compile(r"\b(?:aged?|age:)\s*(\d{1,3})\b", re.I), 1.0),
 )
 _DURATION = re.compile(r"\b(for|since|over|past|last|previous|x|after|within|in)\s*(the\s+)?$", re.I)
@@ -271,8 +285,8 @@ class NotesReader:
         matcher.add([TargetRule(phrase, key.upper()) for key, (_, phrases) in CONCEPT_PHRASES.items()
                      for phrase in phrases])
         context = nlp.add_pipe("medspacy_context")
-        context.add([ConTextRule(literal, category, direction=direction, max_scope=scope)
-                     for literal, category, direction, scope in _EXTRA_CONTEXT])
+        context.add([ConTextRule(rule[0], rule[1], direction=rule[2], max_scope=rule[3],
+                                 allowed_types=rule[4] if len(rule) > 4 else None) for rule in _EXTRA_CONTEXT])
         return nlp
 
     def _doc(self, text: str):
@@ -303,6 +317,10 @@ class NotesReader:
                 cue = (doc[a].idx, doc[b - 1].idx + len(doc[b - 1]))
             if ent.text.lower() in _SELF_NEGATING:
                 assertion = ABSENT if assertion == PRESENT else assertion
+            if key in NORMAL_STATEMENTS and assertion == ABSENT:
+                # a list negation runs on over commas ("no recession, chest clear"); nobody writes "no chest clear"
+                # and "chest not clear" is not a match, so a normal statement is never negated
+                assertion, cue = PRESENT, None
             concepts.append(Concept(key, ent.text, ent.start_char, ent.end_char, assertion, cue))
         concepts = _resolve_tests(concepts, text, doc)
         for kind, value, start, end in read_measurements(text):

@@ -148,6 +148,9 @@ _ASSERTION_WORDS = {"present": "present", "absent": "negated (absent)", "measure
                     "hypothetical": "hypothetical"}
 
 
+TEST_CONCEPTS = frozenset({"sars_cov_2_test", "sars_cov_2_antigen", "sars_cov_2_pcr", "influenza_test"})
+
+
 def notes_evidence_markdown(pred: Prediction) -> str:
     """What the notes contributed, as the clinician reads it: every concept found, how it was asserted, the
     likelihood ratio applied and its source, or why it was not used; the image-alone figures beside the final
@@ -164,6 +167,8 @@ def notes_evidence_markdown(pred: Prediction) -> str:
         lines += ["", "| in the notes | read as | evidence | source |", "|---|---|---|---|"]
         for e in used:
             how = _ASSERTION_WORDS.get(e.assertion, e.assertion) + (f"; {e.reason}" if e.reason and e.counted else "")
+            if e.concept in TEST_CONCEPTS:
+                how = "positive result" if e.lr_kind == "LR+" else "negative result"
             effect = f"{e.lr_kind} {e.lr:g} for {e.finding}: **{'raises' if e.lr > 1 else 'lowers'}**"
             if not e.counted:
                 effect += f" (not counted: {e.reason.split('; ')[-1]})"
