@@ -18,18 +18,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import random
 import time
 from collections import defaultdict
 from pathlib import Path
 
+from medmm.notes.vignettes import load, run
 from medmm.training.data import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-
-SAME_TOL = 0.01
-
 
 def film_groups(per_group: int, seed: int = 0) -> dict[str, list[Path]]:
     rng = random.Random(seed)
@@ -60,18 +57,6 @@ def film_groups(per_group: int, seed: int = 0) -> dict[str, list[Path]]:
     return {g: [p for p in ps if p.exists()] for g, ps in groups.items()}
 
 
-def logit(p: float) -> float:
-    p = min(max(p, 1e-12), 1 - 1e-12)
-    return math.log(p / (1 - p))
-
-
-def judge(expected: str, before: float, after: float) -> bool:
-    if expected == "same":
-        return abs(after - before) < SAME_TOL
-    d = logit(after) - logit(before)
-    return d > 0 if expected == "up" else d < 0
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vignettes", default=str(ROOT / "tests" / "data" / "vignettes.json"))
@@ -84,22 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     from medmm.pipeline import Pipeline
 
     pipe = Pipeline.from_checkpoint(args.checkpoint) if args.checkpoint else Pipeline.from_checkpoint()
-    vignettes = json.loads(Path(args.vignettes).read_text())
+    vignettes = load(args.vignettes)
     groups = film_groups(args.per_group)
-    cases = []
     t0 = time.perf_counter()
-    for group, films in groups.items():
-        for film in films:
-            inputs = pipe.prepare([film], None)
-            alone = pipe.predict_prepared(inputs)
-            for v in vignettes:
-                with_note = pipe.predict_prepared(pipe.prepare(inputs.scans, v["note"]))
-                for finding, expected in v["expected"].items():
-                    before, after = alone.findings[finding], with_note.findings[finding]
-                    cases.append({"group": group, "film": film.name, "vignette": v["id"], "finding": finding,
-                                  "expected": expected, "before": before, "after": after,
-                                  "optional": bool(v.get("optional")), "population": v["population"],
-                                  "ok": judge(expected, before, after)})
+    cases = run(pipe, [(g, f) for g, films in groups.items() for f in films], vignettes)
     elapsed = time.perf_counter() - t0
 
     def share(rows: list[dict]) -> str:

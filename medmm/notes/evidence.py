@@ -12,7 +12,8 @@ The fusion rule (``combine`` then ``update_states``):
 * present -> LR+, absent -> LR-; a measured value is compared with the row's threshold (SpO2 88 % with a
   threshold of 96 is hypoxaemia present; 99 % is its absence);
 * children take the child row; a concept with no child row at all takes the adult row, flagged as such (a child
-  row marked ``use=no`` blocks that: the pediatric review found no association);
+  row marked ``use=blocked`` stops that: the pediatric review found no association; measured vital signs never
+  take an adult cut-off);
 * correlated concepts are not multiplied blindly: concepts are grouped into families (``FAMILIES``: fever and a
   measured temperature; the respiratory history; the vital signs; the chest examination; laboratory tests; ...);
   in each family only the strongest raising and the strongest lowering concept count; the families' clinical total
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 from typing import Any
