@@ -276,7 +276,7 @@ class Pipeline:
                            f"notes' evidence lowers it to {pred.findings[f]:.2f} ({because(f)}); review the image.")
         else:
             out.append(f"From the notes alone (no image): a pre-test probability of pneumonia of "
-                       f"{pretest['probability']:.2f} for {evidence.population}s ({pretest['source'].split(' (')[0]}) "
+                       f"{pretest['probability']:.2f} for {'children' if evidence.population == 'child' else 'adults'} ({pretest['source'].split(' (')[0]}) "
                        "updated by the notes' published likelihood ratios. No Finding and the pneumonia subtypes "
                        "cannot be judged without a film.")
         if evidence.population_from == "default" and evidence.used:

@@ -148,6 +148,7 @@ _ASSERTION_WORDS = {"present": "present", "absent": "negated (absent)", "measure
                     "hypothetical": "hypothetical"}
 
 
+POPULATION_WORDS = {"adult": "adults", "child": "children"}
 TEST_CONCEPTS = frozenset({"sars_cov_2_test", "sars_cov_2_antigen", "sars_cov_2_pcr", "influenza_test"})
 
 
@@ -160,7 +161,7 @@ def notes_evidence_markdown(pred: Prediction) -> str:
         return ""
     whose = {"note": "the notes give the age", "image": "judged from the film (the notes give no age)",
              "default": "the notes give no age and there is no film: adult figures"}[ev.population_from]
-    lines = [f"**Notes as evidence** — likelihood ratios for **{ev.population}s** ({whose}). Red raises the finding, "
+    lines = [f"**Notes as evidence** — likelihood ratios for **{POPULATION_WORDS.get(ev.population, ev.population)}** ({whose}). Red raises the finding, "
              "blue lowers it; each figure is quoted from its source (model card, *Notes as evidence*)."]
     used = [e for e in ev.items if e.used]
     if used:
