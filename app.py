@@ -368,7 +368,8 @@ def _layout(pipeline: PipelineLike) -> dict[str, Any]:
             c["overlay_image"] = gr.Image(label="Saliency overlay",
                                           interactive=False, height=360, format="png", elem_id="overlay")
             c["explanation_md"] = gr.Markdown(label="Explanation details")
-            c["tokens_text"] = gr.HighlightedText(label="Note words used as evidence: red raises the finding, blue lowers it",
+            c["tokens_text"] = gr.HighlightedText(label="Note words used as evidence: red raises the finding, blue "
+                                                  "lowers it",
                                                   show_legend=False, elem_id="tokens")
             c["modality_label"] = gr.Label(label="Modality contribution (leave-one-out share)", show_heading=False,
                                            elem_id="modality")

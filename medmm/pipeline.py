@@ -270,13 +270,15 @@ class Pipeline:
             by_image, _ = coherent_positives(dict(zip(self.findings, map(float, alone))), pred.thresholds)
             for f in (f for f in pred.positive if f not in by_image):
                 out.append(f"{f} is called with the notes' evidence, not on the image alone (image alone "
-                           f"{alone[self.findings.index(f)]:.2f}, with the notes {pred.findings[f]:.2f}: {because(f)}).")
+                           f"{alone[self.findings.index(f)]:.2f}, with the notes {pred.findings[f]:.2f}: "
+                           f"{because(f)}).")
             for f in (f for f in by_image if f not in pred.positive):
                 out.append(f"{f} would be called on the image alone ({alone[self.findings.index(f)]:.2f}) but the "
                            f"notes' evidence lowers it to {pred.findings[f]:.2f} ({because(f)}); review the image.")
         else:
             out.append(f"From the notes alone (no image): a pre-test probability of pneumonia of "
-                       f"{pretest['probability']:.2f} for {'children' if evidence.population == 'child' else 'adults'} ({pretest['source'].split(' (')[0]}) "
+                       f"{pretest['probability']:.2f} for {'children' if evidence.population == 'child' else 'adults'} "
+                       f"({pretest['source'].split(' (')[0]}) "
                        "updated by the notes' published likelihood ratios. No Finding and the pneumonia subtypes "
                        "cannot be judged without a film.")
         if evidence.population_from == "default" and evidence.used:
@@ -286,7 +288,8 @@ class Pipeline:
             out.append(f"Only the first {evidence.read_chars:,} characters of the notes were read for clinical "
                        "evidence; put the relevant history, examination and results first.")
         if evidence.capped:
-            out.append(f"The notes' clinical evidence for {', '.join(evidence.capped)} was capped at a likelihood ratio "
+            out.append(f"The notes' clinical evidence for {', '.join(evidence.capped)} was capped at a likelihood "
+                       "ratio "
                        "of 10 (correlated findings are not independent evidence).")
         return out
 

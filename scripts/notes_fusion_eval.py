@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, object] = {"run": str(args.run)}
 
     # --- COVID collection, rows with notes
-    rows = [i for i, r in enumerate(records) if r.source == "covid" and r.notes and not np.isnan(labels[i, f["COVID-19"]])
-            and not np.isnan(oof["image_only"][i]).any()]
+    rows = [i for i, r in enumerate(records) if r.source == "covid" and r.notes
+            and not np.isnan(labels[i, f["COVID-19"]]) and not np.isnan(oof["image_only"][i]).any()]
     y = labels[rows, f["COVID-19"]]
     groups = patients[rows]
     both, notes_only = [], []

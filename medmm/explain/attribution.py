@@ -403,7 +403,8 @@ def evidence_tokens(notes: str | None, prediction: "Prediction", finding: str) -
         hit = [x for s0, s1, x in spans if a < s1 and s0 < b]
         scores.append(max(hit, key=abs) if hit else float("nan"))
     top = max((abs(x) for x in scores if np.isfinite(x)), default=0.0)
-    out = [(w, (x / top if top > 0 else 0.0) if np.isfinite(x) else float("nan")) for (w, _, _), x in zip(words, scores)]
+    out = [(w, (x / top if top > 0 else 0.0) if np.isfinite(x) else float("nan"))
+           for (w, _, _), x in zip(words, scores)]
     summary = {"method": "evidence", "finding": finding,
                "effects": [{"concept": e.concept, "text": e.text, "finding": e.finding, "lr": e.lr,
                             "effect_logodds": round(x, 4)} for e, x in effects]}

@@ -128,7 +128,8 @@ def pretest_table() -> dict[tuple[str, str], dict[str, Any]]:
 
 # a concept a population's review reports under another name: (concept, population) -> (concept, how it is read)
 STANDS_FOR: dict[tuple[str, str], tuple[str, str]] = {
-    ("fever", "child"): ("temperature_high", "a reported fever read as a temperature > 37.5 °C (the review's cut-off)"),
+    ("fever", "child"): ("temperature_high",
+                         "a reported fever read as a temperature > 37.5 °C (the review's cut-off)"),
 }
 
 

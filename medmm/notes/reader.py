@@ -40,7 +40,8 @@ CONCEPT_PHRASES: dict[str, tuple[str, tuple[str, ...]]] = {
     "rhinorrhea": ("runny nose", ("rhinorrhea", "rhinorrhoea", "runny nose", "coryza", "coryzal")),
     "anosmia": ("loss of smell or taste", ("anosmia", "ageusia", "dysgeusia", "loss of smell", "loss of taste",
                                            "lost sense of smell", "loss of smell and taste",
-                                           "loss of taste and smell", "lost my sense of smell", "lost her sense of smell",
+                                           "loss of taste and smell", "lost my sense of smell",
+                                           "lost her sense of smell",
                                            "lost his sense of smell", "lost their sense of smell",
                                            "loss of sense of smell", "cannot smell", "can't smell",
                                            "lost sense of taste", "loss of sense of taste")),
@@ -113,7 +114,8 @@ _TESTS = {"SARS_COV_2_TEST", "SARS_COV_2_ANTIGEN", "COVID19", "INFLUENZA_TEST"}
 _EXTRA_CONTEXT = (  # (phrase, category, direction, max scope in tokens or None[, only these concepts])
     ("resolved", "HISTORICAL", "BACKWARD", 3), ("now resolved", "HISTORICAL", "BACKWARD", 3),
     # a result word after a test negates the test only ("Pt asymptomatic, LFT negative": not the asymptomatic)
-    ("not detected", "NEGATED_EXISTENCE", "BACKWARD", 4, _TESTS), ("negative", "NEGATED_EXISTENCE", "BACKWARD", 4, _TESTS),
+    ("not detected", "NEGATED_EXISTENCE", "BACKWARD", 4, _TESTS),
+    ("negative", "NEGATED_EXISTENCE", "BACKWARD", 4, _TESTS),
     ("neg", "NEGATED_EXISTENCE", "BACKWARD", 3, _TESTS), ("-ve", "NEGATED_EXISTENCE", "BACKWARD", 3, _TESTS),
     ("nil", "NEGATED_EXISTENCE", "FORWARD", 4), ("pending", "HYPOTHETICAL", "BACKWARD", 3),
     ("awaited", "HYPOTHETICAL", "BACKWARD", 3), ("awaiting", "HYPOTHETICAL", "FORWARD", 4),

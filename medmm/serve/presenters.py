@@ -161,7 +161,8 @@ def notes_evidence_markdown(pred: Prediction) -> str:
         return ""
     whose = {"note": "the notes give the age", "image": "judged from the film (the notes give no age)",
              "default": "the notes give no age and there is no film: adult figures"}[ev.population_from]
-    lines = [f"**Notes as evidence** — likelihood ratios for **{POPULATION_WORDS.get(ev.population, ev.population)}** ({whose}). Red raises the finding, "
+    who = POPULATION_WORDS.get(ev.population, ev.population)
+    lines = [f"**Notes as evidence** — likelihood ratios for **{who}** ({whose}). Red raises the finding, "
              "blue lowers it; each figure is quoted from its source (model card, *Notes as evidence*)."]
     used = [e for e in ev.items if e.used]
     if used:
@@ -180,8 +181,8 @@ def notes_evidence_markdown(pred: Prediction) -> str:
                       "image's answer."]
     unused = [e for e in ev.items if not e.used]
     if unused:
-        lines += ["", "Not used: " + "; ".join(f"*{_cell(e.phrase or e.text)}* ({_cell(_ASSERTION_WORDS.get(e.assertion, e.assertion))}"
-                                             f": {_cell(e.reason)})" for e in unused) + "."]
+        said = [(e.phrase or e.text, _ASSERTION_WORDS.get(e.assertion, e.assertion), e.reason) for e in unused]
+        lines += ["", "Not used: " + "; ".join(f"*{_cell(t)}* ({_cell(a)}: {_cell(r)})" for t, a, r in said) + "."]
     if ev.context:
         lines += ["", "Context: " + ", ".join(c.replace("_", " ") for c in ev.context) + " (shown, not evidence)."]
     if pred.image_findings is not None and not ev.empty:
