@@ -86,8 +86,9 @@ CONCEPT_PHRASES: dict[str, tuple[str, tuple[str, ...]]] = {
                                             "nasopharyngeal swab", "swab")),
     "sars_cov_2_antigen": ("SARS-CoV-2 antigen test", ("antigen test", "rapid antigen", "rapid antigen test",
                                                        "lateral flow", "lateral flow test", "lft", "rat")),
+    # not plain "coronavirus": SARS (2003) and MERS are coronaviruses too
     "covid19": ("COVID-19", ("covid-19", "covid", "covid19", "sars-cov-2", "sars-cov2", "sars cov 2",
-                             "coronavirus", "2019-ncov", "ncov", "coronavirus disease 2019")),
+                             "novel coronavirus", "2019-ncov", "ncov", "coronavirus disease 2019")),
     "influenza_test": ("influenza test", ("influenza test", "flu test", "flu swab", "influenza swab",
                                           "influenza pcr", "rapid influenza test")),
     "pneumonia": ("pneumonia (named)", ("pneumonia", "pneumonitis", "chest infection", "lower respiratory tract "
@@ -132,6 +133,8 @@ _EXTRA_CONTEXT = (  # (phrase, category, direction, max scope in tokens or None[
 )
 _NOT_A_DIAGNOSIS = re.compile(r"\b(vaccin\w*|booster|jab|immuni[sz]\w*|screen\w*|precautions?|protocol|"
                                r"pandemic|lockdown|isolation ward|ppe)\b", re.I)
+_EXPOSURE = re.compile(r"\b(contacts?|exposed|exposure|outbreaks?|cases|risk areas?|travell?ed|travell?ing|"
+                       r"epidemic|cohabit\w*|household|colleague|family members?)\b", re.I)
 _POSITIVE_RESULT = re.compile(r"(?<![\w-])(positive|pos|detected|\+ve|\+|confirmed|reactive)(?![\w])", re.I)
 
 
@@ -355,6 +358,9 @@ def _resolve_tests(concepts: list[Concept], text: str, doc) -> list[Concept]:
                 continue                                  # a PCR for something else
             if c.key == "covid19" and ((s, e) in tested or _NOT_A_DIAGNOSIS.search(text[s:e])):
                 continue                     # the test carries the sentence's result / a vaccine or a screen
+            if c.key == "covid19" and _EXPOSURE.search(text[s:e]):
+                # "denies contact with COVID-19 patients" is neither a diagnosis nor a negative test
+                c = Concept(c.key, c.text, c.start, c.end, OTHER_PERSON, c.cue)
             if c.assertion == PRESENT:
                 window = text[c.end:e] if c.key != "covid19" else text[s:e]
                 if c.key != "covid19" and not _POSITIVE_RESULT.search(window):
