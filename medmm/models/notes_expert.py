@@ -147,8 +147,9 @@ class NotesExpert:
     def span_contributions(self, text: str | None) -> list[tuple[int, int, float]]:
         """``(start, end, value)`` per term occurrence in ``text`` (a bigram spans both words, a character n-gram the
         part of its word it covers): each term's ``coefficient x tf-idf`` shared equally among its occurrences, so
-        the values sum to ``feature(text)``. The evidence is linear in these shares, which is what lets an
-        attribution split the expert's effect onto the words exactly (``explain.attribution.token_attribution``)."""
+        the values sum to ``feature(text)``. The evidence is linear in these shares (what the learned pathway's
+        word attribution used; since issue 24 predictions read the notes as evidence, ``medmm.notes``, not through
+        this expert)."""
         if not text or not self.vocabulary:
             return []
         # lower-case without changing the length, so the spans index ``text`` itself
