@@ -564,6 +564,9 @@ if __name__ == "__main__":
     mcp = mcp_enabled()
     server.install_cleanup(CACHE_DIR)   # SIGTERM behaves like Ctrl-C; the run's cache folder is removed at exit
     PIPELINE.get()                      # load before serving: the first request is not slowed by it
+    from medmm.notes import read_note
+
+    read_note("warm-up")                # the clinical-text reader (spaCy + medspaCy, ~3.5 s): built before serving
     launch = dict(server.launch_kwargs(MAX_FILE_SIZE), css=CSS, footer_links=["api"], mcp_server=mcp)
     if not (mcp or (mcp is None and os.environ.get("GRADIO_MCP_SERVER", "").lower() == "true")):
         demo.launch(**launch)
