@@ -163,7 +163,9 @@ def notes_evidence_markdown(pred: Prediction) -> str:
              "default": "the notes give no age and there is no film: adult figures"}[ev.population_from]
     who = POPULATION_WORDS.get(ev.population, ev.population)
     lines = [f"**Notes as evidence** — likelihood ratios for **{who}** ({whose}). Red raises the finding, "
-             "blue lowers it; each figure is quoted from its source (model card, *Notes as evidence*)."]
+             "blue lowers it. Each figure is quoted from its source, some through a secondary summary (model card, "
+             "*Notes as evidence*); the image model and the notes are combined as if independent, so agreeing "
+             "evidence can look more certain than it is."]
     used = [e for e in ev.items if e.used]
     if used:
         lines += ["", "| in the notes | read as | evidence | source |", "|---|---|---|---|"]
