@@ -259,6 +259,8 @@ class Pipeline:
 
     def _evidence_warnings(self, pred: Prediction, alone: np.ndarray | None, evidence, pretest) -> list[str]:
         """Say what the notes did to a call, with the evidence that did it; notes alone: where they started."""
+        from medmm.notes.evidence import POPULATION_PLURAL
+
         out: list[str] = []
 
         def because(finding: str) -> str:
@@ -277,7 +279,7 @@ class Pipeline:
                            f"notes' evidence lowers it to {pred.findings[f]:.2f} ({because(f)}); review the image.")
         else:
             out.append(f"From the notes alone (no image): a pre-test probability of pneumonia of "
-                       f"{pretest['probability']:.2f} for {'children' if evidence.population == 'child' else 'adults'} "
+                       f"{pretest['probability']:.2f} for {POPULATION_PLURAL[evidence.population]} "
                        f"({pretest['source'].split(' (')[0]}) "
                        "updated by the notes' published likelihood ratios. No Finding and the pneumonia subtypes "
                        "cannot be judged without a film.")

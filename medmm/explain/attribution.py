@@ -170,7 +170,7 @@ def explain(pipeline: "Pipeline", inputs: "ModelInputs", prediction: "Prediction
         with torch.no_grad():
             _, views_feat = _image_features(pipeline, inputs)
         if inputs.pixels is not None:
-            _explain_image(exp, pipeline, inputs, views_feat, None, index, view=view, baseline=baseline,
+            _explain_image(exp, pipeline, inputs, views_feat, index, view=view, baseline=baseline,
                            n_steps=n_steps, internal_batch_size=internal_batch_size, window=occlusion_window,
                            stride=occlusion_stride, sanity=sanity, randomize_stages=randomize_stages,
                            faithfulness_steps=faithfulness_steps, seed=seed)
@@ -193,7 +193,7 @@ def explain(pipeline: "Pipeline", inputs: "ModelInputs", prediction: "Prediction
 
 
 def _explain_image(exp: Explanation, pipeline: "Pipeline", inputs: "ModelInputs", views_feat: torch.Tensor,
-                   txt_feat: torch.Tensor | None, index: int, *, view: int, baseline: str, n_steps: int,
+                   index: int, *, view: int, baseline: str, n_steps: int,
                    internal_batch_size: int, window: int | None, stride: int | None, sanity: bool,
                    randomize_stages: int | None, faithfulness_steps: int, seed: int) -> None:
     """The image half of :func:`explain`: the map of scan ``view`` (the other scans held fixed), its notes, and
@@ -216,7 +216,7 @@ def _explain_image(exp: Explanation, pipeline: "Pipeline", inputs: "ModelInputs"
     ref = None if method == "gradcam" and not sanity else \
         reference_image(x, baseline, black=[-m / sd for m, sd in zip(prep.mean, prep.std)])
     scorer = _ImageScorer(model, temperatures, n_views, encode=pipeline.forward_only_encoder())
-    raw, extra = image_attribution(scorer, method, x, ref, index, txt_feat, others, n_steps=n_steps,
+    raw, extra = image_attribution(scorer, method, x, ref, index, None, others, n_steps=n_steps,
                                    internal_batch_size=internal_batch_size, window=window, stride=stride)
     exp.attributions = raw
     exp.heatmap = display_heatmap(raw, method)
@@ -234,9 +234,9 @@ def _explain_image(exp: Explanation, pipeline: "Pipeline", inputs: "ModelInputs"
         t = time.perf_counter()
         kw = dict(n_steps=n_steps, internal_batch_size=internal_batch_size, window=window, stride=stride)
         exp.sanity["randomization"] = randomization_check(
-            model, temperatures, method, x, ref, index, txt_feat, others, n_views, raw,
+            model, temperatures, method, x, ref, index, None, others, n_views, raw,
             stages=randomize_stages, seed=seed, **kw)
-        exp.sanity["faithfulness"] = faithfulness(scorer, x, ref, raw, index, txt_feat, others,
+        exp.sanity["faithfulness"] = faithfulness(scorer, x, ref, raw, index, None, others,
                                                   steps=faithfulness_steps, seed=seed)
         exp.timings_s["sanity_s"] = time.perf_counter() - t
 
@@ -418,6 +418,7 @@ def modality_contribution(pipeline: "Pipeline", prediction: "Prediction", findin
     answer updated by the same evidence. ``notes_shift_logodds`` is exactly what the notes added to the finding's
     log-odds. Leave-one-out effects, not Shapley values."""
     from medmm.notes import marginals, pretest_states, update_states
+    from medmm.notes.evidence import logit
 
     j = pipeline.findings.index(finding)
     ev = prediction.notes_evidence
@@ -434,11 +435,6 @@ def modality_contribution(pipeline: "Pipeline", prediction: "Prediction", findin
     }
     if out["p_both"] is not None:
         d_img, d_txt = out["p_both"] - p_notes, out["p_both"] - p_image
-
-        def logit(p: float) -> float:
-            p = min(max(p, 1e-12), 1 - 1e-12)
-            return math.log(p / (1 - p))
-
         total = abs(d_img) + abs(d_txt)
         out.update(delta_image=d_img, delta_notes=d_txt, notes_shift_logodds=logit(out["p_both"]) - logit(p_image),
                    share_image=abs(d_img) / total if total > 0 else 0.5,

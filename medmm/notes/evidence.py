@@ -58,7 +58,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "influenza test": ("influenza_test",),
 }
 TEST_FAMILIES = ("SARS-CoV-2 test", "influenza test")
-_TEST_CONCEPTS = {k for f in TEST_FAMILIES for k in FAMILIES[f]}
+TEST_CONCEPTS = frozenset(k for f in TEST_FAMILIES for k in FAMILIES[f])
+POPULATION_PLURAL = {"adult": "adults", "child": "children"}
 _FAMILY_OF: dict[str, list[str]] = {}
 for _fam, _keys in FAMILIES.items():
     for _k in _keys:
@@ -70,7 +71,6 @@ ALIASES: dict[str, tuple[str, bool, str]] = {
     "respiratory_symptoms": ("cough", False, "read as cough (the most frequent respiratory symptom)"),
     "asymptomatic": ("cough", True, "read as no cough"),
     "normal_lung_exam": ("crackles", True, "read as no crackles"),
-    "sars_cov_2_antigen": ("sars_cov_2_antigen", False, ""),
     "sars_cov_2_test": ("sars_cov_2_pcr", False, "read as an RT-PCR result"),
     "covid19": ("sars_cov_2_pcr", False, "a stated COVID-19 diagnosis (or its exclusion) is read as an RT-PCR result"),
 }
@@ -207,7 +207,7 @@ class Evidence:
 
     def label(self) -> str:
         """'fever (LR+ 1.7 for Pneumonia, Metlay JP et al. JAMA 1997)' / 'cough: absent, not used (...)'."""
-        if self.concept in _TEST_CONCEPTS and self.assertion in (PRESENT, ABSENT):
+        if self.concept in TEST_CONCEPTS and self.assertion in (PRESENT, ABSENT):
             said = f"{self.name}: {'positive' if self.assertion == PRESENT else 'negative'}"
         else:
             said = self.name if self.assertion in (PRESENT, "measured") else f"no {self.name}" \
@@ -297,7 +297,6 @@ def _candidates(reading: NoteReading, population: str) -> list[tuple[Concept, st
 
 _MEASURE_NAMES = {"temperature": "temperature", "spo2": "SpO2", "resp_rate": "respiratory rate",
                   "heart_rate": "heart rate", "crp": "CRP", "procalcitonin": "procalcitonin"}
-_PLURAL = {"adult": "adults", "child": "children"}
 
 
 def combine(reading: NoteReading, population_hint: str | None = None, text: str | None = None) -> NotesEvidence:
@@ -332,10 +331,10 @@ def combine(reading: NoteReading, population_hint: str | None = None, text: str 
         for finding in findings:
             if assertion == "unscored":
                 items.append(Evidence(target, finding=finding, reason=f"no published cut-off and likelihood ratio "
-                                      f"for {finding} in {_PLURAL.get(population, population)}", **base))
+                                      f"for {finding} in {POPULATION_PLURAL.get(population, population)}", **base))
                 continue
             if assertion not in (PRESENT, ABSENT):
-                why = "no result stated" if target in _TEST_CONCEPTS and assertion == "possible" else \
+                why = "no result stated" if target in TEST_CONCEPTS and assertion == "possible" else \
                     f"{assertion}: not about this patient now"
                 items.append(Evidence(target, finding=finding, reason=why, **base))
                 continue
@@ -346,7 +345,7 @@ def combine(reading: NoteReading, population_hint: str | None = None, text: str 
                 blocked = [r for r in likelihood_table() if r.concept == target and r.finding == finding
                            and r.population == population and r.use_flag == "blocked"]
                 why = blocked[0].note.split(": ", 1)[-1].split(" (")[0] if blocked else \
-                    f"no published {kind} for {finding} in {_PLURAL.get(population, population)}"
+                    f"no published {kind} for {finding} in {POPULATION_PLURAL.get(population, population)}"
                 items.append(Evidence(target, finding=finding, reason=why, **base))
                 continue
             row = values[0]
@@ -468,6 +467,12 @@ def _log_lr_without(evidence: NotesEvidence, drop: int | None) -> dict[str, floa
     return _apply_families(rest)[1]
 
 
+def logit(p: float) -> float:
+    """log(p / (1 - p)), p clamped to [1e-12, 1 - 1e-12] (a finding at 0 or 1 still has a direction)."""
+    p = min(max(p, 1e-12), 1 - 1e-12)
+    return math.log(p / (1 - p))
+
+
 def finding_shift(log_lr: dict[str, float], finding: str) -> float:
     """The log-odds shift of ``finding`` for a model with independent findings (no states): its own log
     likelihood ratio and its ancestors' (a subtype moves with its parent); No Finding moves against Pneumonia
@@ -484,10 +489,6 @@ def item_effects(prior_states: np.ndarray | None, evidence: NotesEvidence,
     leave-one-out). Items not used have effect 0. ``prior_states``: the states the evidence updated (image or
     pre-test); None for a model with independent findings, whose log-odds move by ``finding_shift``."""
     j = _F[finding]
-
-    def logit(p: float) -> float:
-        p = min(max(p, 1e-12), 1 - 1e-12)
-        return math.log(p / (1 - p))
 
     def value(drop: int | None) -> float:
         log_lr = _log_lr_without(evidence, drop)

@@ -16,7 +16,6 @@ import re
 import threading
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable
 
 # assertion values (what a concept says about *this* patient *now*)
 PRESENT, ABSENT, POSSIBLE, HISTORICAL, OTHER_PERSON, HYPOTHETICAL = (
@@ -171,9 +170,6 @@ class NoteReading:
     population: str | None = None        # "adult" | "child" when the note says (age, "infant", "man", ...)
     context: tuple[str, ...] = field(default=())
     read_chars: int | None = None        # set when the note was longer than MAX_READ_CHARS: how much was read
-
-    def find(self, key: str) -> list[Concept]:
-        return [c for c in self.concepts if c.key == key]
 
 
 # ------------------------------------------------------------------------------------------------ measurements
@@ -376,6 +372,3 @@ def read_note(text: str | None) -> NoteReading:
     """Concepts, assertions, measurements, age and context of one note (thread-safe; the pipeline is shared)."""
     return _READER.read(text)
 
-
-def concept_keys(reading: NoteReading) -> Iterable[str]:
-    return (c.key for c in reading.concepts)

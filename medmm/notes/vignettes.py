@@ -9,9 +9,10 @@ log-odds (a film already at 0.999 still counts as moved) and calls ``same`` kept
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterable
+
+from medmm.notes.evidence import logit
 
 SAME_TOL = 0.01
 
@@ -20,15 +21,10 @@ def load(path: str | Path) -> list[dict[str, Any]]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-12), 1 - 1e-12)
-    return math.log(p / (1 - p))
-
-
 def judge(expected: str, before: float, after: float) -> bool:
     if expected == "same":
         return abs(after - before) < SAME_TOL
-    d = _logit(after) - _logit(before)
+    d = logit(after) - logit(before)
     return d > 0 if expected == "up" else d < 0
 
 

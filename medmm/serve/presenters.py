@@ -148,20 +148,18 @@ _ASSERTION_WORDS = {"present": "present", "absent": "negated (absent)", "measure
                     "hypothetical": "hypothetical"}
 
 
-POPULATION_WORDS = {"adult": "adults", "child": "children"}
-TEST_CONCEPTS = frozenset({"sars_cov_2_test", "sars_cov_2_antigen", "sars_cov_2_pcr", "influenza_test"})
-
-
 def notes_evidence_markdown(pred: Prediction) -> str:
     """What the notes contributed, as the clinician reads it: every concept found, how it was asserted, the
     likelihood ratio applied and its source, or why it was not used; the image-alone figures beside the final
     ones. Empty without notes."""
+    from medmm.notes.evidence import POPULATION_PLURAL, TEST_CONCEPTS
+
     ev = pred.notes_evidence
     if ev is None:
         return ""
     whose = {"note": "the notes give the age", "image": "judged from the film (the notes give no age)",
              "default": "the notes give no age and there is no film: adult figures"}[ev.population_from]
-    who = POPULATION_WORDS.get(ev.population, ev.population)
+    who = POPULATION_PLURAL.get(ev.population, ev.population)
     lines = [f"**Notes as evidence** — likelihood ratios for **{who}** ({whose}). Red raises the finding, "
              "blue lowers it. Each figure is quoted from its source, some through a secondary summary (model card, "
              "*Notes as evidence*); the image model and the notes are combined as if independent, so agreeing "
