@@ -57,6 +57,12 @@ QUEUE_CONCURRENCY = int(os.environ.get("MEDMM_QUEUE_CONCURRENCY") or 1)
 STATE_TTL_S = 3600
 GENERIC_ERROR = "The request failed unexpectedly. Please check the inputs and try again."
 MCP_ENV = "MEDMM_MCP"   # 1/on: also serve /predict_json as an MCP tool (needs the `mcp` package)
+# the status line once an input changes after an analysis (beside presenters.IDLE/RUNNING/DONE_STATUS, which this
+# change may not edit; it belongs there)
+INPUTS_CHANGED_STATUS = ("**Inputs changed:** the previous results were cleared. Press **Analyze** to analyse "
+                         "the current scans and notes.")
+# the inputs of an analysis (in the order of analyze's arguments); changing any of them clears every result
+ANALYSIS_INPUTS = ("files_in", "notes_in", "finding_in", "method_in")
 
 class ScanFiles(gr.File):
     """``gr.File`` whose API-page example is a shipped example radiograph, not Gradio's default online PDF: the
@@ -236,17 +242,26 @@ def _slice_slider(stack: np.ndarray | None) -> gr.Slider:
     return gr.Slider(maximum=max(depth, 2), value=depth // 2 + 1, visible=depth > 1)  # a slider needs min < max
 
 
-def clear_outputs() -> dict[str, Any]:
-    """A request starts: every output (panels, downloads, state) is emptied, so nothing of the previous
-    patient stays on screen or in a download, whatever happens next. By name: :data:`OUTPUTS`, status, pending."""
+def clear_outputs(status: Any = fmt.RUNNING_STATUS) -> dict[str, Any]:
+    """A request starts (or an input changed, :func:`inputs_changed`): every output (panels, downloads, state) is
+    emptied, so nothing of the previous patient stays on screen or in a download, whatever happens next. By name:
+    :data:`OUTPUTS`, status (``status``), pending."""
     return {
         "findings_label": None, "findings_table": fmt.empty_findings_table(), "positive_md": "", "warnings_md": "",
         "overlay_image": None, "explanation_md": "", "tokens_text": None, "modality_label": None, "report_box": "",
         "consistency_md": "", "download_text": None, "download_json": None, "download_sr": None, "energy_md": "",
         "metadata_df": fmt.metadata_table(()), "viewer_image": None,
         "scan_slider": gr.Slider(value=1, visible=False), "slice_slider": gr.Slider(value=1, visible=False),
-        "state": None, "session_key": "", "evidence_md": "", "status_md": fmt.RUNNING_STATUS, "pending": None,
+        "state": None, "session_key": "", "evidence_md": "", "status_md": status, "pending": None,
     }
+
+
+def inputs_changed(status: str | None) -> dict[str, Any]:
+    """An input of the analysis (scans, notes, finding or method) changed: the results shown belong to the previous
+    inputs, so every output is cleared as before a request (:func:`clear_outputs`) and the status says so, until
+    Analyze runs again. ``status`` is the status line shown: while it is still the idle one nothing was analysed,
+    and it stays. Cheap (no model call): it runs on every keystroke in the notes."""
+    return clear_outputs(gr.skip() if status == fmt.IDLE_STATUS else INPUTS_CHANGED_STATUS)
 
 
 def analyze_ui(pipeline: PipelineLike, files: list[str] | None, notes: str | None, finding: str | None, method: str,
@@ -407,13 +422,19 @@ def _layout(pipeline: PipelineLike) -> dict[str, Any]:
 def _wire(c: dict[str, Any], pipeline: PipelineLike) -> None:
     """The events. On the API page: ``/predict_json`` (programs, the MCP tool), ``/predict`` (every UI output in
     one call) and the follow-ups of a ``/predict`` in the same session (``/check_consistency``, ``/export``). The
-    Analyze chain (clear, analyse, show) and the viewer sliders are UI-only (``api_visibility="private"``)."""
+    Analyze chain (clear, analyse, show), the clearing on an input's change and the viewer sliders are UI-only
+    (``api_visibility="private"``)."""
     outputs = [c[name] for name in OUTPUTS]
-    inputs = [c["files_in"], c["notes_in"], c["finding_in"], c["method_in"]]
+    inputs = [c[name] for name in ANALYSIS_INPUTS]
+    cleared = (*OUTPUTS, "status_md", "pending")     # what clear_outputs empties, in this order
 
     def clear() -> list:
         values = clear_outputs()
-        return [values[name] for name in (*OUTPUTS, "status_md", "pending")]
+        return [values[name] for name in cleared]
+
+    def stale(status: str | None) -> list:
+        values = inputs_changed(status)
+        return [values[name] for name in cleared]
 
     def run_ui(files, notes, finding, method, request: gr.Request, progress=gr.Progress()):
         return analyze_ui(pipeline, files, notes, finding, method, progress=progress, user=_user(request))
@@ -449,11 +470,13 @@ def _wire(c: dict[str, Any], pipeline: PipelineLike) -> None:
         return json_result(pipeline, files, notes, report)
 
     # UI: clear everything -> analyse (progress and any error in the status panel only) -> show the results
-    c["analyze_btn"].click(clear, None, [*outputs, c["status_md"], c["pending"]], queue=False, show_progress="hidden",
-                           api_visibility="private") \
+    cleared_outputs = [c[name] for name in cleared]
+    running = c["analyze_btn"].click(clear, None, cleared_outputs, queue=False, show_progress="hidden",
+                                     api_visibility="private") \
         .then(run_ui, inputs, [c["pending"], c["status_md"]], show_progress_on=[c["status_md"]],
-              api_visibility="private") \
-        .then(show_results, c["pending"], [*outputs, c["pending"]], show_progress="hidden", api_visibility="private")
+              api_visibility="private")
+    showing = running.then(show_results, c["pending"], [*outputs, c["pending"]], show_progress="hidden",
+                           api_visibility="private")
     # programs: one call, one JSON object (also the MCP tool); a failure is an error (gradio_client: AppError)
     c["api_predict_json"].click(predict_json, [c["files_in"], c["notes_in"], c["report_in"]], c["json_out"],
                                 api_name="predict_json", show_progress="hidden")
@@ -462,9 +485,15 @@ def _wire(c: dict[str, Any], pipeline: PipelineLike) -> None:
     c["check_btn"].click(check, [c["report_box"], c["state"], key], c["consistency_md"], api_name="check_consistency")
     # any change of the report text (typing, paste, a programmatic update) rewrites the three downloads
     downloads = [c["download_text"], c["download_json"], c["download_sr"]]
-    c["report_box"].change(export_shown, [c["report_box"], c["state"], key], downloads, api_name="export",
-                           trigger_mode="always_last", show_progress="hidden", concurrency_id="light",
-                           concurrency_limit=4)
+    exporting = c["report_box"].change(export_shown, [c["report_box"], c["state"], key], downloads, api_name="export",
+                                       trigger_mode="always_last", show_progress="hidden", concurrency_id="light",
+                                       concurrency_limit=4)
+    # any change of an input (upload, removal, an example loaded, each keystroke in the notes, another finding or
+    # method) clears every result of the previous inputs and cancels an analysis or export still running for them;
+    # the draft report is no input (editing it rewrites the downloads, above). No model call, not queued.
+    for name in ANALYSIS_INPUTS:
+        c[name].change(stale, c["status_md"], cleared_outputs, queue=False, show_progress="hidden",
+                       api_visibility="private", cancels=[running, showing, exporting])
     c["scan_slider"].input(scan, [c["scan_slider"], c["state"], key], [c["viewer_image"], c["slice_slider"]],
                            api_name="select_scan", api_visibility="private", show_progress="hidden",
                            concurrency_id="light", concurrency_limit=4)

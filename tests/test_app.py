@@ -324,6 +324,40 @@ def test_a_new_request_clears_every_output_and_a_failure_leaves_them_empty(analy
     assert Path(shown["download_text"]).read_text(encoding="utf-8") == shown["report_box"]
 
 
+def test_changing_any_input_clears_every_output_until_analyze_runs_again() -> None:
+    """Issue: a new film and note without pressing Analyze left "Analysis complete" and the previous patient's
+    calls, draft and downloads on screen. Each analysis input's change clears what an Analyze clears, cheaply (not
+    queued, off the API page), cancels an analysis or export still running for the old inputs, and says so."""
+    demo, comps = app.demo, app.demo.medmm_components
+    cleared = [*app.OUTPUTS, "status_md", "pending"]
+    by_id = {comp._id: name for name, comp in comps.items()}
+    deps = list(demo.fns.values())
+    for name in app.ANALYSIS_INPUTS:
+        target = (comps[name]._id, "change")
+        [dep] = [d for d in deps if target in d.targets and d.fn is not None]
+        assert [by_id[o._id] for o in dep.outputs] == cleared, name
+        assert [by_id[i._id] for i in dep.inputs] == ["status_md"], name
+        assert dep.queue is False and dep.api_visibility == "private", name
+        [cancel] = [d for d in deps if target in d.targets and d.fn is None]
+        assert {demo.fns[i].name for i in cancel.cancels} == {"run_ui", "show_results", "export_shown"}, name
+        # what it shows: the same empty panels as before a request, and why
+        for status, shown in ((fmt.DONE_STATUS, app.INPUTS_CHANGED_STATUS),
+                              (fmt.failed_status("not an image"), app.INPUTS_CHANGED_STATUS)):
+            values = dict(zip(cleared, dep.fn(status)))
+            assert values["status_md"] == shown
+            reference = app.clear_outputs()
+            for comp in ("findings_label", "report_box", "download_text", "download_json", "download_sr", "state",
+                         "session_key", "overlay_image", "tokens_text", "energy_md", "pending"):
+                assert values[comp] == reference[comp], (name, comp)
+            assert values["findings_table"].empty
+        idle = dict(zip(cleared, dep.fn(fmt.IDLE_STATUS)))          # nothing analysed yet: the idle line stays
+        assert isinstance(idle["status_md"], type(gr.skip()))
+    assert "Inputs changed" in app.INPUTS_CHANGED_STATUS and "Analyze" in app.INPUTS_CHANGED_STATUS
+    # the clinician's draft is no analysis input: editing it rewrites the downloads and clears nothing
+    report_deps = [d for d in deps if (comps["report_box"]._id, "change") in d.targets]
+    assert [d.name for d in report_deps] == ["export_shown"]
+
+
 def test_progress_reports_every_stage_in_order() -> None:
     seen: list[tuple[float, str]] = []
     app.analyze(app.PIPELINE, [str(IMAGE)], NOTES, fmt.MOST_PROBABLE, "gradcam",

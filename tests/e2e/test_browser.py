@@ -276,6 +276,109 @@ def test_browser_pasted_edit_reaches_all_three_downloads(server: tuple[str, Path
         context.close()
 
 
+# ------------------------------------------------------------------- results never outlive their inputs
+PNEUMONIA = EXAMPLES / "02_child_bacterial_pneumonia.jpeg"
+PNEUMONIA_NOTE = (EXAMPLES / "02_child_bacterial_pneumonia.txt").read_text(encoding="utf-8").strip()
+NORMAL = EXAMPLES / "01_child_normal.jpeg"
+NORMAL_NOTE = (EXAMPLES / "01_child_normal.txt").read_text(encoding="utf-8").strip()
+DOWNLOADS = ("Report (.txt)", "Result (JSON)", "DICOM SR")
+
+
+def _assert_cleared(page) -> None:
+    """Nothing of the previous analysis on screen or to download, and the status says why."""
+    expect = _expect()
+    expect(page.locator("#status")).to_contain_text("Inputs changed", timeout=15_000)
+    expect(page.locator("#status")).to_contain_text("Analyze")
+    expect(page.locator("#status")).not_to_contain_text("complete")
+    expect(page.locator("#report textarea")).to_have_value("")
+    expect(page.locator("#findings")).not_to_contain_text("Pneumonia")
+    expect(page.locator("#findings-table")).not_to_contain_text("YES")
+    assert page.locator("#findings-table").inner_text().count("Pneumonia") == 0
+    expect(page.locator("#overlay img")).to_have_count(0)
+    expect(page.locator("#energy")).not_to_contain_text("CO2e")
+    expect(page.locator("#notes-evidence")).not_to_contain_text("raises")
+    for label in DOWNLOADS:                                     # nothing left to download
+        with pytest.raises(Exception, match="(?i)timeout"):
+            _download(page, label, timeout_ms=3_000)
+
+
+def test_browser_new_film_and_note_without_analyze_clear_the_previous_results(server: tuple[str, Path], browser,
+                                                                            tmp_path: Path) -> None:
+    """The issue's stale screen: after a pneumonia film, a normal film and a new note, no Analyze. Every panel, the
+    draft and the downloads of the previous patient are gone and the status says why; Analyze brings results back."""
+    expect = _expect()
+    context, page = _open(browser, server[0])
+    try:
+        expect(page.locator("#status")).to_contain_text("after Analyze")     # idle: nothing fired on load
+        _analyze(page, [PNEUMONIA], PNEUMONIA_NOTE)
+        expect(page.locator("#report textarea")).to_have_value(re.compile("IMPRESSION:"), timeout=RESULT_TIMEOUT_MS)
+        expect(page.locator("#status")).to_contain_text("complete")
+        expect(page.locator("#findings")).to_contain_text("Pneumonia")
+        expect(page.locator("#findings-table")).to_contain_text("YES")
+        assert _download(page, "Report (.txt)").decode("utf-8").startswith("INDICATION:")
+        time.sleep(1.0)                     # nothing after the results (the .then chain, the export) clears them
+        expect(page.locator("#status")).to_contain_text("complete")
+        expect(page.locator("#report textarea")).to_have_value(re.compile("IMPRESSION:"))
+
+        # the next patient: replace the film and type a new note, no Analyze
+        page.locator("#scans").get_by_role("button", name="Clear").click()
+        expect(page.locator("#scans")).not_to_contain_text(PNEUMONIA.stem)
+        page.locator("#scans input[type=file]").set_input_files(str(NORMAL))
+        expect(page.locator("#scans")).to_contain_text(NORMAL.stem, timeout=30_000)
+        notes = page.locator("#notes textarea")
+        notes.fill("")
+        notes.press_sequentially(NORMAL_NOTE[:40], delay=5)                  # keystrokes, as typed
+        notes.fill(NORMAL_NOTE)
+        _assert_cleared(page)
+        shot = tmp_path / "inputs_changed.png"
+        page.screenshot(path=str(shot), full_page=True)
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "inputs_changed.png").write_bytes(shot.read_bytes())
+        # the follow-ups know there is no current result either
+        page.locator("#check").click()
+        expect(page.get_by_text("Analyze a study first")).to_be_visible(timeout=15_000)
+
+        page.locator("#analyze").click()
+        expect(page.locator("#report textarea")).to_have_value(re.compile("IMPRESSION:"), timeout=RESULT_TIMEOUT_MS)
+        expect(page.locator("#status")).to_contain_text("complete")
+        expect(page.locator("#energy")).to_contain_text("CO2e")
+        report = _download(page, "Report (.txt)").decode("utf-8")        # the new patient's draft, not the old one
+        assert report.startswith("INDICATION: Child, 6 years.") and "Child, 4 years" not in report
+        assert json.loads(_download(page, "Result (JSON)"))["positive"] == ["No Finding"]
+    finally:
+        context.close()
+    assert shot.stat().st_size > 10_000
+
+
+def test_browser_input_changed_while_an_analysis_waits_cancels_it(server: tuple[str, Path], browser) -> None:
+    """Analyze pressed while the queue is busy (one analysis at a time), then the note edited: that analysis was
+    for the old inputs; it is cancelled and its results never appear, even after the queue has emptied."""
+    from gradio_client import Client, handle_file
+
+    expect = _expect()
+    client = Client(server[0], verbose=False)
+    busy = [client.submit(files=[handle_file(str(PNEUMONIA))], notes="", finding="most probable", method="occlusion",
+                          api_name="/predict") for _ in range(3)]         # keep the single worker busy a while
+    context, page = _open(browser, server[0])
+    try:
+        _analyze(page, [PNEUMONIA], PNEUMONIA_NOTE)
+        expect(page.locator("#status")).to_contain_text("Analysing", timeout=15_000)
+        page.locator("#notes textarea").fill(NORMAL_NOTE)
+        expect(page.locator("#status")).to_contain_text("Inputs changed", timeout=15_000)
+        assert not all(job.done() for job in busy), "the queue emptied before the note changed: test is inconclusive"
+        for job in busy:
+            job.result(timeout=RESULT_TIMEOUT_MS / 1000)
+        time.sleep(3)                                      # the cancelled analysis would have run and shown by now
+        expect(page.locator("#status")).to_contain_text("Inputs changed")
+        expect(page.locator("#report textarea")).to_have_value("")
+        expect(page.locator("#findings")).not_to_contain_text("Pneumonia")
+        page.locator("#analyze").click()                   # the new inputs are analysed on request
+        expect(page.locator("#report textarea")).to_have_value(re.compile("IMPRESSION:"), timeout=RESULT_TIMEOUT_MS)
+        expect(page.locator("#status")).to_contain_text("complete")
+    finally:
+        context.close()
+
+
 PROGRESS_RECORDER = """() => {
   window.__medmmProgress = [];
   const record = () => {
