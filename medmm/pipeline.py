@@ -19,7 +19,8 @@ import torch
 
 from medmm.models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from medmm.io import RADIOGRAPH_MODALITIES, Scan, load_scans
-from medmm.labels import ancestors, coherent_positives
+from medmm.calls import decide, load_scope
+from medmm.labels import ancestors
 from medmm.prediction import Prediction
 from medmm.models.transforms import to_model_input
 
@@ -66,8 +67,10 @@ class ModelInputs:
 class Pipeline:
     """Loaded once per process; ``predict`` is safe to call from several threads (no per-request state on self)."""
 
-    def __init__(self, model, meta, ood, device: str = "cpu", runtime=None) -> None:
+    def __init__(self, model, meta, ood, device: str = "cpu", runtime=None, scope=None) -> None:
         self.model, self.meta, self.ood, self.device = model, meta, ood, device
+        # the checkpoint's scope table (medmm.calls.load_scope): which findings may be called for which population
+        self.scope = dict(scope or {})
         self.model.image_encoder.to(memory_format=torch.channels_last)  # matches encode_images' NHWC input
         self.findings: tuple[str, ...] = meta.findings
         self.temperatures = torch.tensor([meta.temperatures[f] for f in self.findings], dtype=torch.float32)
@@ -94,7 +97,8 @@ class Pipeline:
         if not meta.trained:
             log.warning("checkpoint %s is UNTRAINED: predictions are meaningless", path)
         encoders = rt.build(runtime, model, meta, device)
-        return cls(model, meta, ood, device, runtime=None if encoders.name == "torch" else encoders)
+        return cls(model, meta, ood, device, runtime=None if encoders.name == "torch" else encoders,
+                   scope=load_scope(path))
 
     @property
     def runtime_name(self) -> str:
@@ -237,7 +241,7 @@ class Pipeline:
 
             prior, pretest = pretest_states(evidence.population)
             probs = marginals(update_states(prior, evidence.log_lr))
-        pred = self._to_prediction(probs, inputs, img)
+        pred = self._to_prediction(probs, inputs, img, evidence)
         extra = [] if evidence is None else self._evidence_warnings(pred, alone, evidence, pretest)
         return replace(pred, warnings=pred.warnings + tuple(extra), notes_evidence=evidence,
                        image_findings=None if alone is None else dict(zip(self.findings, map(float, alone))),
@@ -269,7 +273,9 @@ class Pipeline:
             return "; ".join(used) if used else "no counted evidence"
 
         if alone is not None:
-            by_image, _ = coherent_positives(dict(zip(self.findings, map(float, alone))), pred.thresholds)
+            image_calls, _ = decide(dict(zip(self.findings, map(float, alone))), pred.thresholds, self.scope,
+                                    pred.population)
+            by_image = [c.finding for c in image_calls if c.called]
             for f in (f for f in pred.positive if f not in by_image):
                 out.append(f"{f} is called with the notes' evidence, not on the image alone (image alone "
                            f"{alone[self.findings.index(f)]:.2f}, with the notes {pred.findings[f]:.2f}: "
@@ -300,11 +306,24 @@ class Pipeline:
         scope = getattr(self.model, "scope", None)
         return scope is not None and float(scope.p_adult(image_embedding)[0]) >= 0.5
 
-    def scope_warnings(self, image_embedding: np.ndarray) -> list[str]:
-        """Plain-language warning when the film looks adult: the population where the default model is weak."""
-        if not self.looks_adult(image_embedding):
+    def scope_warnings(self, population: str, image_embedding: np.ndarray | None = None) -> list[str]:
+        """Plain-language warning for a film outside the population the model is measured to work on (adult films
+        for the default model), with the scope table's figures."""
+        if population != "adult":
             return []
-        auc = self.model.scope.adult_auc or {}
+        why = "the notes give an adult age" if image_embedding is not None and not self.looks_adult(image_embedding) \
+            else "judged from the film"
+        out_of_scope = [r for (pop, _), r in self.scope.items() if pop == "adult" and r.call != "yes"]
+        if self.scope and not out_of_scope:
+            return []
+        figures = "; ".join(f"{r.finding}: {r.figure()}" for r in out_of_scope
+                            if r.value is not None and r.finding in ("No Finding", "Pneumonia"))
+        if out_of_scope:
+            return [f"Adult film ({why}). The default model learned mostly from young children's films (Kermany, "
+                    "ages 1-5) and is not reliable on adults, so on adult films it calls no finding that it has not "
+                    f"been measured to assess and drafts no normal study ({figures}). The probabilities are shown "
+                    "for research only; see the model card."]
+        auc = getattr(getattr(self.model, "scope", None), "adult_auc", None) or {}
         measured = (f" on unseen adult NIH patients it separated normal from abnormal films with an AUC of "
                     f"{auc['auc']:.2f} (95% CI {auc['ci95'][0]:.2f}-{auc['ci95'][1]:.2f}, n={auc['n']})"
                     if auc.get("auc") is not None else "")
@@ -312,7 +331,26 @@ class Pipeline:
                 f"(Kermany, ages 1-5) and is much less reliable on adults:{measured}. Read these probabilities as "
                 "low-confidence; see the model card."]
 
-    def _to_prediction(self, probs: np.ndarray, inputs: ModelInputs, img) -> Prediction:
+    def population(self, image_embedding: np.ndarray | None, evidence=None) -> str:
+        """The scope table's population for a request: "no image"; "adult" when the film looks adult or the notes
+        give an adult age (the more cautious of the two); else "child"."""
+        if image_embedding is None:
+            return "no image"
+        from_notes = evidence is not None and evidence.population_from == "note" and evidence.population == "adult"
+        return "adult" if from_notes or self.looks_adult(image_embedding) else "child"
+
+    @staticmethod
+    def tested_findings(evidence) -> set[str]:
+        """Findings (and their ancestors) for which the notes carry a counted test result (SARS-CoV-2, influenza):
+        what the scope table's ``with test`` rows need."""
+        if evidence is None:
+            return set()
+        from medmm.notes.evidence import TEST_CONCEPTS
+
+        found = {e.finding for e in evidence.used if e.counted and e.concept in TEST_CONCEPTS and e.finding}
+        return found | {a for f in found for a in ancestors(f)}
+
+    def _to_prediction(self, probs: np.ndarray, inputs: ModelInputs, img, evidence=None) -> Prediction:
         warnings = list(inputs.warnings)
         if not self.meta.trained:
             warnings.insert(0, "UNTRAINED checkpoint: these numbers are placeholders for wiring, not predictions.")
@@ -326,10 +364,12 @@ class Pipeline:
                                 "treat the output with extra caution.")
         findings = {f: float(p) for f, p in zip(self.findings, probs)}
         thresholds = dict(self.meta.thresholds)
-        positive, coherence = coherent_positives(findings, thresholds)
+        population = self.population(img_np, evidence)
+        calls, coherence = decide(findings, thresholds, self.scope, population, self.tested_findings(evidence))
+        positive = tuple(c.finding for c in calls if c.called)
         warnings += coherence
         if img_np is not None:
-            warnings += self.scope_warnings(img_np)
+            warnings += self.scope_warnings(population, img_np)
         other_views = sorted({str(s.metadata.view) for s in inputs.scans if s.metadata.view not in (None, "AP", "PA")})
         if other_views:
             warnings.append(f"View {', '.join(other_views)} (from the DICOM header): the model was trained on frontal "
@@ -340,6 +380,7 @@ class Pipeline:
             image_embedding=img_np,
             ood_score=ood_score, ood_threshold=None if self.ood is None else self.ood.threshold,
             warnings=tuple(warnings), scan_metadata=tuple(s.metadata.to_dict() for s in inputs.scans),
+            calls=calls, population=population,
             checkpoint={"name": self.meta.name, "version": self.meta.medmm_version, "trained": self.meta.trained,
                         "sha256": self.meta.weights_sha256},
         )

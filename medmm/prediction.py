@@ -33,6 +33,23 @@ class Prediction:
     image_findings: dict[str, float] | None = None
     pretest: dict[str, Any] | None = None
     prior_states: np.ndarray | None = field(default=None, compare=False)  # the states the notes' evidence updated
+    # one medmm.calls.Call per finding (called or not, band, why): the one source of every output's words
+    calls: tuple[Any, ...] = ()
+    population: str | None = None                    # the scope table's row: "child" | "adult" | "no image"
+    status: str = "ok"                               # "ok" | "refused" (the input gate: not a chest radiograph)
+    refusal: str | None = None                       # why the input was refused (a sentence for the user)
+
+    def call(self, finding: str):
+        """The ``medmm.calls.Call`` for ``finding``; a prediction built without calls (by hand, in a test) gets one
+        that follows its ``positive``."""
+        for c in self.calls:
+            if c.finding == finding:
+                return c
+        from medmm.calls import R_NOT_CALLED, Call, band_of
+
+        p, t, called = float(self.findings[finding]), float(self.thresholds[finding]), finding in self.positive
+        band = band_of(p, t, called)
+        return Call(finding, p, t, called, band, R_NOT_CALLED if band == "withheld" else "")
 
     def evidence_json(self) -> dict[str, Any]:
         """The notes' part of ``predict --json``: every concept read, how, and what it did."""
@@ -43,10 +60,6 @@ class Prediction:
                 "findings_image_only": self.image_findings, "pretest": self.pretest}
 
     def band(self, finding: str) -> str:
-        """Probability band used for hedged wording: 'negative', 'possible', 'likely'."""
-        p, t = self.findings[finding], self.thresholds[finding]
-        if p >= max(t, 0.5) + 0.5 * (1 - max(t, 0.5)):
-            return "likely"
-        if p >= t:
-            return "possible"
-        return "negative"
+        """The finding's band (``medmm.calls``): 'likely' | 'possible' (called), 'withheld' | 'uncertain' |
+        'unlikely' (not called), 'not assessed' (out of the checkpoint's scope)."""
+        return self.call(finding).band

@@ -49,6 +49,8 @@ class RequestResult:
             "findings": p.findings,
             "thresholds": p.thresholds,
             "positive": list(p.positive),
+            "calls": [p.call(f).to_dict() for f in p.findings],
+            "population": p.population,
             "modalities": list(p.modalities),
             "report": self.report.to_text() if self.report is not None else "",
             "energy": self.energy.to_dict(),

@@ -204,15 +204,19 @@ def test_draft_says_not_called_when_a_high_probability_is_under_its_threshold(sh
     assert pred.positive == ("Bacterial pneumonia", "Viral pneumonia")  # make_prediction ignores the hierarchy
     pred = replace(pred, positive=())                                    # what the pipeline calls: nothing
     report = draft_report(pred, "Child, 4 years, fever", shipped_bank)
-    assert ("No pneumonia is called at the model's operating point, although the model probability is 0.96 "
-            "(threshold 0.98); review the image.") in report.impression
+    assert ("No pneumonia is called at the model's operating point (model probability 0.96, threshold 0.98); review "
+            "the image.") in report.impression
     assert "evidence of pneumonia" not in report.to_text() and label_text(report.findings).get("Pneumonia") is None
     assert check_consistency(report.to_text(), pred) == []
     close = draft_report(replace(make_prediction((0.02, 0.979, 0.49, 0.35, 0.13), thresholds), positive=()), None,
                          shipped_bank)
-    assert "probability is 0.979 (threshold 0.984)" in close.impression   # enough digits to tell them apart
-    low = draft_report(make_prediction((0.9, 0.2, 0.1, 0.1, 0.05), thresholds), None, shipped_bank)
-    assert "No radiographic evidence of pneumonia (model probability 0.20)." in low.impression
+    assert "probability 0.979, threshold 0.984" in close.impression   # enough digits to tell them apart
+    # only the "unlikely" band (below medmm.calls.UNLIKELY_BELOW) says there is no evidence; 0.20 is "uncertain"
+    low = draft_report(make_prediction((0.9, 0.1, 0.05, 0.05, 0.05), thresholds), None, shipped_bank)
+    assert "No radiographic evidence of pneumonia (model probability 0.10)." in low.impression
+    mid = draft_report(make_prediction((0.5, 0.2, 0.1, 0.1, 0.05), thresholds), None, shipped_bank)
+    assert "No pneumonia is called at the model's operating point (model probability 0.20" in mid.impression
+    assert "evidence of pneumonia" not in mid.to_text() and "free of" not in mid.to_text()
 
 
 def test_draft_hedges_possible_band() -> None:

@@ -15,9 +15,9 @@ from medmm.report.consistency import (MAX_REPORT_CHARS, PNEUMONIA_FAMILY, POSITI
                                       competing_subtypes, consistency_warnings, report_sections)
 from medmm.report.deid import DEID_METHOD, find_phi, phi_words, scrub_identifiers
 from medmm.report.dicom_sr import BASIC_TEXT_SR, to_dicom_sr
+from medmm.calls import T_NF_NEGATIVE, T_NORMAL_MODELLED
 from medmm.report.draft import (INDICATION_CHARS, MAX_INDICATION_CHARS, MODELLED_CONCEPTS, NOT_PROVIDED,
-                                T_INCONSISTENT, T_NF_NEGATIVE, T_NO_CONSOLIDATION, T_NO_IMAGE, T_NORMAL_MODELLED,
-                                T_NOT_ASSESSED, T_OPACITY, T_SUBTYPE_CAVEAT, T_SUBTYPE_UNDETERMINED, DraftSentence,
+                                T_INCONSISTENT, T_NO_CONSOLIDATION, T_NO_IMAGE, T_NOT_ASSESSED, T_OPACITY, T_SUBTYPE_CAVEAT, T_SUBTYPE_UNDETERMINED, DraftSentence,
                                 Report, apply_edits, clean_indication, draft_report)
 from medmm.report.labeler import (LABELER_VERSION, Mention, binary_labels, find_mentions, label_sentence, label_text,
                                   split_sentences)

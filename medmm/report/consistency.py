@@ -24,6 +24,7 @@ MAX_REPORT_CHARS = 100_000           # check_consistency reads at most this much
 PNEUMONIA_FAMILY: tuple[str, ...] = ("Pneumonia", "Bacterial pneumonia", "Viral pneumonia", "COVID-19")
 SUBTYPES: tuple[str, ...] = ("COVID-19", "Viral pneumonia", "Bacterial pneumonia")
 POSITIVE_BANDS = frozenset({"possible", "likely"})
+NEGATIVE_BANDS = frozenset({"negative", "not called"})
 
 W_SUBTYPE_UNDETERMINED = ("Competing pneumonia subtypes are above threshold ({names}): the model cannot tell the "
                           "subtype; the draft does not name one.")
@@ -31,11 +32,13 @@ W_INCONSISTENT = "Model outputs are internally inconsistent across findings."
 
 
 def _bands(prediction: Prediction) -> dict[str, str]:
-    """Band per finding, following ``prediction.positive`` (the pipeline's output rule is the one truth).
+    """Band per finding for the labeller's checks, from the prediction's calls (``medmm.calls``, the one rule).
 
-    A finding in ``positive`` is 'likely' or 'possible' (its probability band, at least 'possible'); any other is
-    'negative' even when its probability is above the threshold (the pipeline may suppress an incoherent
-    output). Findings missing from the prediction or with a non-finite probability are left out.
+    A called finding (in ``prediction.positive``) is 'likely' or 'possible'; a finding below its threshold with a
+    probability under ``UNLIKELY_BELOW`` is 'negative' (a report may rule it out); any other finding not called
+    (uncertain, or withheld at/above its threshold) is 'not called' (a report may neither assert nor rule it out
+    on the model's word). Findings out of the checkpoint's scope, missing, or non-finite are left out: the model
+    says nothing about them.
     """
     positive = set(prediction.positive)
     out = {}
@@ -43,10 +46,14 @@ def _bands(prediction: Prediction) -> dict[str, str]:
         p, t = prediction.findings.get(f), prediction.thresholds.get(f)
         if p is None or t is None or not (math.isfinite(p) and math.isfinite(t)):
             continue
-        band = prediction.band(f)
-        out[f] = (band if band in POSITIVE_BANDS else "possible") if f in positive else "negative"
+        call = prediction.call(f)
+        if not call.in_scope:
+            continue
+        if f in positive:
+            out[f] = call.band if call.band in POSITIVE_BANDS else "possible"
+        else:
+            out[f] = "negative" if call.band == "unlikely" else "not called"
     return out
-
 
 
 def competing_subtypes(bands: dict[str, str]) -> tuple[str, ...]:
@@ -64,11 +71,11 @@ def consistency_warnings(prediction: Prediction) -> list[str]:
     pf_pos = [f for f in PNEUMONIA_FAMILY if bands.get(f) in POSITIVE_BANDS]
     sub_pos = [f for f in SUBTYPES if bands.get(f) in POSITIVE_BANDS]
     competing = competing_subtypes(bands)
-    covid_not_viral = bands.get("COVID-19") in POSITIVE_BANDS and bands.get("Viral pneumonia") == "negative" \
+    covid_not_viral = bands.get("COVID-19") in POSITIVE_BANDS and bands.get("Viral pneumonia") in NEGATIVE_BANDS \
         and not competing
     out = []
-    if (bands.get("No Finding") in POSITIVE_BANDS and pf_pos) or (bands.get("Pneumonia") == "negative" and sub_pos) \
-            or covid_not_viral:
+    if (bands.get("No Finding") in POSITIVE_BANDS and pf_pos) or \
+            (bands.get("Pneumonia") in NEGATIVE_BANDS and sub_pos) or covid_not_viral:
         out.append(W_INCONSISTENT)
     if competing and not any("subtype" in w.lower() for w in prediction.warnings):
         out.append(W_SUBTYPE_UNDETERMINED.format(names=", ".join(competing)))
@@ -153,9 +160,11 @@ def check_consistency(report_text: str, prediction: Prediction, *, include_uncer
                     continue
                 status, evidence = per_finding[f]
                 band, p, t = bands[f], float(prediction.findings[f]), float(prediction.thresholds[f])
-                if status == "positive" and band == "negative":
+                if status == "positive" and band in NEGATIVE_BANDS:
                     why = (f"The report asserts {f} ('{evidence}'), but the model predicted it negative "
-                           f"(p={p:.2f} < threshold {t:.2f}).")
+                           f"(p={p:.2f} < threshold {t:.2f})." if p < t else
+                           f"The report asserts {f} ('{evidence}'), but the model does not call it "
+                           f"(p={p:.2f}: {prediction.call(f).reason}).")
                 elif status == "negative" and band in POSITIVE_BANDS:
                     why = (f"The report rules out {f} ('{evidence}'), but the model predicted it {band} "
                            f"(p={p:.2f} >= threshold {t:.2f}).")
@@ -169,4 +178,4 @@ def check_consistency(report_text: str, prediction: Prediction, *, include_uncer
 
 
 __all__ = ["Contradiction", "MAX_REPORT_CHARS", "POSITIVE_BANDS", "check_consistency", "competing_subtypes",
-           "consistency_warnings", "report_sections"]
+           "consistency_warnings", "NEGATIVE_BANDS", "report_sections"]

@@ -125,7 +125,12 @@ def _content_items(report: Report) -> list[Any]:
         item.TextValue = scrub_identifiers(value)   # every text, clinician edits included (medmm.report.deid)
         return item
 
-    outputs = "; ".join(f"{m['finding']} {m['probability']:.2f} (threshold {m['threshold']:.2f}, {m['band']})"
+    def called(m: dict) -> str:   # the same words as the app's table (medmm.calls)
+        if m.get("called"):
+            return f"called, {m['band']}"
+        return f"not called, {m['band']}" + (f": {m['reason']}" if m.get("reason") else "")
+
+    outputs = "; ".join(f"{m['finding']} {m['probability']:.2f} (threshold {m['threshold']:.2f}, {called(m)})"
                         for m in report.model_outputs)
     items = [
         # scrubbed again: an edited report's indication may have had identifiers typed back in

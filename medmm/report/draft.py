@@ -32,11 +32,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from medmm import DISCLAIMER, __version__  # DISCLAIMER: the one wording, the report's NOTE
-from medmm.labels import FINDINGS
+from medmm.calls import Call, statement
+from medmm.labels import FINDINGS, NORMAL_FINDING
 from medmm.prediction import Prediction
 from medmm.report.bank import _LOCATION_RE, SentenceBank, load_bank
-from medmm.report.consistency import (PNEUMONIA_FAMILY, POSITIVE_BANDS, SUBTYPES, _bands, competing_subtypes,
-                                      consistency_warnings, report_sections)
+from medmm.report.consistency import (NEGATIVE_BANDS, PNEUMONIA_FAMILY, POSITIVE_BANDS, SUBTYPES, _bands,
+                                      competing_subtypes, consistency_warnings, report_sections)
 from medmm.report.deid import clean_indication as _deid_indication
 from medmm.report.labeler import Mention
 
@@ -47,23 +48,18 @@ MAX_INDICATION_CHARS = 1000
 
 # Which sentence-level status each probability band allows (hedging): likely -> asserted, possible -> hedged.
 _ALLOWED_STATUS = {"negative": frozenset({"negative"}), "possible": frozenset({"uncertain"}),
-                   "likely": frozenset({"positive"})}
+                   "likely": frozenset({"positive"}), "not called": frozenset()}
 
 # ----------------------------------------------------------------------------------------- templated wording
 # Every template is checked by the labeller in tests (the draft must never contradict the prediction).
-_SUBTYPE_PHRASE = {"Bacterial pneumonia": "bacterial pneumonia", "Viral pneumonia": "viral pneumonia",
-                   "COVID-19": "COVID-19 pneumonia"}
 T_NO_IMAGE = ("No image was provided; the statements below are inferred from the clinical notes only and need "
               "confirmation on the radiograph.")
 T_INCONSISTENT = "Model outputs are internally inconsistent across findings; check the per-finding probabilities."
 T_SUBTYPE_CAVEAT = ("Radiographic appearance alone does not establish the causative organism; correlate with "
                     "clinical and microbiological results.")
-T_NF_NEGATIVE = ("The model does not classify this study as normal; review the image for findings outside the "
-                 "modelled set.")
 # The model outputs only the FINDINGS; the draft says nothing else about the film except, explicitly, this.
 T_NOT_ASSESSED = ("Heart, mediastinum, pleura, bones, devices and lung findings other than the modelled ones are "
                   "not assessed by this model.")
-T_NORMAL_MODELLED = "Normal study for the findings this model assesses"
 T_SUBTYPE_UNDETERMINED = ("Subtype not determined: the model cannot tell the competing subtypes apart (several are "
                           "above threshold; see the per-finding probabilities).")
 # Bank sentences may speak only of these labeller concepts (the pneumonia family the model outputs).
@@ -73,42 +69,6 @@ INDICATION_CHARS = 300               # the draft's Indication: a readable summar
 T_NO_CONSOLIDATION = "No focal consolidation."
 T_OPACITY = {"likely": "Airspace opacity consistent with pneumonia; its location is not determined by the model.",
              "possible": "Subtle airspace opacity cannot be excluded; its location is not determined by the model."}
-
-
-def _p(prob: float) -> str:
-    return f"(model probability {prob:.2f})"
-
-
-# A finding not called although the model leans towards it (probability >= this, below its operating threshold):
-# the draft says "not called", never "no evidence" (a child's pneumonia at 0.96 under a 0.98 threshold).
-HIGH_BUT_NOT_CALLED = 0.5
-
-
-def _finding_template(finding: str, band: str, prob: float, image: bool, threshold: float | None = None) -> str:
-    """Hedged one-line statement for a modelled finding (templated, never retrieved)."""
-    if finding == "Pneumonia":
-        if band == "likely":
-            return f"Findings consistent with pneumonia {_p(prob)}."
-        if band == "possible":
-            return f"Pneumonia cannot be excluded {_p(prob)}."
-        if prob >= HIGH_BUT_NOT_CALLED and threshold is not None:
-            digits = 2 if f"{prob:.2f}" != f"{threshold:.2f}" else 3  # never "0.98 (threshold 0.98)"
-            return (f"No pneumonia is called at the model's operating point, although the model probability is "
-                    f"{prob:.{digits}f} (threshold {threshold:.{digits}f}); review the image.")
-        where = "radiographic evidence of pneumonia" if image else "evidence of pneumonia from the available inputs"
-        return f"No {where} {_p(prob)}."
-    if finding == "No Finding":
-        if band == "likely":
-            return f"{T_NORMAL_MODELLED} (No Finding, model probability {prob:.2f})."
-        if band == "possible":
-            return f"Possibly a normal study {_p(prob)}."
-        return T_NF_NEGATIVE
-    phrase = _SUBTYPE_PHRASE[finding]
-    if band == "likely":
-        return f"Pattern consistent with {phrase} {_p(prob)}."
-    if band == "possible":
-        return f"{phrase[0].upper()}{phrase[1:]} cannot be excluded {_p(prob)}."
-    return f"No specific features of {phrase} {_p(prob)}."
 
 
 # ----------------------------------------------------------------------------------------- notes -> indication
@@ -288,16 +248,18 @@ def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank |
     bands = _bands(prediction)
     probs = prediction.findings
     image = "image" in prediction.modalities
-    nf = bands.get("No Finding")
+    calls: dict[str, Call] = {f: prediction.call(f) for f in FINDINGS if f in probs and f in prediction.thresholds
+                              and np.isfinite(probs[f]) and np.isfinite(prediction.thresholds[f])}
     pf_pos = [f for f in PNEUMONIA_FAMILY if bands.get(f) in POSITIVE_BANDS]
     sub_pos = [f for f in SUBTYPES if bands.get(f) in POSITIVE_BANDS]
     competing = competing_subtypes(bands)
-    pneu = bands.get("Pneumonia")
-    # not called, but the model leans towards it: no "no pneumonia" sentence in Findings (the Impression says why)
-    leaning = pneu == "negative" and probs.get("Pneumonia", 0.0) >= HIGH_BUT_NOT_CALLED
-    covid_not_viral = bands.get("COVID-19") in POSITIVE_BANDS and bands.get("Viral pneumonia") == "negative" \
+    pneu, pc, nc = bands.get("Pneumonia"), calls.get("Pneumonia"), calls.get(NORMAL_FINDING)
+    covid_not_viral = bands.get("COVID-19") in POSITIVE_BANDS and bands.get("Viral pneumonia") in NEGATIVE_BANDS \
         and not competing
-    inconsistent = bool((nf in POSITIVE_BANDS and pf_pos) or (pneu == "negative" and sub_pos) or covid_not_viral)
+    inconsistent = bool((bands.get(NORMAL_FINDING) in POSITIVE_BANDS and pf_pos)
+                        or (pneu in NEGATIVE_BANDS and sub_pos) or covid_not_viral)
+    # the film may be called normal here (No Finding in scope): only then may the draft rule pneumonia out in words
+    normal_in_scope = nc is not None and nc.in_scope
 
     scores = _scores(bank, prediction.notes_embedding)
     order = sorted(range(len(bank)), key=lambda i: (-scores[i], -int(bank.counts[i]), bank.texts[i]))
@@ -316,45 +278,54 @@ def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank |
         findings.append(templated("findings", T_NO_IMAGE))
     warnings += consistency_warnings(prediction)
 
-    # ---- Findings: one statement about pneumonia (the only radiographic finding modelled), then the scope.
-    if pneu is not None and not (pneu == "negative" and sub_pos) and not leaning:
-        wanted = {"negative": "negative", "possible": "uncertain", "likely": "positive"}[pneu]
-        pick = next((i for i in eligible if bank.labels(i) == {"Pneumonia": wanted}
-                     and not (wanted != "negative" and _LOCATION_RE.search(bank.texts[i]))), None)
-        if pick is not None:
-            findings.append(retrieved("findings", pick))
-        elif pneu == "negative":
-            findings.append(templated("findings", T_NO_CONSOLIDATION))
-        elif image:
-            findings.append(templated("findings", T_OPACITY[pneu]))
+    # ---- Findings: one statement about pneumonia (the only radiographic finding modelled), then the scope. Only a
+    # called pneumonia, or one the model finds unlikely on a film it may call normal, is described.
+    if image and pc is not None and pc.in_scope and not inconsistent:
+        wanted = {"possible": "uncertain", "likely": "positive", "negative": "negative"}.get(pneu)
+        if wanted == "negative" and not normal_in_scope:
+            wanted = None
+        if wanted is not None:
+            pick = next((i for i in eligible if bank.labels(i) == {"Pneumonia": wanted}
+                         and not (wanted != "negative" and _LOCATION_RE.search(bank.texts[i]))), None)
+            if pick is not None:
+                findings.append(retrieved("findings", pick))
+            else:
+                findings.append(templated("findings", T_NO_CONSOLIDATION if wanted == "negative" else T_OPACITY[pneu]))
     findings.append(templated("findings", T_NOT_ASSESSED))
 
-    # ---- Impression: modelled findings, most probable first; then "No Finding".
+    # ---- Impression: what is not assessed on this film; the called pneumonia family, most probable first; the
+    # subtypes of a called pneumonia; then No Finding and an uncalled pneumonia, each in the words of its band.
+    for f in (NORMAL_FINDING, "Pneumonia"):
+        if f in calls and not calls[f].in_scope:
+            impression.append(templated("impression", statement(calls[f], image)))
     positives = sorted((f for f in pf_pos if f not in competing), key=lambda f: (f != "Pneumonia", -probs[f], f))
     for f in positives:
-        impression.append(templated("impression", _finding_template(f, bands[f], probs[f], image)))
-    if competing:
+        impression.append(templated("impression", statement(calls[f], image) if calls[f].called else
+                                    f"{f} cannot be excluded (model probability {probs[f]:.2f})."))
+    if competing or any(c.reason == "subtype indeterminate" for c in calls.values()):
         impression.append(templated("impression", T_SUBTYPE_UNDETERMINED))
     elif sub_pos:
         impression.append(templated("impression", T_SUBTYPE_CAVEAT))
     if pneu in POSITIVE_BANDS:
         for f in SUBTYPES:
-            if bands.get(f) == "negative" and not (f == "Viral pneumonia" and covid_not_viral):
-                impression.append(templated("impression", _finding_template(f, "negative", probs[f], image)))
+            c = calls.get(f)
+            if c is None or c.called or c.reason == "subtype indeterminate" or f in competing \
+                    or (f == "Viral pneumonia" and covid_not_viral):
+                continue
+            if c.in_scope or c.probability >= c.threshold:
+                impression.append(templated("impression", statement(c, image)))
     if inconsistent:
         impression.append(templated("impression", T_INCONSISTENT))
-    if nf in POSITIVE_BANDS and not inconsistent:
-        impression.append(templated("impression", _finding_template("No Finding", nf, probs["No Finding"], image)))
-    elif nf == "negative" and not pf_pos:
-        impression.append(templated("impression", T_NF_NEGATIVE))
-    if pneu == "negative" and not sub_pos:
-        impression.append(templated("impression", _finding_template("Pneumonia", "negative", probs["Pneumonia"], image,
-                                                                    prediction.thresholds.get("Pneumonia"))))
+    elif nc is not None and nc.in_scope and (nc.called or not pf_pos):
+        impression.append(templated("impression", statement(nc, image)))
+    if pc is not None and pc.in_scope and pneu in NEGATIVE_BANDS and not sub_pos:
+        impression.append(templated("impression", statement(pc, image)))
 
     if not impression:
         impression.append(templated("impression", "No statement could be drafted for the modelled findings."))
     outputs = tuple({"finding": f, "probability": float(probs[f]), "threshold": float(prediction.thresholds[f]),
-                     "band": bands[f]} for f in FINDINGS if f in bands)
+                     "band": calls[f].band, "called": f in prediction.positive, "reason": calls[f].reason}
+                    for f in FINDINGS if f in calls)
     indication = clean_indication(notes, max_chars=INDICATION_CHARS)
     evidence = getattr(prediction, "notes_evidence", None)
     counted = [e for e in (evidence.used if evidence is not None else ()) if e.counted]

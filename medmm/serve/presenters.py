@@ -72,17 +72,17 @@ def explain_request(choice: str | None, method: str) -> dict[str, Any]:
 
 
 def findings_label(pred: Prediction) -> dict[str, float]:
-    """``{finding: probability}`` for a ``gr.Label`` (it sorts and shows the top entries)."""
-    return {f: round(float(p), 4) for f, p in pred.findings.items()}
+    """``{finding: probability}`` for a ``gr.Label`` (it sorts and shows the top entries): the findings the model
+    assesses on this film only; out-of-scope ones (adult films, COVID-19 from the image alone) stay in the table
+    with their reason, not in the headline chart."""
+    return {f: round(float(p), 4) for f, p in pred.findings.items() if pred.call(f).in_scope}
 
 
 def findings_rows(pred: Prediction) -> list[list[Any]]:
-    """One row per finding in model order: name, probability, stored threshold, positive flag (with band)."""
-    rows = []
-    for f, p in pred.findings.items():
-        flag = f"YES ({pred.band(f)})" if f in pred.positive else "no"
-        rows.append([f, round(float(p), 3), round(float(pred.thresholds[f]), 3), flag])
-    return rows
+    """One row per finding in model order: name, probability, stored threshold, and the call's label
+    (``medmm.calls.Call.label``: "YES (likely)", "no: competing subtype", "not assessed", "no (unlikely)")."""
+    return [[f, round(float(p), 3), round(float(pred.thresholds[f]), 3), pred.call(f).label]
+            for f, p in pred.findings.items()]
 
 
 def findings_table(pred: Prediction):
@@ -132,10 +132,16 @@ def model_card_markdown(path: str | Path) -> str:
 
 
 def positive_summary(pred: Prediction) -> str:
-    """One line: which findings are at or above their operating threshold."""
-    if not pred.positive:
-        return "No finding is at or above its operating threshold."
-    return "At or above the operating threshold: " + ", ".join(f"**{f}**" for f in pred.positive) + "."
+    """Which findings are called, and (one line each) what is not assessed on this film and why."""
+    calls = [pred.call(f) for f in pred.findings]
+    head = ("Called (at or above the operating threshold, by the rules in the model card): "
+            + ", ".join(f"**{c.finding}** ({c.band})" for c in calls if c.called) + "."
+            if pred.positive else "No finding is called.")
+    withheld = [f"- {c.finding} not called: {c.detail}" for c in calls if c.band == "withheld" and c.detail]
+    scope = [f"- {c.detail}" for c in calls if not c.in_scope and c.finding in ("No Finding", "Pneumonia")]
+    if any(not c.in_scope for c in calls) and not scope:
+        scope = [f"- {c.detail}" for c in calls if not c.in_scope and c.probability >= c.threshold]
+    return "\n".join([head, *withheld, *scope])
 
 
 # ------------------------------------------------------------------------------------------------ warnings
