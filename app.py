@@ -111,6 +111,10 @@ class LazyPipeline:
 PipelineLike = Union[Pipeline, LazyPipeline]
 
 
+class Refused(gr.Error):
+    """The input gate refused the request (medmm.gate); the message says why (identifier-free by contract)."""
+
+
 def _resolve(pipeline: PipelineLike) -> Pipeline:
     return pipeline.get() if isinstance(pipeline, LazyPipeline) else pipeline
 
@@ -190,6 +194,8 @@ def analyze(pipeline: PipelineLike, files: list[str] | None, notes: str | None, 
         request = fmt.explain_request(finding, method)
         result = run_request(_resolve(pipeline), list(files or []), notes, explain=request, check_explanation=True,
                              on_stage=on_stage)
+        if result.prediction.status == "refused":
+            raise Refused(html.escape(result.prediction.refusal or "not a chest radiograph"), print_exception=False)
         n = len(result.stage_latency_s)
         progress(n / (n + 1), desc=f"Drawing the results and exports ({n + 1}/{n + 1})")
         return _present(result, fmt.session_result(result, owner=user))
@@ -219,8 +225,9 @@ def _present(result: RequestResult, session: fmt.SessionResult) -> dict[str, Any
         "findings_table": fmt.findings_table(result.prediction),
         "positive_md": fmt.positive_summary(result.prediction),
         "warnings_md": fmt.warnings_markdown(fmt.all_warnings(session)),
-        "overlay_image": _png(folder, "overlay", fmt.overlay_image(exp, result.inputs.scans, check)),
-        "explanation_md": fmt.explanation_markdown(exp, check),
+        "overlay_image": _png(folder, "overlay", fmt.overlay_image(exp, result.inputs.scans, check,
+                                                                   result.other_views)),
+        "explanation_md": fmt.explanation_markdown(exp, check, result.other_views),
         "tokens_text": fmt.note_tokens(exp, result.inputs.notes),
         "modality_label": fmt.modality_contribution(exp.modality if exp else None),
         "report_box": session.draft_text,
@@ -270,6 +277,8 @@ def analyze_ui(pipeline: PipelineLike, files: list[str] | None, notes: str | Non
     leave every output empty (no error badge over each panel, no stale result)."""
     try:
         values = analyze(pipeline, files, notes, finding, method, progress=progress, user=user)
+    except Refused as exc:
+        return None, fmt.refused_status(str(exc.message))
     except gr.Error as exc:
         return None, fmt.failed_status(str(exc.message))
     return [values[c] for c in OUTPUTS], fmt.DONE_STATUS
@@ -382,7 +391,7 @@ def _layout(pipeline: PipelineLike) -> dict[str, Any]:
             # a short label: Gradio draws it over the picture's top-left corner, clear of the centred title
             c["overlay_image"] = gr.Image(label="Saliency overlay",
                                           interactive=False, height=360, format="png", elem_id="overlay")
-            c["explanation_md"] = gr.Markdown(label="Explanation details")
+            c["explanation_md"] = gr.Markdown(label="Explanation details", elem_id="explanation")
             c["tokens_text"] = gr.HighlightedText(label="Note words used as evidence: red raises the finding, blue "
                                                   "lowers it",
                                                   show_legend=False, elem_id="tokens")

@@ -126,11 +126,13 @@ def cmd_predict(args) -> int:
     payload = result.to_json()
     if args.json:
         print(json.dumps(payload, indent=2))
+    elif payload["status"] == "refused":
+        print(f"refused: {payload['refusal']}")
     else:
-        print(f"{'finding':<22} {'probability':>11} {'threshold':>9}")
-        for f, p in payload["findings"].items():
-            mark = "  POSITIVE" if f in payload["positive"] else ""
-            print(f"{f:<22} {p:>11.3f} {payload['thresholds'][f]:>9.3f}{mark}")
+        print(f"{'finding':<22} {'probability':>11} {'threshold':>9}  call")
+        for c in payload["calls"]:
+            label = result.prediction.call(c["finding"]).label
+            print(f"{c['finding']:<22} {c['probability']:>11.3f} {c['threshold']:>9.3f}  {label}")
         for w in payload["warnings"]:
             print(f"warning: {w}")
         e = payload["energy"]
@@ -154,7 +156,10 @@ def write_report(report, prediction, path: str | Path) -> None:
 def _predict_manifest(args) -> int:
     """Batch predictions; a bad row is reported in its ``error`` column and does not stop the batch.
 
-    ``warnings``: the row's warnings (scope / out-of-distribution / internal consistency), ``" | "``-separated.
+    ``status``: ``ok``, ``refused`` (the input gate: not a chest radiograph, or lateral views only; no
+    probabilities, the reason is the row's warning) or ``error`` (the ``error`` column says why). ``population``: the
+    scope table's row the calls used. ``warnings``: the row's warnings (refusal / scope / out-of-distribution /
+    internal consistency), ``" | "``-separated.
     """
     manifest = Path(args.manifest)
     try:
@@ -168,17 +173,18 @@ def _predict_manifest(args) -> int:
     from medmm.report import consistency_warnings
 
     pipe = _pipeline(args.checkpoint, getattr(args, "runtime", None))
-    fields = ["image", *pipe.findings, "positive", "warnings", "error"]
+    fields = ["image", "status", *pipe.findings, "positive", "population", "warnings", "error"]
     with open(args.out, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for row in rows:
             image = (row.get("image") or "").strip()
-            out = {"image": image, "positive": "", "warnings": "", "error": ""}
+            out = {"image": image, "status": "error", "positive": "", "population": "", "warnings": "", "error": ""}
             try:
                 path = Path(image) if not image or Path(image).is_absolute() else manifest.parent / image
                 pred = pipe.predict([path] if image else [], (row.get("notes") or "").strip() or None)
-                out.update({k: f"{v:.6f}" for k, v in pred.findings.items()})
+                out["status"], out["population"] = pred.status, pred.population or ""
+                out.update({k: f"{v:.6f}" for k, v in pred.findings.items()})   # none when refused
                 out["positive"] = ";".join(pred.positive)
                 warnings = dict.fromkeys([*pred.warnings, *consistency_warnings(pred)])
                 out["warnings"] = " | ".join(" ".join(w.split()) for w in warnings if w)

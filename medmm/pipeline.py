@@ -20,6 +20,7 @@ import torch
 from medmm.models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from medmm.io import RADIOGRAPH_MODALITIES, Scan, load_scans
 from medmm.calls import decide, load_scope
+from medmm.gate import load_gate
 from medmm.labels import ancestors
 from medmm.prediction import Prediction
 from medmm.models.transforms import to_model_input
@@ -59,6 +60,9 @@ class ModelInputs:
     attention_mask: torch.Tensor | None  # [1, T]
     notes: str | None
     warnings: list[str]
+    # the input gate (medmm.gate): why the request is refused (None = analysed), and what it saw in each scan
+    refusal: str | None = None
+    gate: list[dict] = field(default_factory=list)
     # per-view image features once computed for this request ([1, V, F], from whichever encoder the pipeline runs):
     # the explanation and its saliency check reuse the prediction's instead of encoding the film again
     view_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
@@ -67,8 +71,10 @@ class ModelInputs:
 class Pipeline:
     """Loaded once per process; ``predict`` is safe to call from several threads (no per-request state on self)."""
 
-    def __init__(self, model, meta, ood, device: str = "cpu", runtime=None, scope=None) -> None:
+    def __init__(self, model, meta, ood, device: str = "cpu", runtime=None, scope=None, gate=None) -> None:
         self.model, self.meta, self.ood, self.device = model, meta, ood, device
+        # medmm.gate.InputGate: refuses scans that are not chest radiographs, sets lateral views aside (None: off)
+        self.gate = gate
         # the checkpoint's scope table (medmm.calls.load_scope): which findings may be called for which population
         self.scope = dict(scope or {})
         self.model.image_encoder.to(memory_format=torch.channels_last)  # matches encode_images' NHWC input
@@ -98,15 +104,20 @@ class Pipeline:
             log.warning("checkpoint %s is UNTRAINED: predictions are meaningless", path)
         encoders = rt.build(runtime, model, meta, device)
         return cls(model, meta, ood, device, runtime=None if encoders.name == "torch" else encoders,
-                   scope=load_scope(path))
+                   scope=load_scope(path), gate=load_gate(path))
 
     @property
     def runtime_name(self) -> str:
         return "torch" if self.runtime is None else self.runtime.name
 
     # ------------------------------------------------------------------------------------------------ inputs
-    def prepare(self, scans: Sequence[ScanInput] = (), notes: str | None = None) -> ModelInputs:
-        """Load/validate scans and notes into model tensors. Raises ScanError / InputError with clear messages."""
+    def prepare(self, scans: Sequence[ScanInput] = (), notes: str | None = None, *,
+                gate_inputs: bool = True) -> ModelInputs:
+        """Load/validate scans and notes into model tensors. Raises ScanError / InputError with clear messages.
+
+        With ``gate_inputs`` (and a checkpoint that has a gate), each scan passes the input gate: a request with a
+        scan that is not a chest radiograph is marked refused (``ModelInputs.refusal``); lateral views are set aside
+        (not analysed, said in a warning) and a request of lateral views only is refused."""
         notes, warnings = clean_notes(notes)
         if not scans and not notes:
             raise InputError("Provide at least one scan or some clinical notes.")
@@ -123,13 +134,49 @@ class Pipeline:
                 if s.metadata.modality is not None and s.metadata.modality not in RADIOGRAPH_MODALITIES:
                     warnings.append(f"Modality {s.metadata.modality} is not a radiograph; the model was trained on "
                                     "chest radiographs only, so its output for this scan is not meaningful.")
+        refusal, checks = None, []
+        if pixels is not None and gate_inputs and self.gate is not None:
+            refusal, checks, keep = self._gate(loaded, pixels, warnings)
+            if refusal is None and len(keep) < len(loaded):
+                loaded, pixels = [loaded[i] for i in keep], pixels[:, keep]
         input_ids = attention_mask = None
         if notes:
             input_ids, attention_mask = self._tokenize(notes)
             if input_ids.shape[1] >= self.model.text_encoder.max_tokens:
                 warnings.append(f"Only the first {self.model.text_encoder.max_tokens} tokens of the notes were used.")
             input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-        return ModelInputs(loaded, pixels, input_ids, attention_mask, notes, warnings)
+        return ModelInputs(loaded, pixels, input_ids, attention_mask, notes, warnings, refusal, checks)
+
+    def _gate(self, loaded: list[Scan], pixels: torch.Tensor, warnings: list[str]) -> tuple[str | None, list[dict], list[int]]:
+        """(refusal or None, per-scan gate results, indices of the scans to analyse); warnings for set-aside views."""
+        checks = self.gate.check(self.model.image_encoder, pixels[0])
+        n = len(loaded)
+        name = (lambda i: "This image") if n == 1 else (lambda i: f"Scan {i + 1} of {n}")
+        results = [{"scan": i + 1, "p_chest_radiograph": round(c.p_chest, 4), "chest_radiograph": c.chest,
+                    "p_lateral": round(c.p_lateral, 4) if c.chest else None, "lateral": c.lateral and c.chest,
+                    "set_aside": False} for i, c in enumerate(checks)]
+        refused = [i for i, c in enumerate(checks) if not c.chest]
+        if refused:
+            which = "; ".join(f"{name(i)} does not look like a chest radiograph (probability that it is one: "
+                              f"{checks[i].p_chest:.2f})" for i in refused)
+            return (f"{which}. medmm analyses frontal chest radiographs only; photographs, documents, radiographs of "
+                    "other body parts, CT or MR slices and cropped figures are refused, and nothing of this request "
+                    "was analysed. Upload the chest film itself (DICOM, PNG or JPEG)."), results, []
+        header_lateral = [s.metadata.view is not None and s.metadata.view not in ("AP", "PA") for s in loaded]
+        lateral = [i for i, c in enumerate(checks) if c.lateral or header_lateral[i]]
+        how = {i: (f"from the pixels, probability {checks[i].p_lateral:.2f}" if checks[i].lateral
+                   else f"view {loaded[i].metadata.view} in the DICOM header") for i in lateral}
+        for i in lateral:
+            results[i]["set_aside"] = True
+        if len(lateral) == n:
+            which = "; ".join(f"{name(i)} looks like a lateral or other non-frontal view ({how[i]})" for i in lateral)
+            return (f"{which}. The model reads frontal (PA/AP) chest films only, so nothing was analysed: add the "
+                    "frontal film of the study."), results, []
+        for i in lateral:
+            warnings.append(f"{name(i)} looks like a lateral or other non-frontal view ({how[i]}). The model reads "
+                            "frontal (PA/AP) chest films only, so this view was set aside: the findings come from the "
+                            "frontal view(s).")
+        return None, results, [i for i in range(n) if i not in lateral]
 
     def _tokenize(self, notes: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokenised notes, LRU-cached by sha256 (a re-sent note skips the tokenizer; cached tensors are shared
@@ -214,12 +261,25 @@ class Pipeline:
         inputs = self.prepare(scans, notes)
         return self.predict_prepared(inputs)
 
+    def refused(self, inputs: ModelInputs) -> Prediction:
+        """The answer to a refused request: no probabilities, no calls; the reason as the one warning."""
+        modalities = tuple(m for m, present in (("image", inputs.pixels is not None), ("notes", bool(inputs.notes)))
+                           if present)
+        return Prediction(findings={}, thresholds={}, positive=(), modalities=modalities,
+                          warnings=(inputs.refusal,), scan_metadata=tuple(s.metadata.to_dict() for s in inputs.scans),
+                          checkpoint={"name": self.meta.name, "version": self.meta.medmm_version,
+                                      "trained": self.meta.trained, "sha256": self.meta.weights_sha256},
+                          status="refused", refusal=inputs.refusal)
+
     @torch.inference_mode()
     def predict_prepared(self, inputs: ModelInputs) -> Prediction:
         """The image model's answer, updated by the notes' evidence (``medmm.notes``: concepts with assertion,
         published likelihood ratios, Bayes' rule on the image's states). The learned notes pathway of the checkpoint
         is not used for predictions (the model card says why); the notes' sentence embedding, which only the draft
-        report's sentence ranking reads, is computed by ``notes_embedding`` when a report is drafted."""
+        report's sentence ranking reads, is computed by ``notes_embedding`` when a report is drafted. A refused
+        request (``inputs.refusal``, the input gate) gets no probabilities at all (``refused``)."""
+        if inputs.refusal is not None:
+            return self.refused(inputs)
         img = self.image_features(inputs)
         img_np = None if img is None else img[0].float().cpu().numpy()
         evidence = pretest = None
@@ -371,7 +431,7 @@ class Pipeline:
         if img_np is not None:
             warnings += self.scope_warnings(population, img_np)
         other_views = sorted({str(s.metadata.view) for s in inputs.scans if s.metadata.view not in (None, "AP", "PA")})
-        if other_views:
+        if other_views and self.gate is None:
             warnings.append(f"View {', '.join(other_views)} (from the DICOM header): the model was trained on frontal "
                             "(AP/PA) chest films only, so its output for this view is not meaningful.")
         modalities = tuple(m for m, present in (("image", img is not None), ("notes", bool(inputs.notes))) if present)

@@ -31,6 +31,8 @@ class RequestResult:
     stage_latency_s: dict[str, float] = field(default_factory=dict)
     study_warnings: tuple[str, ...] = ()   # scans of several patients / studies (medmm.study)
     explanation_check: dict[str, Any] | None = None   # medmm.explain.saliency_check: faithfulness + method agreement
+    # the other analysed views of a multi-view request, each mapped too: ((Explanation, check or None), ...)
+    other_views: tuple[tuple[Any, dict[str, Any] | None], ...] = ()
 
     @property
     def warnings(self) -> list[str]:
@@ -46,6 +48,9 @@ class RequestResult:
         """The object ``python -m medmm predict --json`` prints."""
         p = self.prediction
         return {
+            "status": p.status,
+            "refusal": p.refusal,
+            "gate": list(self.inputs.gate) if self.inputs is not None else [],
             "findings": p.findings,
             "thresholds": p.thresholds,
             "positive": list(p.positive),
@@ -85,6 +90,7 @@ def run_request(pipeline: Pipeline, scans: Sequence[ScanInput] = (), notes: str 
 
     t_start = time.perf_counter()
     explanation = drafted = checked = None
+    others: tuple = ()
     with EnergyMeter(baseline_watts=pipeline.idle_watts) as meter:
         def stage(name: str):  # the progress callback, then the meter's stage (which also times it)
             if on_stage is not None:
@@ -96,15 +102,14 @@ def run_request(pipeline: Pipeline, scans: Sequence[ScanInput] = (), notes: str 
         across = tuple(study_warnings(inputs.scans))
         with stage("inference"):
             prediction = pipeline.predict_prepared(inputs)
+        if prediction.status == "refused":   # the input gate: nothing to explain, nothing to draft
+            explain, report = None, False
         if explain is not None:
-            from medmm.explain.attribution import explain as run_explain
-
             with stage("explanation"):
-                explanation = run_explain(pipeline, inputs, prediction, **explain)
-                if check_explanation:
-                    from medmm.explain.saliency_check import check_saliency
-
-                    checked = check_saliency(pipeline, inputs, explanation)
+                explanation, checked = _explain_view(pipeline, inputs, prediction, explain, check_explanation, 0)
+                n_views = 0 if inputs.pixels is None else int(inputs.pixels.shape[1])
+                others = tuple(_explain_view(pipeline, inputs, prediction, explain, check_explanation, v)
+                               for v in range(1, n_views) if "view" not in explain)
         if report:
             from medmm.report import draft_report
 
@@ -112,9 +117,26 @@ def run_request(pipeline: Pipeline, scans: Sequence[ScanInput] = (), notes: str 
                 ranked = prediction if not inputs.notes else \
                     replace(prediction, notes_embedding=pipeline.notes_embedding(inputs))  # sentence ranking only
                 drafted = draft_report(ranked, inputs.notes, extra_warnings=across)
-    stage_s = {name: meter.record.stages[name].duration_s for name in stages}  # timed once, by the meter
+    stage_s = {name: meter.record.stages[name].duration_s for name in stages
+               if name in meter.record.stages}  # timed once, by the meter
     return RequestResult(prediction, inputs, drafted, explanation, meter.record,
-                         time.perf_counter() - t_start, stage_s, across, checked)
+                         time.perf_counter() - t_start, stage_s, across, checked, others)
+
+
+def _explain_view(pipeline: Pipeline, inputs, prediction, explain: dict[str, Any], check: bool, view: int):
+    """One view's explanation and (with ``check``) its saliency check, which knows whether the explained finding is
+    assessed on this film (the scope table: a map of a finding not assessed is never offered to locate it)."""
+    from medmm.explain.attribution import explain as run_explain
+
+    explanation = run_explain(pipeline, inputs, prediction, **({"view": view} | explain))
+    checked = None
+    if check:
+        from medmm.explain.saliency_check import check_saliency
+
+        checked = check_saliency(pipeline, inputs, explanation)
+        if checked is not None and explanation.finding in prediction.findings:
+            checked["finding_in_scope"] = prediction.call(explanation.finding).in_scope
+    return explanation, checked
 
 
 # ============================================================================================ batching

@@ -49,6 +49,26 @@ def pointing_hit(heat: np.ndarray, box: tuple[float, float, float, float], size:
     return bx <= x <= bx + bw and by <= y <= by + bh
 
 
+def box_share(heat: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]) -> float:
+    """Share of the (non-negative) map's mass inside ``box`` = (x, y, w, h) in the film's ``size`` (W, H); the map
+    lies on the model grid (squashed), pixel centres decide (nan without positive mass)."""
+    s_h, s_w = heat.shape
+    total = float(heat.sum())
+    if total <= 0:
+        return float("nan")
+    bx, by, bw, bh = box
+    xs = (np.arange(s_w) + 0.5) * size[0] / s_w
+    ys = (np.arange(s_h) + 0.5) * size[1] / s_h
+    inside = ((ys >= by) & (ys <= by + bh))[:, None] & ((xs >= bx) & (xs <= bx + bw))[None, :]
+    return float(heat[inside].sum()) / total
+
+
+def pneumonia_boxes() -> list[dict]:
+    """The radiologist Pneumonia boxes of ``shared/data/nih_adult/bbox.csv`` (512-px films; x, y, w, h)."""
+    with open(SHARED_DATA / "nih_adult" / "bbox.csv", newline="") as f:
+        return [r for r in csv.DictReader(f) if r["finding"] == "Pneumonia"]
+
+
 def _heat(pipe, path: str, method: str) -> np.ndarray:
     from medmm.explain import explain
 
@@ -62,8 +82,7 @@ def run(checkpoint: str, n_kermany: int, seed: int = 0) -> dict:
 
     pipe = Pipeline.from_checkpoint(checkpoint)
     root = SHARED_DATA / "nih_adult"
-    with open(root / "bbox.csv", newline="") as f:
-        boxes = [r for r in csv.DictReader(f) if r["finding"] == "Pneumonia"]
+    boxes = pneumonia_boxes()
     result: dict = {"checkpoint": {"path": str(checkpoint), "sha256": pipe.meta.weights_sha256},
                     "pointing_game": {}, "border_share": {}}
     areas = [float(r["w"]) * float(r["h"]) / (512 * 512) for r in boxes]

@@ -16,7 +16,9 @@ image-only state logits of the fold that did not train on the patient):
   separate them by period. Adult subtypes: the COVID collection's bacterial vs viral pneumonias (unseen patients);
 * COVID-19: *within one source*, the COVID collection's COVID-19 films against its other films (unseen patients).
   A comparison across sources (COVID collection against NIH or Kermany) measures the source, not the disease
-  (DeGrave et al., Nat Mach Intell 2021), so it is never used. COVID-19 fails the criterion in every population and
+  (DeGrave et al., Nat Mach Intell 2021), so it is never used; the script also prints the site-stratified pairwise
+  AUC within the collection's hospitals and cities (COVID-19 vs other films of the same site). COVID-19 fails the
+  criterion in every population and
   is therefore marked ``with test``: called only when the notes carry a SARS-CoV-2 test result;
 * no image (notes alone): Pneumonia from published pre-test probabilities and likelihood ratios (the notes panel
   says which); No Finding and the bacterial subtype cannot be judged without a film; a viral pneumonia (and
@@ -62,6 +64,40 @@ def _row(population: str, finding: str, m: dict | None, measured_on: str, metric
             "metric": metric, "value": f"{auc['value']:.3f}", "ci_low": f"{auc['ci95'][0]:.3f}",
             "ci_high": f"{auc['ci95'][1]:.3f}", "n": m["n"], "n_positive": m["n_positive"], "measured_on": measured_on,
             "note": note}
+
+
+def within_site_pairs(sources: np.ndarray, y: np.ndarray, score: np.ndarray, ok: np.ndarray) -> dict:
+    """COVID-19 vs other films of the *same* site of the COVID collection (its ``location`` column): the share of
+    (COVID-19, other) pairs from one site where the COVID-19 film scores higher, pooled over sites with at least 3
+    of each (ties count half). Rows are matched to the collection's metadata through the default sources' records."""
+    from medmm.config import TrainConfig
+    from medmm.training.data import SHARED_DATA, load_records
+
+    cfg = TrainConfig()
+    records = load_records(cfg.sources, None, cfg.limit_per_source, cfg.seed)
+    if len(records) != len(sources):
+        raise SystemExit("the run's rows are not the default sources' records")
+    meta = {r["image"]: r["location"].strip() for r in
+            csv.DictReader((SHARED_DATA / "covid_notes" / "metadata.csv").open(encoding="utf-8"))}
+    by_site: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        if r.source == "covid" and ok[i] and not np.isnan(y[i]):
+            site = meta.get(Path(r.image).name, "")
+            if site:
+                by_site.setdefault(site, []).append(i)
+    wins = n = 0.0
+    used = {}
+    for site, idx in by_site.items():
+        pos = [i for i in idx if y[i] == 1]
+        neg = [i for i in idx if y[i] == 0]
+        if len(pos) < 3 or len(neg) < 3:
+            continue
+        used[site] = [len(pos), len(neg)]
+        for i in pos:
+            for j in neg:
+                wins += 1.0 if score[i] > score[j] else 0.5 if score[i] == score[j] else 0.0
+                n += 1
+    return {"auc": wins / n if n else float("nan"), "pairs": int(n), "sites": used}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,9 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  margin {m}: indeterminate {r['indeterminate']:.3f}, named right {r['named_right']:.3f}")
     print(f"full rule where Pneumonia is called ({called} films): indeterminate {rule['indeterminate']:.3f}, a "
           f"subtype named {rule['subtype_named']:.3f}, named right {rule['named_right']:.3f}")
+    pairs = within_site_pairs(sources, labels[:, f["COVID-19"]], probs[:, f["COVID-19"]], ok)
+    print(f"COVID-19 within one hospital or city (COVID-collection sites with >= 3 COVID-19 and >= 3 other films): "
+          f"site-stratified pairwise AUC {pairs['auc']:.3f} over {pairs['pairs']} pairs, sites {pairs['sites']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"criterion_min_lower_ci": MIN_LOWER_CI, "rows": rows,
-                                               "subtype_margins": rates, "subtype_rule": rule}, indent=1) + "\n")
+                                               "subtype_margins": rates, "subtype_rule": rule,
+                                               "covid_within_site_pairs": pairs}, indent=1) + "\n")
     return 0
 
 

@@ -74,3 +74,20 @@ def running_app(log_path: Path, env: dict[str, str] | None = None,
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+_CHEST_EXAMPLES = ("01_child_normal.jpeg", "02_child_bacterial_pneumonia.jpeg", "03_adult_covid19.jpg")
+
+
+def chest_film(seed: int = 0, h: int = 300, w: int = 260):
+    """A real chest radiograph (one of the shipped examples, ``assets/examples``), float32 in [0, 1], resized to
+    ``(h, w)`` and varied by ``seed`` (contrast, brightness, a little noise). Tests of file formats, runtimes and
+    batching need inputs the input gate (medmm.gate) accepts: synthetic patterns are refused as not a chest film."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    with Image.open(ROOT / "assets" / "examples" / _CHEST_EXAMPLES[seed % len(_CHEST_EXAMPLES)]) as im:
+        arr = np.asarray(im.convert("L").resize((w, h), Image.BILINEAR), np.float32) / 255.0
+    arr = 0.05 * (seed % 4) + (0.85 + 0.05 * (seed % 3)) * arr + 0.01 * rng.standard_normal(arr.shape)
+    return np.clip(arr, 0.0, 1.0).astype(np.float32)

@@ -49,8 +49,10 @@ class BadNotes:
 
 # ============================================================================================ builders
 def phantom(h: int = H, w: int = W, maxv: int = 4095) -> np.ndarray:
-    """uint16 ramp with a bright corner: not blank, orientation visible."""
-    img = np.tile(np.linspace(0.2 * maxv, 0.8 * maxv, w), (h, 1)).round().astype(np.uint16)
+    """uint16 chest film (a shipped example: the input gate accepts it) with a bright corner: orientation visible."""
+    from tests.helpers import chest_film
+
+    img = (chest_film(0, h, w) * 0.8 * maxv).round().astype(np.uint16)
     img[:8, :8] = maxv
     return img
 
@@ -128,19 +130,23 @@ def float_dicom_bytes(values: np.ndarray) -> bytes:
 def ybr_full_dicom_bytes() -> bytes:
     from pydicom.pixels import convert_color_space
 
-    rgb = np.zeros((H, W, 3), np.uint8)
-    rgb[..., 0] = np.linspace(30, 220, W, dtype=np.uint8)
-    rgb[..., 1] = 120
-    rgb[:8, :8] = 255
+    rgb = _tinted_chest()
     ybr = convert_color_space(rgb, "RGB", "YBR_FULL")
     return dicom_bytes(dicom_dataset(ybr, photometric="YBR_FULL"))
 
 
-def rgb_dicom_bytes() -> bytes:
-    rgb = np.zeros((H, W, 3), np.uint8)
-    rgb[..., 1] = np.linspace(30, 220, W, dtype=np.uint8)
+def _tinted_chest() -> np.ndarray:
+    """A chest film stored as slightly tinted RGB (a scanned or screenshot film), bright corner for orientation."""
+    from tests.helpers import chest_film
+
+    gray = chest_film(1, H, W) * 220 + 20
+    rgb = np.stack([gray, gray * 0.97, gray * 0.92], -1).round().astype(np.uint8)
     rgb[:8, :8] = 255
-    return dicom_bytes(dicom_dataset(rgb, photometric="RGB"))
+    return rgb
+
+
+def rgb_dicom_bytes() -> bytes:
+    return dicom_bytes(dicom_dataset(_tinted_chest(), photometric="RGB"))
 
 
 def syntax_dicom_bytes(uid: str) -> bytes:

@@ -382,7 +382,8 @@ def test_overlay_caption_reports_its_own_check(analyzed: dict) -> None:
     exp = SimpleNamespace(method="gradcam")
     bad = {"compared_with": "ig", "deletion_gain": -0.02, "insertion_gain": 0.0, "agreement_spearman": 0.05,
            "deletion_auc": 0.738, "deletion_auc_random": 0.755}
-    assert verdict(bad) == {"faithful": False, "agree": False}
+    v = verdict(bad)
+    assert v["faithful"] is False and v["agree"] is False and v["located"] is False
     caption = fmt.overlay_caption(exp, bad)
     assert "NO BETTER THAN RANDOM" in caption and "METHODS DISAGREE" in caption
     good = dict(bad, deletion_gain=0.2, agreement_spearman=0.6)

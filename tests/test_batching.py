@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 import pytest
+
+from tests.helpers import chest_film
 import torch
 
 from medmm.service import ImageBatcher, batching_from_env, disable_batching, enable_batching
@@ -89,9 +91,7 @@ def _phantoms(n: int) -> list:
 
     out = []
     for i in range(n):
-        rng = np.random.default_rng(i)
-        yy, xx = np.mgrid[0:200, 0:180] / 200.0
-        img = 0.45 + 0.3 * np.cos((2 + i) * xx) * np.sin((1 + i % 4) * yy) + 0.05 * rng.standard_normal(xx.shape)
+        img = chest_film(i, 200, 180)   # real chest films: the input gate refuses synthetic patterns
         meta = ScanMetadata(source_format="png", modality=None, view=None, photometric_interpretation=None,
                             bits_stored=8, pixel_spacing_mm=None, transfer_syntax=None, rows=200, columns=180,
                             frames=1, windowing=None, inverted=False)

@@ -12,6 +12,7 @@ from PIL import Image
 
 from medmm.__main__ import main
 from medmm.labels import FINDINGS
+from tests.helpers import chest_film
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,8 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def scan(tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
-    rng = np.random.default_rng(0)
-    img = (rng.random((300, 260)) * 255).astype(np.uint8)
+    img = (chest_film(0) * 255).astype(np.uint8)    # a real chest film: the input gate refuses noise
     path = d / "scan.png"
     Image.fromarray(img).save(path)
     return path
@@ -53,12 +53,13 @@ def test_manifest_batch_reports_bad_rows_and_continues(scan, tmp_path, capsys):
     out = tmp_path / "out.csv"
     assert main(["predict", "--manifest", str(manifest), "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["image", *FINDINGS, "positive", "warnings", "error"]
+    assert list(rows[0]) == ["image", "status", *FINDINGS, "positive", "population", "warnings", "error"]
     assert len(rows) == 4
-    assert rows[0]["error"] == "" and 0 <= float(rows[0]["Pneumonia"]) <= 1
-    assert rows[1]["error"] and rows[1]["Pneumonia"] == ""
+    assert rows[0]["error"] == "" and 0 <= float(rows[0]["Pneumonia"]) <= 1 and rows[0]["status"] == "ok"
+    assert rows[1]["error"] and rows[1]["Pneumonia"] == "" and rows[1]["status"] == "error"
     assert rows[2]["error"]
     assert rows[3]["error"] == "" and rows[3]["Pneumonia"] != ""  # notes-only row
+    assert rows[3]["population"] == "no image"
 
 
 def test_bad_input_exits_2_with_one_line_and_no_traceback(tmp_path):

@@ -352,3 +352,146 @@ def test_token_highlights_leave_punctuation_unscored():
     scores = dict(out)
     assert scores["fever"] == 0.8 and scores["cough"] == -0.2
     assert scores[","] is None and scores["."] is None
+
+
+# ------------------------------------------------------------------------------------------------ lung fields + wording
+def _blob(cx: float, cy: float, size: int = 224, sigma: float = 0.03) -> np.ndarray:
+    """A map whose positive evidence sits around (cx, cy), in the film's normalised coordinates."""
+    c = (np.arange(size) + 0.5) / size
+    yy, xx = np.meshgrid(c, c, indexing="ij")
+    return np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma ** 2)) - 0.05   # a little negative evidence too
+
+
+@pytest.mark.parametrize("size", [96, 224])
+def test_lung_share_finds_where_the_evidence_lies(size):
+    from medmm.explain.saliency_check import LUNG_FIELDS, REGIONS, region_map, region_shares
+
+    right, left = ((cx, cy) for cx, cy, _, _ in LUNG_FIELDS)
+    for where, (cx, cy) in {"lung fields": right, "mediastinum/heart": (0.5, 0.55), "neck/shoulders": (0.5, 0.05),
+                            "below the lungs": (0.5, 0.92), "outside the lung area": (0.04, 0.5)}.items():
+        shares = region_shares(_blob(cx, cy, size))
+        assert set(shares) == set(REGIONS) and sum(shares.values()) == pytest.approx(1.0)
+        assert max(shares, key=shares.get) == where and shares[where] > 0.8, (where, shares)
+    assert region_shares(_blob(*left, size))["lung fields"] > 0.8
+    # a uniform map puts the prior's area share in the lung fields (about a third of the film); no evidence: None
+    uniform = region_shares(np.ones((size, size)))["lung fields"]
+    assert uniform == pytest.approx((region_map(size) == 0).mean()) and 0.25 < uniform < 0.4
+    assert region_shares(-np.ones((size, size))) is None
+    with pytest.raises(ValueError):
+        region_shares(np.ones((size, size + 1)))
+    m = region_map(size)
+    assert m[size // 2, size // 2] == REGIONS.index("mediastinum/heart")     # the middle of the film is not lung
+    assert (m[:, : size // 2] == 0).sum() == (m[:, size - size // 2:] == 0).sum()   # the two fields mirror
+
+
+def test_check_saliency_reports_the_lung_share_of_its_own_map(pipe, image_only):
+    from medmm.explain.saliency_check import check_saliency, region_shares
+
+    inputs, pred = image_only
+    exp = explain(pipe, inputs, pred, method="gradcam")
+    check = check_saliency(pipe, inputs, exp)
+    shares = region_shares(exp.attributions)
+    assert check["region_shares"] == shares and check["lung_share"] == shares["lung fields"]
+    assert 0.0 <= check["lung_share"] <= 1.0
+    json.dumps(check)
+
+
+def _check(**over):
+    good = {"method": "gradcam", "compared_with": "ig", "deletion_gain": 0.2, "insertion_gain": 0.05,
+            "agreement_spearman": 0.6, "deletion_auc": 0.4, "deletion_auc_random": 0.6, "lung_share": 0.7,
+            "region_shares": {"lung fields": 0.7, "mediastinum/heart": 0.2, "neck/shoulders": 0.05,
+                              "below the lungs": 0.05, "outside the lung area": 0.0}}
+    return {**good, **over}
+
+
+OUTSIDE = {"mediastinum/heart": ("mediastinum and heart", "on heart/mediastinum"),
+           "neck/shoulders": ("neck and shoulders", "on neck/shoulders"),
+           "outside the lung area": ("outside the lung area", "outside the lungs")}
+
+
+def _caption_lines_fit(caption: str) -> None:
+    """Two lines that fit the overlay (600 px wide, 12 px margins, 17 px DejaVu Sans; medmm.explain.render)."""
+    from PIL import Image, ImageDraw
+
+    from medmm.explain.render import _font
+
+    lines = caption.split("\n")
+    draw = ImageDraw.Draw(Image.new("RGB", (8, 8)))
+    assert len(lines) == 2 and all(line.strip() for line in lines), caption
+    assert max(draw.textlength(line, font=_font(17)) for line in lines) <= 576, caption
+
+
+def test_each_failing_check_says_do_not_use_the_map_to_locate():
+    from types import SimpleNamespace
+
+    from medmm.explain.methods import METHOD_NAMES, REGISTRY
+    from medmm.explain.saliency_check import DO_NOT_LOCATE, summarise, verdict
+    from medmm.serve.presenters import overlay_caption
+
+    assert verdict(_check()) == {"faithful": True, "agree": True, "in_lungs": True, "located": True, "in_scope": None}
+    out_of_scope = verdict(_check(finding_in_scope=False))     # e.g. any finding on an adult film
+    assert out_of_scope["located"] is False and "does not assess this finding" in summarise(_check(finding_in_scope=False))
+    failing = {"faithful": _check(deletion_gain=-0.02, insertion_gain=0.0),
+               "agree": _check(agreement_spearman=0.05),
+               "in_lungs": _check(lung_share=0.2, region_shares={"lung fields": 0.2, "mediastinum/heart": 0.6,
+                                                                  "neck/shoulders": 0.2})}
+    words = {"faithful": ("no more to the result than random", "NO BETTER THAN RANDOM"),
+             "agree": ("highlights different areas", "METHODS DISAGREE"),
+             "in_lungs": ("not in the lung fields", "on heart/mediastinum")}
+    for m in REGISTRY:
+        exp = SimpleNamespace(method=m.key)
+        good = _check(method=m.key, compared_with=m.compare_with)
+        text, caption = summarise(good, METHOD_NAMES), overlay_caption(exp, good)
+        assert DO_NOT_LOCATE.lower() not in (text + caption).lower()
+        assert "may help you" in text and "not proof" in text and "not proof" in caption.split("\n")[1]
+        _caption_lines_fit(caption)
+        for name, bad in failing.items():
+            bad = {**bad, "method": m.key, "compared_with": m.compare_with}
+            v = verdict(bad)
+            assert v[name] is False and v["located"] is False
+            text, caption = summarise(bad, METHOD_NAMES), overlay_caption(exp, bad)
+            assert text.startswith(DO_NOT_LOCATE + ":") and words[name][0] in text, text
+            assert caption.split("\n")[1].startswith(DO_NOT_LOCATE) and words[name][1] in caption, caption
+            _caption_lines_fit(caption)
+        every = {**failing["faithful"], **failing["in_lungs"], "agreement_spearman": 0.0, "compared_with": m.compare_with}
+        caption = overlay_caption(exp, every)
+        assert "on heart/mediastinum" in caption and DO_NOT_LOCATE in caption
+        _caption_lines_fit(caption)
+    # a check that could not run, or no check at all: never "usable"
+    for unmeasured in (_check(lung_share=None, region_shares=None), _check(agreement_spearman=float("nan"))):
+        assert verdict(unmeasured)["located"] is None
+        assert DO_NOT_LOCATE in summarise(unmeasured) and DO_NOT_LOCATE in overlay_caption(SimpleNamespace(method="gradcam"), unmeasured)
+    assert DO_NOT_LOCATE.lower() in summarise(None).lower()
+    caption = overlay_caption(SimpleNamespace(method="ig"), None)
+    assert "not checked" in caption and DO_NOT_LOCATE in caption
+    _caption_lines_fit(caption)
+
+
+@pytest.mark.parametrize("region", list(OUTSIDE))
+def test_the_wording_names_where_the_evidence_lies(region):
+    from types import SimpleNamespace
+
+    from medmm.explain.saliency_check import DO_NOT_LOCATE, outside_region, summarise
+    from medmm.serve.presenters import overlay_caption
+
+    check = _check(lung_share=0.3, region_shares={"lung fields": 0.3, region: 0.5, "below the lungs": 0.2})
+    assert outside_region(check) == (region, 0.5)
+    text, caption = summarise(check), overlay_caption(SimpleNamespace(method="gradcam"), check)
+    assert text.startswith(DO_NOT_LOCATE) and OUTSIDE[region][0] in text and "30 %" in text
+    assert OUTSIDE[region][1] in caption.split("\n")[0] and caption.split("\n")[1].startswith(DO_NOT_LOCATE)
+    assert "OUTSIDE THE LUNG FIELDS" in text and "not a segmentation" in text
+
+
+def test_explanation_panel_leads_with_what_to_do():
+    from types import SimpleNamespace
+
+    from medmm.explain.saliency_check import DO_NOT_LOCATE
+    from medmm.serve.presenters import explanation_markdown
+
+    exp = SimpleNamespace(method="gradcam", finding="Pneumonia", probability=0.8, heatmap_scan=np.zeros((4, 4)),
+                          modality={}, notes=[])
+    bad = explanation_markdown(exp, _check(agreement_spearman=0.1)).split("\n\n")
+    assert bad[1].startswith(f"**{DO_NOT_LOCATE}:") and "METHODS DISAGREE" in bad[2]
+    good = explanation_markdown(exp, _check()).split("\n\n")
+    assert "may help you decide where to look" in good[1] and "not proof" in good[1]
+    assert "better than random" in good[2] and "Lung fields: 70 %" in good[2]

@@ -71,11 +71,16 @@ def explain_request(choice: str | None, method: str) -> dict[str, Any]:
     return {"finding": None if choice in (None, "", MOST_PROBABLE) else choice, "method": method}
 
 
-def findings_label(pred: Prediction) -> dict[str, float]:
+NOTHING_ASSESSED = "Not assessed on this film: see the table and the warnings"
+
+
+def findings_label(pred: Prediction) -> dict[str, float] | str:
     """``{finding: probability}`` for a ``gr.Label`` (it sorts and shows the top entries): the findings the model
     assesses on this film only; out-of-scope ones (adult films, COVID-19 from the image alone) stay in the table
-    with their reason, not in the headline chart."""
-    return {f: round(float(p), 4) for f, p in pred.findings.items() if pred.call(f).in_scope}
+    with their reason, not in the headline chart. When none is assessed, a sentence says so (an empty chart reads as
+    a failure)."""
+    shown = {f: round(float(p), 4) for f, p in pred.findings.items() if pred.call(f).in_scope}
+    return shown if shown or not pred.findings else NOTHING_ASSESSED
 
 
 def findings_rows(pred: Prediction) -> list[list[Any]]:
@@ -100,6 +105,12 @@ def empty_findings_table():
     import pandas as pd
 
     return pd.DataFrame(columns=FINDINGS_HEADERS)
+
+
+def refused_status(message: str) -> str:
+    """The status panel after the input gate refused the request (not a chest radiograph, lateral views only)."""
+    return (f"**Not analysed:** {message}\n\nNo probabilities, calls or draft report are given for it (the previous "
+            "results were cleared).")
 
 
 def failed_status(message: str) -> str:
@@ -288,13 +299,15 @@ def _p(value: Any) -> str:
     return "—" if value is None else f"{float(value):.2f}"
 
 
-def explanation_markdown(explanation: Any, check: Mapping[str, Any] | None = None) -> str:
+def explanation_markdown(explanation: Any, check: Mapping[str, Any] | None = None,
+                         other_views: Sequence[tuple[Any, Mapping[str, Any] | None]] = ()) -> str:
     """What the overlay and the token colours show: method, finding, probability, the map's own faithfulness
-    and agreement result (``medmm.explain.saliency_check``), modality effects, caveats."""
+    and agreement result (``medmm.explain.saliency_check``), modality effects, caveats; for a multi-view request,
+    what to do with each other view's map."""
     if explanation is None:
         return ""
     from medmm.explain.methods import METHOD_NAMES
-    from medmm.explain.saliency_check import summarise
+    from medmm.explain.saliency_check import advice, details
 
     target = f"**{explanation.finding}** (p = {explanation.probability:.2f})"
     if explanation.heatmap_scan is None:
@@ -302,7 +315,11 @@ def explanation_markdown(explanation: Any, check: Mapping[str, Any] | None = Non
     else:
         lines = [f"**{METHOD_NAMES.get(explanation.method, explanation.method)}** for {target}: the map shows the "
                  "areas this method attributes to the finding, which is not proof of where the model looked.",
-                 summarise(check, METHOD_NAMES)]
+                 f"**{advice(check, METHOD_NAMES)}**", details(check, METHOD_NAMES)]
+        if other_views:
+            lines[0] = f"Scan {explanation.view + 1}: " + lines[0]
+        for exp, chk in other_views:
+            lines.append(f"Scan {exp.view + 1}: **{advice(chk, METHOD_NAMES)}** {details(chk, METHOD_NAMES)}")
     m = explanation.modality or {}
     if m.get("p_both") is not None:
         lines.append(f"p(image + notes) {_p(m['p_both'])} · image only {_p(m.get('p_image_only'))} · "
@@ -325,29 +342,72 @@ def consistency_markdown(contradictions: Sequence[Any]) -> str:
 
 # ------------------------------------------------------------------------------------------------ explanation drawing
 def overlay_caption(explanation: Any, check: Mapping[str, Any] | None) -> str:
-    """The overlay's own caption: method, then its faithfulness / agreement verdict in plain words."""
+    """The overlay's own caption, two short lines: the method and its checks (failed ones first in capitals, and
+    where the evidence lies when it is not in the lung fields), then what to do with the map ("Do not use this map to
+    locate the finding" unless every check passed)."""
     from medmm.explain.methods import METHOD_NAMES
-    from medmm.explain.saliency_check import verdict
+    from medmm.explain.saliency_check import DO_NOT_LOCATE, WHERE, outside_region, verdict
 
+    name = METHOD_NAMES.get(explanation.method, explanation.method)
+    if not check:
+        return f"{name}: map not checked\n{DO_NOT_LOCATE}; not a diagnosis"
+    short = name if len(name) <= 10 else explanation.method.upper()   # "Integrated Gradients" -> "IG"
     v = verdict(check)
-    faith = {None: "faithfulness not checked", True: "better than random (deletion test)",
-             False: "NO BETTER THAN RANDOM (deletion test)"}[v["faithful"]]
-    other = METHOD_NAMES.get(check["compared_with"], check["compared_with"]) if check else ""
-    agree = {None: "", True: f"{other} agrees", False: f"METHODS DISAGREE (vs {other})"}[v["agree"]]
-    # two short lines: the figure is about 60 characters wide at this font size
-    return (f"{METHOD_NAMES.get(explanation.method, explanation.method)}: {faith}\n"
-            f"{agree + '; ' if agree else ''}not a diagnosis")
+    other = METHOD_NAMES.get(check["compared_with"], check["compared_with"])
+    other_short = other if len(other) <= 10 else check["compared_with"].upper()
+    where = outside_region(check)
+    place = WHERE[where[0]][1] if where else "outside the lungs"
+    # per check: (long, short) words; None: not measured, left out
+    words = {"faithful": {True: ("better than random", "beats random"), False: ("NO BETTER THAN RANDOM",) * 2},
+             "agree": {True: (f"{other} agrees", f"{other_short} agrees"),
+                       False: (f"METHODS DISAGREE (vs {other})", "METHODS DISAGREE")},
+             "in_lungs": {True: ("evidence in the lung fields", "in lung fields"), False: (f"mostly {place}", place)}}
+    parts = [(v[k] is False, words[k][v[k]]) for k in words if v[k] is not None]
+    failed = [w for bad, w in parts if bad]
+    tries = [f"{name}: {', '.join(w[0] for _, w in parts)}", f"{name}: {', '.join(w[1] for _, w in parts)}"]
+    if failed:   # too long: only the failed checks, then their count (and where the evidence lies)
+        count = f"all {len(failed)}" if len(failed) == len(parts) else f"{len(failed)} of {len(parts)}"
+        tries += [f"{name}: {', '.join(w[1] for w in failed)}", f"{short}: {', '.join(w[1] for w in failed)}",
+                  f"{short}: {count} checks failed" + (f", mostly {place}" if v["in_lungs"] is False else "")]
+    else:
+        tries.append(f"{short}: {', '.join(w[1] for _, w in parts)}")
+    if not parts:
+        tries = [f"{name}: the checks could not be run"]
+    # the figure is ~576 px wide at 17 px DejaVu Sans: about 68 lower-case characters, capitals ~1.45x as wide
+    first = next((t for t in tries if len(t) + 0.45 * sum(c.isupper() for c in t) <= 66), tries[-1])
+    if v["located"]:
+        second = "May help you look at this area; not proof, not a diagnosis"
+    elif v.get("in_scope") is False:
+        second = f"{DO_NOT_LOCATE}; not assessed here"
+    elif v["located"] is False:
+        second = f"{DO_NOT_LOCATE}; not a diagnosis"
+    else:
+        second = f"{DO_NOT_LOCATE}: not fully checked"
+    return f"{first}\n{second}"
 
 
-def overlay_image(explanation: Any, scans: Sequence[Any], check: Mapping[str, Any] | None = None) -> np.ndarray | None:
-    """Saliency overlay on the explained scan as an RGB array, drawn by medmm.explain.render (None without a heatmap)."""
+def overlay_image(explanation: Any, scans: Sequence[Any], check: Mapping[str, Any] | None = None,
+                  other_views: Sequence[tuple[Any, Mapping[str, Any] | None]] = ()) -> np.ndarray | None:
+    """Saliency overlay on the explained scan as an RGB array, drawn by medmm.explain.render (None without a heatmap);
+    a multi-view request's other views (``RequestResult.other_views``) side by side, each with its own caption."""
     if explanation is None or explanation.heatmap_scan is None or explanation.view is None:
         return None
     from medmm.explain.render import overlay_array
 
-    return overlay_array(scans[explanation.view].pixels, explanation.heatmap_scan,
-                         f"{explanation.finding} (p = {explanation.probability:.2f})",
-                         caption=overlay_caption(explanation, check))
+    panels = []
+    for exp, chk in ((explanation, check), *other_views):
+        if exp is None or exp.heatmap_scan is None or exp.view is None:
+            continue
+        scan = f"scan {exp.view + 1}: " if other_views else ""
+        panels.append(overlay_array(scans[exp.view].pixels, exp.heatmap_scan,
+                                    f"{scan}{exp.finding} (p = {exp.probability:.2f})",
+                                    caption=overlay_caption(exp, chk)))
+    if len(panels) == 1:
+        return panels[0]
+    height = max(p.shape[0] for p in panels)
+    gap = np.full((height, 12, 3), 255, np.uint8)
+    padded = [np.pad(p, ((0, height - p.shape[0]), (0, 0), (0, 0)), constant_values=255) for p in panels]
+    return np.concatenate([x for p in padded for x in (p, gap)][:-1], axis=1)
 
 
 def note_tokens(explanation: Any, notes: str | None) -> list[tuple[str, float | None]] | None:
