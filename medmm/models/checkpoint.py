@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,32 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "medmm.json"
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
+CHECKPOINT_ENV = "MEDMM_CHECKPOINT"
+
+
+def default_checkpoint() -> Path:
+    """The checkpoint used when none is named, by one lookup: ``$MEDMM_CHECKPOINT``; the checkout's
+    ``checkpoints/default`` (running from the repository); the copy ``pip install`` puts under
+    ``<prefix>/share/medmm/checkpoints/default`` (an installed medmm, run from any folder). ``--checkpoint`` and the
+    app's ``MEDMM_CHECKPOINT`` name another one."""
+    import site
+    import sys
+    import sysconfig
+
+    env = os.environ.get(CHECKPOINT_ENV)
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
+    if (checkout / META_FILE).is_file():
+        return checkout
+    for prefix in (sysconfig.get_path("data"), sys.prefix, getattr(site, "USER_BASE", None)):
+        installed = Path(prefix or "") / "share" / "medmm" / "checkpoints" / "default"
+        if prefix and (installed / META_FILE).is_file():
+            return installed
+    return checkout   # the error then names the folder that should hold it
+
+
+DEFAULT_CHECKPOINT = default_checkpoint()
 
 
 class CheckpointError(ValueError):
