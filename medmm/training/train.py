@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from medmm.models.checkpoint import CheckpointMeta, OODReference, ScopeCheck, save_checkpoint
-from medmm.config import ModelConfig, Preprocessing, TrainConfig
+from medmm.config import RECIPES, ModelConfig, Preprocessing, TrainConfig
 from medmm.training.data import Record, aux_matrix, label_matrix, leave_one_source_out, load_records, patient_folds
 from medmm.io import load_scan
 from medmm.labels import FINDINGS, LEAF_NAMES, NIH_FINDINGS, allowed_states, marginals
@@ -665,6 +665,10 @@ def fit_scope(embeddings: np.ndarray, sources: np.ndarray, groups: np.ndarray) -
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]:
     ap = argparse.ArgumentParser(prog="python -m medmm.train", description=__doc__.split("\n\n")[0])
     d = TrainConfig()
+    recipes = "; ".join(f"{name}: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in r.items())
+                        for name, r in RECIPES.items())
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                    help=f"start from a named recipe (options given here override it). {recipes}")
     ap.add_argument("--out", default="runs/default", help="output folder (checkpoint, metrics, caches)")
     ap.add_argument("--sources", default=",".join(d.sources),
                     help="comma list of kermany,covid,iu,nih,nih_sample ('' for none)")
@@ -718,6 +722,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
     ap.add_argument("--checkpoint-out", default=None, help="where to write the final checkpoint (default OUT/checkpoint)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--no-progress", action="store_true")
+    recipe = ap.parse_known_args(argv)[0].recipe
+    if recipe:
+        ap.set_defaults(**RECIPES[recipe])
     args = ap.parse_args(argv)
     cfg = replace(d, sources=tuple(s for s in args.sources.split(",") if s), manifest=args.manifest,
                   folds=args.folds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -738,6 +745,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
         ap.error("--null-notes needs a fusion that reads the notes through the notes expert only "
                  "(--no-sentence-embedding --bag-of-words-dim 0 and a --notes-expert)")
     return args, cfg
+
+
+def recipe_config(args: argparse.Namespace, cfg: TrainConfig) -> dict:
+    """What a checkpoint stores of the settings that trained it (``training.config``), with the recipe's name."""
+    return cfg.to_dict() | {"aug_views": args.aug_views, "image_encoder": args.image_encoder,
+                            "loso": bool(args.loso), "loso_epochs": args.loso_epochs, "recipe": args.recipe}
 
 
 def _source_weights(text: str) -> dict[str, float]:
@@ -987,8 +1000,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "records": {str(s): int(sum(r.source == s for r in run.records)) for s in sorted(set(run.sources))},
         "patients": len({r.patient_id for r in run.records}),
-        "config": cfg.to_dict() | {"aug_views": args.aug_views, "image_encoder": args.image_encoder,
-                                   "loso_epochs": args.loso_epochs},
+        "config": recipe_config(args, cfg),
         "command": "python -m medmm.train " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
         "energy": {"total": total_meter.record.to_dict(), "folds": energy_folds},
         "duration_s": round(time.time() - t0, 1), "state_temperature": temperature, "threshold_rules": rules,

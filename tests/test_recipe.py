@@ -1,0 +1,37 @@
+"""The shipped checkpoint was trained by the recipe the code names: ``python -m medmm.train --recipe default``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+from medmm.config import RECIPES, TrainConfig
+from medmm.models.checkpoint import DEFAULT_CHECKPOINT
+from medmm.training.train import parse_args, recipe_config
+
+
+def test_the_shipped_checkpoint_was_trained_by_the_default_recipe(tmp_path):
+    """Every setting the checkpoint stored equals what ``--recipe default`` gives; settings added to the script after
+    it was trained are at their 'off' defaults (the recipe had no such option then)."""
+    stored = json.loads((DEFAULT_CHECKPOINT / "medmm.json").read_text())["training"]["config"]
+    args, cfg = parse_args(["--recipe", "default", "--out", str(tmp_path)])
+    now = json.loads(json.dumps(recipe_config(args, cfg)))
+    for key, value in stored.items():
+        assert now[key] == value, key
+    defaults = {f.name: getattr(TrainConfig(), f.name) for f in fields(TrainConfig)}
+    for key in set(now) - set(stored) - {"recipe", "loso"}:
+        assert now[key] == json.loads(json.dumps(defaults[key])), key
+    assert now["recipe"] == "default" and now["loso"] is True
+
+
+def test_options_override_the_recipe_and_help_shows_it(tmp_path, capsys):
+    args, cfg = parse_args(["--recipe", "default", "--epochs", "1", "--out", str(tmp_path)])
+    assert cfg.epochs == 1 and cfg.folds == RECIPES["default"]["folds"] and args.aug_views == 3
+    args, cfg = parse_args(["--out", str(tmp_path)])                      # no recipe: the script's own defaults
+    assert args.recipe is None and cfg.folds == TrainConfig().folds
+    try:
+        parse_args(["--recipe", "default", "--help"])
+    except SystemExit:
+        pass
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--recipe" in shown and "--folds 3 --epochs 4 --aug-views 3" in shown
