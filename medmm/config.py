@@ -83,22 +83,7 @@ class TrainConfig:
     input_size: int = 224
     finetune_blocks: int = 4        # last N backbone stages (+ the head conv/norm) trained; earlier ones frozen, cached
     modality_dropout: float = 0.3
-    borrow_notes: float = 0.0        # >0: NIH films borrow IU indications (Batcher.notes_donors); off: MODEL_CARD
-    # >0: image-only films are also shown with a note that carries no evidence (expert column 0), so that the mere
-    # presence of notes stops meaning "COVID collection" (Batcher.get; expert-only notes pathway; MODEL_CARD)
-    null_notes: float = 0.0
     contrastive_weight: float = 0.0
-    # >0: the weights used after training are an exponential moving average of the trained ones (this decay per
-    # step, warmed up over the first steps: WeightAverage); 0: the last step's weights (MODEL_CARD: measured)
-    ema_decay: float = 0.0
-    # >1: every fit trains this many members from the same start (same initial weights, other data orders,
-    # augmentation draws and border masks) and keeps the uniform average of their weights, one network of the same
-    # size (a "model soup", Wortsman et al. 2022); 1: one member (MODEL_CARD: measured)
-    soup: int = 1
-    # >0: an auxiliary linear head on the pooled image features learns the 14 NIH ChestX-ray14 labels of the films
-    # that carry them (NIH sources, a manifest's ``nih_labels``), with this weight beside the state loss and the
-    # same row weights; the head is dropped after training (MODEL_CARD: measured)
-    aux_nih_weight: float = 0.0
     target_sensitivity: float = 0.9  # operating point per finding, on out-of-fold predictions
     adult_specificity: float = 0.97  # COVID-19 threshold: at least this specificity on adult non-COVID films
     # the notes pathway of the fusion: by default (the shipped recipe) the notes expert's evidence only. A trained
@@ -108,12 +93,6 @@ class TrainConfig:
     bag_of_words_dim: int = 0
     sentence_embedding: bool = False
     notes_expert: str | None = "COVID-19"
-    # character 2-5-grams (within words) in the notes expert beside its word 1-2-grams: measured +0.005 ± 0.007 AUC
-    # over 10 fold seeds (scripts/notes_baselines.py) and -0.001 on the recipe's own folds, so off (MODEL_CARD)
-    notes_expert_chars: bool = False
-    # where the notes expert's weight starts: "calibrated" = the logistic slope of its cross-fitted word evidence on
-    # the training rows (the log-odds scale it earned; ~2 on the COVID collection), "one" = 1.0 (recipes before it)
-    expert_weight_init: str = "calibrated"
     # loss weight per source: the adult sets are small next to Kermany's 5,190 children
     source_weights: dict[str, float] = field(default_factory=lambda: {"nih": 2.0, "nih_sample": 2.0, "covid": 1.5})
     seed: int = 0

@@ -221,29 +221,6 @@ def nih_labels(nih: str) -> np.ndarray:
     return labels_from_dict(values)
 
 
-# The 14 findings NIH ChestX-ray14 labels (Wang et al. 2017), as its ``Finding Labels`` column spells them. Used only
-# as an auxiliary training target for the image encoder (``TrainConfig.aux_nih_weight``), never shown.
-NIH_FINDINGS: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema",
-                                 "Fibrosis", "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening",
-                                 "Pneumonia", "Pneumothorax")
-_NIH_INDEX = {f.lower(): i for i, f in enumerate(NIH_FINDINGS)}
-
-
-def nih_finding_labels(nih: str) -> np.ndarray:
-    """``[len(NIH_FINDINGS)]``: 1 for each finding the NIH label list names, 0 for the others (the list is the whole
-    NIH label set of the film, so a finding it does not name is a negative, as noisy as the labels themselves);
-    all unknown when the film has no labels. Unknown terms raise: a misspelt label must not become a negative."""
-    terms = _nih_terms(nih)
-    if not terms:
-        return np.full(len(NIH_FINDINGS), UNKNOWN, dtype=np.float32)
-    unknown = sorted(written for t, written in terms.items() if t != "no_finding" and t not in _NIH_INDEX)
-    if unknown:
-        raise ValueError(f"not an NIH ChestX-ray14 label: {unknown}; expected 'No Finding' or {NIH_FINDINGS}")
-    out = np.zeros(len(NIH_FINDINGS), dtype=np.float32)
-    out[[_NIH_INDEX[t] for t in terms if t != "no_finding"]] = 1.0
-    return out
-
-
 def coherent_positives(probs: dict[str, float], thresholds: dict[str, float]) -> tuple[tuple[str, ...], list[str]]:
     """Findings to call positive, following the hierarchy, and the warnings that explain what was withheld.
 

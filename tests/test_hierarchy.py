@@ -10,9 +10,8 @@ from hypothesis import strategies as st
 
 from medmm.training.data import leave_one_source_out, load_records, nih_records
 from medmm.labels import (FINDINGS, LEAF_MATRIX, LEAF_NAMES, allowed_states, ancestors, children, coherent_positives,
-                          NIH_FINDINGS, covid_collection_labels, kermany_labels, marginals, nih_finding_labels,
-                          nih_labels)
-from medmm.training.losses import masked_bce, partial_label_nll
+                          covid_collection_labels, kermany_labels, marginals, nih_labels)
+from medmm.training.losses import partial_label_nll
 from medmm.models.model import StateHead
 from tests.helpers import require_shared
 
@@ -40,43 +39,6 @@ def test_nih_relabelling():
     other = nih_labels("Effusion|Mass")
     assert other[F["No Finding"]] == 0 and other[F["COVID-19"]] == 0 and np.isnan(other[F["Pneumonia"]])
     assert np.isnan(nih_labels("")).all()
-
-
-def test_nih_finding_labels_name_the_14_findings_and_refuse_unknown_terms():
-    """The auxiliary target (``--aux-nih-weight``): every NIH label named is 1, the others 0, none unknown."""
-    n = NIH_FINDINGS.index
-    assert nih_finding_labels("No Finding").tolist() == [0.0] * 14
-    both = nih_finding_labels("Effusion|Pleural_Thickening")
-    assert both.sum() == 2 and both[n("Effusion")] == 1 and both[n("Pleural_Thickening")] == 1
-    assert nih_finding_labels(" Pneumonia | Infiltration ")[[n("Pneumonia"), n("Infiltration")]].tolist() == [1, 1]
-    assert np.isnan(nih_finding_labels("")).all()
-    with pytest.raises(ValueError, match="Efusion"):  # a typo must not silently become "no effusion"
-        nih_finding_labels("Efusion")
-
-
-def test_nih_records_carry_the_nih_labels_as_auxiliary_targets():
-    root = require_shared("nih_sample")
-    import csv
-
-    rows = list(csv.DictReader(open(root / "metadata.csv", newline="")))
-    recs = nih_records(root, "nih_sample")
-    assert len(recs) == len(rows)
-    for rec, row in zip(recs, rows):
-        named = {t for t in row["nih_labels"].split("|") if t != "No Finding"}
-        assert {f for f, v in zip(NIH_FINDINGS, rec.aux) if v == 1} == named
-
-
-def test_masked_bce_row_weights_zero_rows_teach_nothing():
-    logits = torch.randn(3, 4, requires_grad=True)
-    labels = torch.tensor([[1, 0, float("nan"), 1], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.float32)
-    loss = masked_bce(logits, labels, weight=torch.tensor([1.0, 0.0, 2.0]))
-    loss.backward()
-    assert torch.all(logits.grad[1] == 0) and logits.grad[0, 2] == 0
-    # the weighted mean over known entries, by hand
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits.detach(), torch.nan_to_num(labels),
-                                                               reduction="none")
-    expected = (bce[0, [0, 1, 3]].sum() + 2 * bce[2].sum()) / (3 + 2 * 4)
-    torch.testing.assert_close(loss.detach(), expected)
 
 
 def test_allowed_states_follow_labels():

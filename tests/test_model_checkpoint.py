@@ -7,7 +7,7 @@ import torch
 from medmm.models.checkpoint import CheckpointError, CheckpointMeta, OODReference, load_checkpoint, save_checkpoint
 from medmm.config import ModelConfig, Preprocessing
 from medmm.labels import FINDINGS
-from medmm.training.losses import ClipLoss, masked_bce
+from medmm.training.losses import ClipLoss
 from medmm.models.model import create_model
 
 
@@ -75,18 +75,6 @@ def test_tampered_weights_and_wrong_findings_are_refused(model, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint(tmp_path)
-
-
-def test_masked_bce_ignores_unknown_labels():
-    logits = torch.tensor([[2.0, -1.0, 0.5]])
-    labels = torch.tensor([[1.0, float("nan"), 0.0]])
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits[:, [0, 2]], labels[:, [0, 2]])
-    torch.testing.assert_close(masked_bce(logits, labels), expected)
-    # changing the logit of an unknown label changes nothing, including the gradient
-    logits2 = logits.clone().requires_grad_(True)
-    masked_bce(logits2, labels).backward()
-    assert logits2.grad[0, 1] == 0
-    assert masked_bce(logits, torch.full_like(labels, float("nan"))) == 0
 
 
 def test_clip_loss_prefers_aligned_pairs():

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medmm.labels import (FINDINGS, NIH_FINDINGS, covid_collection_labels, iu_report_labels, kermany_labels,
-                          kermany_patient_id, labels_from_dict, nih_finding_labels, nih_labels)
+from medmm.labels import (FINDINGS, covid_collection_labels, iu_report_labels, kermany_labels, kermany_patient_id,
+                          labels_from_dict, nih_labels)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ class Record:
     labels: np.ndarray           # [len(FINDINGS)] float, nan = unknown
     weight: float = 1.0          # loss weight (de-confounding; see nih_records)
     view: str | None = None      # AP / PA where the source says
-    aux: np.ndarray | None = None  # [len(NIH_FINDINGS)] the 14 NIH labels (nan = unknown), where the source has them
 
     @property
     def group_label(self) -> str:
@@ -111,8 +110,7 @@ def nih_records(root: Path = SHARED_DATA / "nih_adult", source: str = "nih") -> 
         rows = [r for r in csv.DictReader(f) if (root / "images" / r["image"]).is_file()]
     for row in rows:
         records.append(Record(source, f"nih:{row['patient_id']}", str(root / "images" / row["image"]), None,
-                              nih_labels(row["nih_labels"]), view=row.get("view") or None,
-                              aux=nih_finding_labels(row["nih_labels"])))
+                              nih_labels(row["nih_labels"]), view=row.get("view") or None))
     if source == "nih":
         normal_ids = [int(r["patient_id"]) for r in rows if r["nih_labels"] == "No Finding"]
         lo, hi = (min(normal_ids), max(normal_ids)) if normal_ids else (0, -1)
@@ -132,9 +130,8 @@ def nih_records(root: Path = SHARED_DATA / "nih_adult", source: str = "nih") -> 
 
 
 def manifest_records(path: str | Path) -> list[Record]:
-    """User manifest CSV: ``image`` (path, relative to the CSV allowed), ``notes``, ``patient_id``, finding columns,
-    and optionally ``nih_labels`` (NIH ChestX-ray14's ``|``-separated ``Finding Labels``; the auxiliary target of
-    ``--aux-nih-weight``; blank = unknown)."""
+    """User manifest CSV: ``image`` (path, relative to the CSV allowed), ``notes``, ``patient_id`` and one column
+    per finding (1 / 0 / blank = unknown)."""
     path = Path(path)
     records = []
     with open(path, newline="", encoding="utf-8") as f:
@@ -151,8 +148,7 @@ def manifest_records(path: str | Path) -> list[Record]:
                 raw = (row.get(finding) or "").strip()
                 values[finding] = None if raw == "" else float(raw)
             pid = (row.get("patient_id") or "").strip() or f"row{i}"
-            aux = nih_finding_labels(row["nih_labels"]) if (row.get("nih_labels") or "").strip() else None
-            records.append(Record("manifest", "manifest:" + pid, image, notes, labels_from_dict(values), aux=aux))
+            records.append(Record("manifest", "manifest:" + pid, image, notes, labels_from_dict(values)))
     return records
 
 
@@ -210,12 +206,5 @@ def label_matrix(records: list[Record]) -> np.ndarray:
     return np.stack([r.labels for r in records]) if records else np.zeros((0, len(FINDINGS)), np.float32)
 
 
-def aux_matrix(records: list[Record]) -> np.ndarray:
-    """``[n, len(NIH_FINDINGS)]`` auxiliary NIH labels, nan where a record has none."""
-    unknown = np.full(len(NIH_FINDINGS), np.nan, np.float32)
-    return (np.stack([unknown if r.aux is None else r.aux for r in records]) if records
-            else np.zeros((0, len(NIH_FINDINGS)), np.float32))
-
-
-__all__ = ["Record", "load_records", "patient_folds", "label_matrix", "aux_matrix", "manifest_records", "leave_one_source_out",
+__all__ = ["Record", "load_records", "patient_folds", "label_matrix", "manifest_records", "leave_one_source_out",
            "IMAGE_SOURCES", "SHARED_DATA"]

@@ -1,4 +1,4 @@
-"""Masked multi-label BCE (unknown labels ignored) and a CLIP-style InfoNCE loss."""
+"""Training losses: the partial-label NLL over the output states and a CLIP-style InfoNCE loss."""
 
 from __future__ import annotations
 
@@ -7,20 +7,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-def masked_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None,
-               weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean BCE over known labels only; ``labels`` uses nan for unknown. ``[B, F]`` each; ``weight`` ``[B]``
-    re-weights rows (a row of weight 0 teaches nothing)."""
-    known = (~torch.isnan(labels)).to(logits.dtype)
-    if weight is not None:
-        known = known * weight[:, None]
-    if not known.any():
-        return logits.sum() * 0.0
-    target = torch.nan_to_num(labels, nan=0.0)
-    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none", pos_weight=pos_weight)
-    return (loss * known).sum() / known.sum()
 
 
 class ClipLoss(nn.Module):

@@ -39,13 +39,12 @@ from torch import nn
 
 from medmm.models.checkpoint import CheckpointMeta, OODReference, ScopeCheck, save_checkpoint
 from medmm.config import RECIPES, ModelConfig, Preprocessing, TrainConfig
-from medmm.training.data import Record, aux_matrix, label_matrix, leave_one_source_out, load_records, patient_folds
+from medmm.training.data import Record, label_matrix, leave_one_source_out, load_records, patient_folds
 from medmm.io import load_scan
-from medmm.labels import FINDINGS, LEAF_NAMES, NIH_FINDINGS, allowed_states, marginals
-from medmm.training.losses import ClipLoss, masked_bce, partial_label_nll
+from medmm.labels import FINDINGS, LEAF_NAMES, allowed_states, marginals
+from medmm.training.losses import ClipLoss, partial_label_nll
 from medmm.training.metrics import (binary_metrics, expected_calibration_error, fit_state_temperature, roc_auc,
                            sensitivity_threshold, specificity_threshold, youden_threshold)
-from medmm.models.encoders import IMAGE_POOLS
 from medmm.models.model import MedMM, create_model
 from medmm.models.transforms import radiograph_augment, to_model_input
 
@@ -164,13 +163,6 @@ def build_text_cache(model: MedMM, records: list[Record]) -> TextCache:
     return TextCache(pooled, ids, mask)
 
 
-# notes borrowing (Batcher.notes_donors): adult notes-only sources lend, adult image-only sources borrow
-BORROW_FROM = ("iu",)
-BORROW_TO = ("nih", "nih_sample")
-# No Finding labels that borrow: normal films only. Lending abnormal-study notes to NIH pneumonias as well taught
-# "adult pneumonia + notes = not COVID-19" against the COVID collection (its image+notes AUC fell 0.856 -> 0.779)
-BORROW_LABELS = (1.0,)
-
 # ------------------------------------------------------------------------------------------------ batches
 @dataclass
 class Batch:
@@ -184,7 +176,6 @@ class Batch:
     allowed: torch.Tensor        # [B, L] bool: states consistent with the labels
     weight: torch.Tensor         # [B]
     expert: torch.Tensor | None = None  # [B] notes-expert logits
-    aux: torch.Tensor | None = None     # [B, len(NIH_FINDINGS)] auxiliary NIH labels, nan = unknown
 
 
 class Batcher:
@@ -200,45 +191,13 @@ class Batcher:
         self.has_text = torch.tensor([r.notes is not None for r in records])
         self.image_cache, self.text, self.device = image_cache, text_cache, device
         self.sources = np.array([r.source for r in records])
-        self.aux = torch.from_numpy(aux_matrix(records))
-
-    def notes_donors(self, train_idx: np.ndarray) -> dict[float, np.ndarray]:
-        """Notes an adult image-only film may borrow (``get(borrow=...)``), by the No Finding label they share.
-
-        Adult films with notes come (almost) only from the COVID collection, so without help the fusion learns
-        "adult film + any notes = COVID-19" (measured: a pre-op knee note lifted a normal adult film from
-        P(COVID-19) 0.01 to 0.66). IU indications are adult notes of non-COVID studies ("preoperative chest",
-        "chest pain"); lent to normal NIH films (``BORROW_LABELS``: normal-study notes only), they teach that notes on
-        a normal adult film do not make it COVID-19. Only training rows lend and borrow (a held-out note never
-        enters a fit); labels stay the film's.
-        """
-        nf = self.labels[:, FINDINGS.index("No Finding")]
-        donors = train_idx[np.isin(self.sources[train_idx], BORROW_FROM) & ~self.has_image[train_idx].numpy()
-                           & self.has_text[train_idx].numpy()]
-        return {v: donors[nf[donors] == v] for v in BORROW_LABELS}
 
     def get(self, idx: list[int], *, view: str, drop: str | None = None, generator: torch.Generator | None = None,
-            modality_dropout: float = 0.0, borrow: tuple[float, dict[float, np.ndarray]] | None = None,
-            null_notes: float = 0.0) -> Batch:
+            modality_dropout: float = 0.0) -> Batch:
         """``view``: 'clean' or 'random' (a random cached view per image); ``drop``: force 'image' or 'notes' off;
-        ``borrow``: (probability, :meth:`notes_donors`): adult image-only films take a donor's notes features;
-        ``null_notes``: probability that an image-only film is presented with a note that carries no evidence (the
-        notes expert's column at 0; what a note sharing no term with the expert's vocabulary gives), after modality
-        dropout. Only for a model whose fusion reads the notes through the expert alone (``parse_args`` checks):
-        there such a note is exactly that, while for the other notes pathways zero features are no real note."""
+        ``modality_dropout``: probability that a row with both hides one of them (either, equally often)."""
         has_img = self.has_image[idx].clone()
         has_txt = self.has_text[idx].clone()
-        text_rows = torch.tensor(idx)          # whose notes features each row reads (its own unless borrowed)
-        if borrow is not None and borrow[0] > 0:
-            p, donors = borrow
-            nf = self.labels[idx, FINDINGS.index("No Finding")]
-            for k, i in enumerate(idx):
-                pool = donors.get(float(nf[k])) if not np.isnan(nf[k]) else None
-                if (pool is None or not len(pool) or has_txt[k] or not has_img[k]
-                        or self.sources[i] not in BORROW_TO or float(torch.rand(1, generator=generator)) >= p):
-                    continue
-                text_rows[k] = int(pool[int(torch.randint(len(pool), (1,), generator=generator))])
-                has_txt[k] = True
         if drop == "image":
             has_img[:] = False
         elif drop == "notes":
@@ -250,10 +209,6 @@ class Batcher:
             dropped = both & (r < modality_dropout)
             has_img &= ~(dropped & side)
             has_txt &= ~(dropped & ~side)
-        null = torch.zeros(len(idx), dtype=torch.bool)
-        if null_notes > 0:  # the row's own (empty) text cache entry, its expert column set to 0 below
-            null = has_img & ~has_txt & ~self.has_text[idx] & (torch.rand(len(idx), generator=generator) < null_notes)
-            has_txt |= null
         stems = None
         img_rows = [k for k, i in enumerate(idx) if has_img[k]]
         if img_rows:
@@ -265,14 +220,13 @@ class Batcher:
             stems = torch.stack(picks).float().to(self.device)
             if stems.dim() == 4:  # NHWC like the encoder weights: NCHW feature maps run several times slower
                 stems = stems.contiguous(memory_format=torch.channels_last)
-        tr = text_rows
+        tr = torch.tensor(idx)
         t = int(self.text.mask[tr].sum(1).max().clamp_min(1))  # trim padding to the batch's longest notes
         d = self.device
         return Batch(stems, img_rows, self.text.pooled[tr].to(d), self.text.ids[tr, :t].to(d),
                      self.text.mask[tr, :t].to(d), has_img.float().to(d), has_txt.float().to(d),
                      self.allowed[idx].to(d), self.weight[idx].to(d),
-                     None if self.text.expert is None else self.text.expert[tr].masked_fill(null, 0.0).to(d),
-                     self.aux[idx].to(d))
+                     None if self.text.expert is None else self.text.expert[tr].to(d))
 
 
 def mask_borders(stems: torch.Tensor, generator: torch.Generator, p: float = 0.5, max_frac: float = 0.12) -> torch.Tensor:
@@ -329,44 +283,13 @@ def _cosine_schedule(opt: torch.optim.Optimizer, total: int) -> torch.optim.lr_s
         else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
 
 
-class WeightAverage:
-    """Exponential moving average of the trainable parameters (Polyak averaging; the decay is warmed up as
-    ``min(decay, (1 + step) / (10 + step))``, TensorFlow's ``ExponentialMovingAverage(num_updates=step)`` rule),
-    kept only for what is trained so the frozen encoder and text model are not copied. ``apply`` writes the
-    average into the model. The warm-up caps the decay at 0.99 after ~900 steps (one 4-epoch fold here), so a
-    larger ``decay`` only matters for longer runs."""
-
-    def __init__(self, params: list[nn.Parameter], decay: float) -> None:
-        self.params, self.decay, self.steps = params, decay, 0
-        self.shadow = [p.detach().clone() for p in params]
-
-    @torch.no_grad()
-    def update(self) -> None:
-        self.steps += 1
-        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        for s, p in zip(self.shadow, self.params):
-            s.lerp_(p.detach(), 1.0 - d)
-
-    @torch.no_grad()
-    def apply(self) -> None:
-        for s, p in zip(self.shadow, self.params):
-            p.copy_(s)
-
-
-def member_seed(seed: int, member: int) -> int:
-    """The data-order / augmentation seed of soup member ``member`` (member 0: the run's own seed, so a one-member
-    run and the first member of a soup train identically)."""
-    return seed + 1009 * member
-
-
 def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: TrainConfig, desc: str,
-                show_progress: bool, rank: int = 0, world: int = 1, member: int = 0) -> MedMM:
-    """Train ``model`` in place on ``train_idx``. ``member`` changes only the order of the data, the cached view
-    drawn, the border masks and the modality dropout (:func:`member_seed`), not the starting weights."""
+                show_progress: bool, rank: int = 0, world: int = 1) -> MedMM:
+    """Train ``model`` in place on ``train_idx``."""
     from torch.utils.data import DistributedSampler
     from tqdm import tqdm
 
-    seed = member_seed(cfg.seed, member)
+    seed = cfg.seed
     seed_everything(seed)
     model.requires_grad_(False)
     enc_params, head_params = trainable_parameters(model, cfg.finetune_blocks)
@@ -376,12 +299,6 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
     groups = [{"params": enc_params, "lr": cfg.encoder_lr}, {"params": head_params, "lr": cfg.lr}]
     if clip is not None:
         groups.append({"params": list(clip.parameters()), "lr": cfg.lr, "weight_decay": 0.0})
-    # training-only head: the 14 NIH labels from the pooled image features, so the encoder's tail gets a gradient
-    # per adult finding instead of one "abnormal" bit (dropped afterwards; the checkpoint does not change shape)
-    aux_head = (nn.Linear(model.image_encoder.num_features, len(NIH_FINDINGS)).to(batcher.device)
-                if cfg.aux_nih_weight > 0 else None)
-    if aux_head is not None:
-        groups.append({"params": list(aux_head.parameters()), "lr": cfg.lr})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     ddp = None
     if world > 1:
@@ -398,8 +315,6 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
             m.train()
     g = torch.Generator().manual_seed(seed + 17 * rank)
     use_amp = batcher.device.startswith("cuda")
-    borrow = (cfg.borrow_notes, batcher.notes_donors(train_idx)) if cfg.borrow_notes > 0 else None
-    ema = WeightAverage(enc_params + head_params, cfg.ema_decay) if cfg.ema_decay > 0 else None
     for epoch in range(cfg.epochs):
         sampler.set_epoch(epoch)
         perm = train_idx[np.fromiter(iter(sampler), dtype=np.int64)]
@@ -408,13 +323,10 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
         running = 0.0
         for step in bar:
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size].tolist()
-            batch = batcher.get(idx, view="random", generator=g, modality_dropout=cfg.modality_dropout, borrow=borrow,
-                                null_notes=cfg.null_notes)
+            batch = batcher.get(idx, view="random", generator=g, modality_dropout=cfg.modality_dropout)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 states, img_feat = (ddp(batch, g) if ddp is not None else forward_batch(model, batch, cfg.finetune_blocks, g))
                 loss = partial_label_nll(states.float(), batch.allowed, batch.weight)
-                if aux_head is not None:
-                    loss = loss + cfg.aux_nih_weight * aux_nih_loss(aux_head, img_feat, batch)
                 if clip is not None:
                     both = (batch.has_img > 0) & (batch.has_txt > 0)
                     if both.sum() >= 2:  # the notes features as the fusion projects them (bag, expert included)
@@ -424,29 +336,14 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
                         loss = loss + cfg.contrastive_weight * clip(model.image_proj(img_feat[both]), txt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            if aux_head is not None and world > 1:  # outside the DDP wrapper: average its gradients by hand
-                for p in aux_head.parameters():
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= world
             opt.step()
             sched.step()
-            if ema is not None:
-                ema.update()
             running = 0.9 * running + 0.1 * loss.item() if step else loss.item()
             bar.set_postfix(loss=f"{running:.4f}")
         log.info("%s epoch %d/%d: loss %.4f", desc, epoch + 1, cfg.epochs, running)
-    if ema is not None:
-        ema.apply()
     model.eval()
     model.requires_grad_(False)
     return model
-
-
-def aux_nih_loss(head: nn.Module, img_feat: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Masked BCE of ``head(img_feat)`` on the rows that show their image (modality dropout can hide it), with the
-    rows' loss weights (the de-confounding zeros included)."""
-    shown = batch.has_img > 0
-    return masked_bce(head(img_feat[shown].float()), batch.aux[shown], weight=batch.weight[shown])
 
 
 class _Trainable(nn.Module):
@@ -682,8 +579,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
     ap.add_argument("--encoder-lr", type=float, default=d.encoder_lr)
     ap.add_argument("--finetune-blocks", type=int, default=d.finetune_blocks)
     ap.add_argument("--image-encoder", default=ModelConfig.image_encoder, help="timm name (efficientnet, densenet, vit)")
-    ap.add_argument("--image-pool", choices=IMAGE_POOLS, default=ModelConfig.image_pool,
-                    help="global pooling of the image encoder's last feature map")
     ap.add_argument("--no-pretrained", action="store_true", help="random image-encoder weights (tests, smoke runs)")
     ap.add_argument("--bag-of-words-dim", type=int, default=d.bag_of_words_dim)
     ap.add_argument("--sentence-embedding", action=argparse.BooleanOptionalAction, default=d.sentence_embedding,
@@ -691,27 +586,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                          "of words and notes expert only)")
     ap.add_argument("--notes-expert", default=d.notes_expert,
                     help="finding of the TF-IDF + logistic-regression notes expert fed to the fusion ('' for none)")
-    ap.add_argument("--notes-expert-chars", action=argparse.BooleanOptionalAction, default=d.notes_expert_chars,
-                    help="character 2-5-grams in the notes expert beside its word 1-2-grams (off: words only)")
     ap.add_argument("--source-weights", type=_source_weights,
                     default=",".join(f"{k}={v:g}" for k, v in d.source_weights.items()),
                     help="loss weight per source, e.g. nih=2,nih_sample=4,covid=1.5 (unnamed sources: 1)")
     ap.add_argument("--aug-views", type=int, default=2, help="augmented cached views per image (plus one clean)")
     ap.add_argument("--modality-dropout", type=float, default=d.modality_dropout)
-    ap.add_argument("--null-notes", type=float, default=d.null_notes,
-                    help="probability that an image-only training film gets a note without evidence (the fusion must "
-                         "read the notes through the expert only: --no-sentence-embedding --bag-of-words-dim 0)")
-    ap.add_argument("--borrow-notes", type=float, default=d.borrow_notes,
-                    help="probability that an adult image-only (NIH) film borrows an IU indication with the same "
-                         "No Finding label in training (0: off)")
-    ap.add_argument("--expert-weight-init", choices=("calibrated", "one"), default=d.expert_weight_init,
-                    help="start of the notes expert's weight: its cross-fitted logistic slope, or 1.0")
-    ap.add_argument("--ema-decay", type=float, default=d.ema_decay,
-                    help="use an exponential moving average of the trained weights (e.g. 0.998; 0: off)")
-    ap.add_argument("--soup", type=int, default=d.soup,
-                    help="members per fit whose weights are averaged (same start, other data orders); 1: one model")
-    ap.add_argument("--aux-nih-weight", type=float, default=d.aux_nih_weight,
-                    help="weight of an auxiliary head learning the 14 NIH labels from the image (0: off)")
     ap.add_argument("--contrastive-weight", type=float, default=d.contrastive_weight)
     ap.add_argument("--target-sensitivity", type=float, default=d.target_sensitivity,
                     help="operating point per finding: highest threshold reaching this out-of-fold sensitivity")
@@ -729,21 +608,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
     cfg = replace(d, sources=tuple(s for s in args.sources.split(",") if s), manifest=args.manifest,
                   folds=args.folds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   encoder_lr=args.encoder_lr, finetune_blocks=args.finetune_blocks,
-                  modality_dropout=args.modality_dropout, borrow_notes=args.borrow_notes, null_notes=args.null_notes,
-                  contrastive_weight=args.contrastive_weight, ema_decay=args.ema_decay, soup=args.soup,
-                  aux_nih_weight=args.aux_nih_weight,
+                  modality_dropout=args.modality_dropout, contrastive_weight=args.contrastive_weight,
                   target_sensitivity=args.target_sensitivity, adult_specificity=args.adult_specificity,
                   seed=args.seed, limit_per_source=args.limit_per_source, bag_of_words_dim=args.bag_of_words_dim,
                   sentence_embedding=args.sentence_embedding, notes_expert=args.notes_expert or None,
-                  notes_expert_chars=args.notes_expert_chars,
-                  expert_weight_init=args.expert_weight_init,
                   source_weights=args.source_weights if isinstance(args.source_weights, dict)
                   else _source_weights(args.source_weights))
-    if cfg.soup < 1:
-        ap.error("--soup must be at least 1")
-    if cfg.null_notes > 0 and (cfg.sentence_embedding or cfg.bag_of_words_dim or not cfg.notes_expert):
-        ap.error("--null-notes needs a fusion that reads the notes through the notes expert only "
-                 "(--no-sentence-embedding --bag-of-words-dim 0 and a --notes-expert)")
     return args, cfg
 
 
@@ -781,8 +651,7 @@ class Run:
         self.model_cfg = ModelConfig(image_encoder=args.image_encoder, num_findings=len(FINDINGS), output="states",
                                      bag_of_words_dim=cfg.bag_of_words_dim,
                                      sentence_embedding=cfg.sentence_embedding, notes_expert=cfg.notes_expert,
-                                     image_weights=None if args.no_pretrained else ModelConfig.image_weights,
-                                     image_pool=args.image_pool)
+                                     image_weights=None if args.no_pretrained else ModelConfig.image_weights)
         # channels_last: ~2x faster convolutions on CPU; set here, not under inference_mode, so the
         # parameters stay ordinary (trainable) tensors
         self.model = create_model(self.model_cfg, pretrained=not args.no_pretrained).to(device)
@@ -823,19 +692,17 @@ class Run:
         both = {s for s in set(self.sources) if len(np.unique(y[(self.sources == s) & ~np.isnan(y)])) == 2}
         y[~np.isin(self.sources, sorted(both))] = np.nan
         vec = np.zeros(len(self.records), np.float32)
-        chars = (2, 5) if self.cfg.notes_expert_chars else None
         vec[train_idx] = cross_fitted_features([notes[i] for i in train_idx], y[train_idx], self.groups[train_idx],
-                                             self.cfg.notes_expert, seed=self.cfg.seed, char_ngrams=chars)
+                                             self.cfg.notes_expert, seed=self.cfg.seed)
         known = [i for i in train_idx if notes[i] is not None and not np.isnan(y[i])]
-        expert = (NotesExpert.fit([notes[i] for i in known], y[known], self.cfg.notes_expert, char_ngrams=chars)
-                  if known else None)
+        expert = NotesExpert.fit([notes[i] for i in known], y[known], self.cfg.notes_expert) if known else None
         if expert is not None and len(test_idx):
             vec[test_idx] = expert.features([notes[i] for i in test_idx])
         has_notes = np.array([n is not None for n in notes])
         self.batcher.text.expert = torch.from_numpy(np.where(has_notes, vec, 0.0).astype(np.float32))
-        self.expert_weight = (expert_slope(vec[known], y[known]) if self.cfg.expert_weight_init == "calibrated"
-                              and known else 1.0)
-        log.info("notes expert weight starts at %.3f (%s)", self.expert_weight, self.cfg.expert_weight_init)
+        # the expert's weight starts at the logistic slope of its cross-fitted evidence on the training rows
+        self.expert_weight = expert_slope(vec[known], y[known]) if known else 1.0
+        log.info("notes expert weight starts at %.3f", self.expert_weight)
         return expert
 
     def fresh_model(self) -> MedMM:
@@ -845,27 +712,10 @@ class Run:
                 self.model.expert_weight.fill_(self.expert_weight)
         return self.model
 
-    def train(self, train_idx: np.ndarray, desc: str, test_idx: np.ndarray | None = None) -> tuple[MedMM, list[dict]]:
-        """The model of one split. With ``cfg.soup`` > 1: that many members trained from the same start
-        (:func:`train_model` ``member``), then the uniform average of their weights loaded into the model (every
-        floating-point entry of the state dict; the frozen ones are equal in all members). Returns the model and,
-        when ``test_idx`` is given, each member's own predictions on it (to measure what the average buys)."""
-        n = max(1, self.cfg.soup)
-        total: dict[str, torch.Tensor] = {}
-        member_preds = []
-        for k in range(n):
-            m = train_model(self.fresh_model(), self.batcher, train_idx, self.cfg,
-                            desc if n == 1 else f"{desc} member {k + 1}/{n}", self.show, self.rank, self.world, member=k)
-            if n == 1:
-                return m, []
-            if test_idx is not None:
-                member_preds.append(self.predict(m, test_idx))
-            for key, v in m.state_dict().items():
-                if v.is_floating_point() and not key.startswith("text_encoder."):
-                    total[key] = total[key] + v.float() if key in total else v.float().clone()
-        state = m.state_dict()
-        m.load_state_dict({key: (total[key] / n).to(state[key].dtype) for key in total}, strict=False)
-        return m, member_preds
+    def train(self, train_idx: np.ndarray, desc: str) -> MedMM:
+        """The model of one split, trained from the run's initial weights."""
+        return train_model(self.fresh_model(), self.batcher, train_idx, self.cfg, desc, self.show, self.rank,
+                           self.world)
 
     def predict(self, m: MedMM, test_idx: np.ndarray) -> dict[str, np.ndarray]:
         return {"full": predict_states(m, self.batcher, test_idx, self.cfg),
@@ -873,8 +723,7 @@ class Run:
                 "notes_only": predict_states(m, self.batcher, test_idx, self.cfg, drop="image")}
 
     def fit_and_predict(self, name: str, train_idx: np.ndarray, test_idx: np.ndarray, desc: str) -> tuple[dict, dict]:
-        """Train on ``train_idx``, predict ``test_idx`` (full / image only / notes only); resumable from OUT/folds.
-        A soup's fold file also keeps each member's predictions (``member{k}_full`` ...)."""
+        """Train on ``train_idx``, predict ``test_idx`` (full / image only / notes only); resumable from OUT/folds."""
         from medmm.energy import EnergyMeter
 
         path = self.out / "folds" / f"{name}.npz"
@@ -885,12 +734,11 @@ class Run:
                 return {c: saved[c] for c in ("full", "image_only", "notes_only")}, json.loads(str(saved["energy"]))
         self.set_notes_expert(train_idx, test_idx)
         with EnergyMeter() as meter:
-            m, members = self.train(train_idx, desc, test_idx)
+            m = self.train(train_idx, desc)
             preds = self.predict(m, test_idx)
         energy = meter.record.to_dict()
         if self.rank == 0:
-            per_member = {f"member{k}_{c}": v for k, p in enumerate(members) for c, v in p.items()}
-            np.savez(path, val_idx=test_idx, energy=json.dumps(energy), run_key=self.run_key, **preds, **per_member)
+            np.savez(path, val_idx=test_idx, energy=json.dumps(energy), run_key=self.run_key, **preds)
         return preds, energy
 
 
@@ -959,7 +807,7 @@ def _short(res: dict, prefix: str = "") -> str:
 def fit_final(run: Run) -> tuple[MedMM, OODReference | None, ScopeCheck | None, dict]:
     """The shipped model: trained on every record, with its out-of-distribution reference and scope check."""
     expert = run.set_notes_expert(np.arange(len(run.records)), np.array([], dtype=np.int64))
-    final, _ = run.train(np.arange(len(run.records)), "final")
+    final = run.train(np.arange(len(run.records)), "final")
     final.notes_expert = expert
     img_idx = np.array([i for i, r in enumerate(run.records) if r.image])
     if len(img_idx) <= 10:
