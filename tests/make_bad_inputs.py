@@ -173,6 +173,96 @@ def huge_dicom_bytes(side: int = 60_000) -> bytes:
     return dicom_bytes(ds)
 
 
+def jpeg_dicom_bytes(arr: np.ndarray | None = None, *, jpeg: bytes | None = None, rows: int | None = None,
+                     columns: int | None = None) -> bytes:
+    """A JPEG Baseline (Process 1) DICOM: 8-bit grey ``arr`` (default a 256 x 200 chest film) encoded by Pillow, or
+    the given ``jpeg`` codestream; the header's Rows/Columns are ``arr``'s unless ``rows``/``columns`` say otherwise."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    if arr is None:
+        arr = (phantom(256, 200) // 16).astype(np.uint8)
+    ds = dicom_dataset(arr.astype(np.uint8))
+    if jpeg is None:
+        jpeg = jpeg_bytes(arr.astype(np.uint8))
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate([jpeg])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.Rows = rows if rows is not None else arr.shape[0]
+    ds.Columns = columns if columns is not None else arr.shape[1]
+    ds.LossyImageCompression = "01"
+    return dicom_bytes(ds)
+
+
+def patch_jpeg_sof(jpeg: bytes, rows: int, columns: int) -> bytes:
+    """``jpeg`` with its frame header (SOF0) claiming ``columns x rows``: the scan data is left as it is."""
+    at = jpeg.index(b"\xff\xc0")
+    return jpeg[: at + 5] + struct.pack(">HH", rows, columns) + jpeg[at + 9:]
+
+
+def sof_bomb_dicom_bytes(side: int = 40_000) -> bytes:
+    """Issue 29: a 3 KB JPEG Baseline DICOM, header 256 x 200, whose embedded JPEG's SOF says ``side x side``."""
+    arr = (phantom(256, 200) // 16).astype(np.uint8)
+    return jpeg_dicom_bytes(arr, jpeg=patch_jpeg_sof(jpeg_bytes(arr), side, side))
+
+
+def big_embedded_jpeg_dicom_bytes(side: int = 7000) -> bytes:
+    """Issue 29: a real ``side x side`` JPEG inside a DICOM whose header says 256 x 200."""
+    from PIL import Image
+
+    small = (phantom(256, 200) // 16).astype(np.uint8)
+    big = np.asarray(Image.fromarray(small).resize((side, side), Image.BILINEAR))
+    return jpeg_dicom_bytes(small, jpeg=jpeg_bytes(big))
+
+
+def truncated_jpeg_dicom_bytes(keep: float = 1 / 3) -> bytes:
+    """Issue 29: a JPEG Baseline DICOM whose single fragment is cut to ``keep`` of its length (even, no EOI)."""
+    arr = (phantom(256, 200) // 16).astype(np.uint8)
+    jpeg = jpeg_bytes(arr)
+    cut = int(len(jpeg) * keep) // 2 * 2
+    return jpeg_dicom_bytes(arr, jpeg=jpeg[:cut])
+
+
+def deflate_bomb_dicom_bytes(inflated: int = 2 * 1024**3, block: int = 16 * 1024 * 1024) -> bytes:
+    """Issue 29: a Deflated Explicit VR Little Endian DICOM (a normal small film) with a private OB element of
+    ``inflated`` zero bytes after the pixel data: ~1 KB per MB inflated (2 GB from a ~2 MB file).
+
+    Built without ever holding the zeros: one ``block`` of zeros is deflated once after a full flush (which resets
+    the compressor's history), and that same compressed block is repeated; the stream stays valid deflate."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = dicom_dataset(phantom())
+    plain = io.BytesIO()
+    ds.save_as(plain, implicit_vr=False, little_endian=True)           # the dataset alone, no meta
+    creator = b"MEDMM BOMB"
+    head = plain.getvalue() + struct.pack("<HH2sH", 0x7FE1, 0x0010, b"LO", len(creator)) + creator
+    head += struct.pack("<HH2sHI", 0x7FE1, 0x1000, b"OB", 0, inflated)
+    comp = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    parts = [comp.compress(head) + comp.flush(zlib.Z_FULL_FLUSH)]
+    zeros = comp.compress(bytes(block)) + comp.flush(zlib.Z_FULL_FLUSH)
+    count, rest = divmod(inflated, block)
+    parts.append(zeros * count)
+    parts.append(comp.compress(bytes(rest)))
+    parts.append(comp.flush())
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    meta = DicomBytesIO()
+    meta.is_little_endian, meta.is_implicit_VR = True, False
+    write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
+    return bytes(128) + b"DICM" + meta.getvalue() + b"".join(parts)
+
+
+def deflated_dicom_bytes() -> bytes:
+    """A normal small film as Deflated Explicit VR Little Endian (pydicom deflates the dataset on write)."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = dicom_dataset(phantom())
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    return dicom_bytes(ds)
+
+
 def zip_bytes() -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -208,6 +298,19 @@ SCANS: tuple[BadInput, ...] = (
     BadInput("archive.zip", "error", r"ZIP", "a ZIP archive holding a PNG"),
     BadInput("random.dcm", "error", r"unrecognised file format|corrupt", "4 KB of random bytes named .dcm"),
     BadInput("good.png", "ok", r"", "control case: a normal 8-bit PNG"),
+    # issue 29: decode budgets inside DICOM (compressed frames, deflated datasets)
+    BadInput("jpeg_sof_40000.dcm", "error", r"compressed image inside the DICOM file is too large \(40000x40000\)",
+             "10 KB JPEG Baseline DICOM, header 256 x 200, embedded JPEG's SOF patched to 40000 x 40000 (was 7.6 GB)"),
+    BadInput("jpeg_sof_20000.dcm", "error", r"compressed image inside the DICOM file is too large \(20000x20000\)",
+             "the same with the SOF patched to 20000 x 20000 (was 1.85 GB)"),
+    BadInput("jpeg_7000_in_256x200.dcm", "error", r"compressed image inside the DICOM file does not match its header",
+             "a real 7000 x 7000 JPEG inside a DICOM whose header says 256 x 200"),
+    BadInput("jpeg_fragment_truncated.dcm", "error", r"corrupt or truncated DICOM pixel data",
+             "JPEG Baseline DICOM whose fragment is cut to a third (libjpeg decoded it as garbage, silently)"),
+    BadInput("deflate_bomb_2gb.dcm", "error", r"deflated DICOM file inflates to more than",
+             "2 MB Deflated Explicit VR DICOM with a private element of zeros inflating to 2 GB (was +4 GB)"),
+    BadInput("jpeg_baseline_ok.dcm", "ok", r"^dicom\b", "control case: a normal JPEG Baseline DICOM"),
+    BadInput("deflated_ok.dcm", "ok", r"^dicom\b", "control case: a normal Deflated Explicit VR DICOM"),
 )
 
 _BUILDERS = {
@@ -237,6 +340,13 @@ _BUILDERS = {
     "archive.zip": zip_bytes,
     "random.dcm": lambda: np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
     "good.png": lambda: png_bytes((phantom() // 16).astype(np.uint8)),
+    "jpeg_sof_40000.dcm": lambda: sof_bomb_dicom_bytes(40_000),
+    "jpeg_sof_20000.dcm": lambda: sof_bomb_dicom_bytes(20_000),
+    "jpeg_7000_in_256x200.dcm": lambda: big_embedded_jpeg_dicom_bytes(7000),
+    "jpeg_fragment_truncated.dcm": truncated_jpeg_dicom_bytes,
+    "deflate_bomb_2gb.dcm": deflate_bomb_dicom_bytes,
+    "jpeg_baseline_ok.dcm": lambda: jpeg_dicom_bytes(),
+    "deflated_ok.dcm": deflated_dicom_bytes,
 }
 
 NOTES: tuple[BadNotes, ...] = (

@@ -29,6 +29,7 @@ from pydicom.pixels import convert_color_space
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
     UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLosslessSV1,
@@ -451,6 +452,140 @@ def test_truncated_compressed_pixel_data_is_rejected() -> None:
     ds.compress(RLELossless)
     raw = to_bytes(ds)
     expect_error(raw[: len(raw) - 300], "corrupt or truncated")
+
+
+# --------------------------------------------------------------------------- decode budgets inside DICOM (issue 29)
+
+
+@pytest.fixture
+def no_decoder(monkeypatch) -> list[str]:
+    """Record any call of pydicom's decoder: a hostile frame must be refused before it."""
+    import pydicom.pixels
+
+    calls: list[str] = []
+    real = pydicom.pixels.pixel_array
+
+    def spy(*args, **kwargs):
+        calls.append("decoded")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pydicom.pixels, "pixel_array", spy)
+    return calls
+
+
+@pytest.mark.parametrize("side", [40_000, 20_000])
+def test_embedded_jpeg_frame_header_is_held_to_the_pixel_budget(side: int, no_decoder: list[str]) -> None:
+    import tracemalloc
+
+    from tests.make_bad_inputs import sof_bomb_dicom_bytes
+
+    data = sof_bomb_dicom_bytes(side)
+    assert len(data) < 20_000
+    tracemalloc.start()
+    try:
+        expect_error(data, rf"compressed image inside the DICOM file is too large \({side}x{side}\); "
+                           r"the limit is 50 megapixels")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert no_decoder == [] and peak < 20_000_000
+
+
+def test_embedded_codestream_must_match_the_header(no_decoder: list[str]) -> None:
+    from tests.make_bad_inputs import big_embedded_jpeg_dicom_bytes, jpeg_dicom_bytes
+
+    expect_error(big_embedded_jpeg_dicom_bytes(7000),
+                 r"does not match its header \(7000x7000 in the image, 200x256 in the header\)")
+    grey = (phantom(255) // 1).astype(np.uint8)
+    colour = jpeg_bytes(np.stack([grey] * 3, -1))       # a 3-component JPEG under a MONOCHROME2 header
+    expect_error(jpeg_dicom_bytes(grey, jpeg=colour), r"does not match its header \(3 colour components")
+    assert no_decoder == []
+    ok = load_scan(jpeg_dicom_bytes(grey))             # the same film, consistent: decoded as usual
+    assert ok.pixels.shape == (H, W) and no_decoder == ["decoded"]
+
+
+def test_truncated_compressed_frame_is_refused_not_decoded_as_garbage(no_decoder: list[str]) -> None:
+    from tests.make_bad_inputs import truncated_jpeg_dicom_bytes
+
+    for keep in (1 / 3, 0.9):
+        expect_error(truncated_jpeg_dicom_bytes(keep), "a compressed frame ends before its end marker")
+    assert no_decoder == []
+
+
+def test_truncated_jpeg2000_frame_and_bad_rle_header_are_refused() -> None:
+    from pydicom.encaps import get_frame
+    from pydicom.pixels import get_encoder
+
+    stored = phantom(4095).astype(np.uint16)
+    if get_encoder(JPEG2000Lossless).is_available:
+        ds = make_ds(stored, bits_stored=12)
+        ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg")
+        frame = get_frame(ds.PixelData, 0)
+        ds.PixelData = encapsulate([frame[: len(frame) * 2 // 3 // 2 * 2]])
+        expect_error(to_bytes(ds), "ends before its end marker")
+        big = bytearray(frame)
+        at = frame.index(b"\xff\x4f\xff\x51") + 4
+        big[at + 4:at + 12] = (30_000).to_bytes(4, "big") * 2          # Xsiz, Ysiz
+        ds.PixelData = encapsulate([bytes(big)])
+        expect_error(to_bytes(ds), r"too large \(30000x30000\)")
+    ds = make_ds(stored, bits_stored=12)
+    ds.compress(RLELossless)
+    frame = bytearray(get_frame(ds.PixelData, 0))
+    frame[:4] = (5).to_bytes(4, "little")                               # 5 segments for 16-bit grey (2 expected)
+    ds.PixelData = encapsulate([bytes(frame)])
+    expect_error(to_bytes(ds), r"does not match its header \(RLE segments\)")
+
+
+def test_compressed_volume_with_fewer_frames_than_its_header_is_refused() -> None:
+    from pydicom.encaps import get_frame
+
+    ds = make_ds(phantom(4095).astype(np.uint16), bits_stored=12, modality="CT", sop=CT_SOP)
+    ds.compress(RLELossless)
+    frame = get_frame(ds.PixelData, 0)
+    ds.NumberOfFrames = 3                                                # all frames of a volume are decoded
+    ds.PixelData = encapsulate([frame])
+    expect_error(to_bytes(ds), r"fewer image frames \(1\) than its header says \(3\)")
+
+
+def test_deflated_dicom_loads_like_the_plain_file() -> None:
+    stored = phantom(4095).astype(np.uint16)
+    plain = load_scan(dicom_bytes(stored, bits_stored=12))
+    ds = make_ds(stored, bits_stored=12)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    data = to_bytes(ds)
+    assert len(data) < stored.nbytes
+    scan = load_scan(data)
+    assert scan.metadata.transfer_syntax == "Deflated Explicit VR Little Endian"
+    np.testing.assert_array_equal(scan.pixels, plain.pixels)
+    assert mio.header_pixels(data) == H * W
+    expect_error(data[: len(data) - 200], r"corrupt or truncated DICOM file \(the deflated dataset ends early\)")
+
+
+def test_deflate_bomb_is_refused_while_inflating(monkeypatch) -> None:
+    """2 GB of zeros in a 2 MB file: inflated in steps through a capped stream, never whole."""
+    import tracemalloc
+
+    from tests.make_bad_inputs import deflate_bomb_dicom_bytes
+
+    small = deflate_bomb_dicom_bytes(64 * 1024 * 1024, block=1024 * 1024)
+    monkeypatch.setattr(mio.limits, "MAX_INFLATED_BYTES", 8 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        expect_error(small, r"the deflated DICOM file inflates to more than the 8 MB limit")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * 1024 * 1024
+    monkeypatch.setattr(mio.limits, "MAX_INFLATED_BYTES", 128 * 1024 * 1024)
+    assert load_scan(small).pixels.shape == (64, 80)     # under the cap it is an ordinary file
+
+
+def test_deflate_bomb_of_the_issue_is_refused_at_the_default_cap() -> None:
+    from tests.make_bad_inputs import deflate_bomb_dicom_bytes
+
+    bomb = deflate_bomb_dicom_bytes()
+    assert len(bomb) < 3_000_000
+    expect_error(bomb, r"inflates to more than the 200 MB limit")
 
 
 # --------------------------------------------------------------------------- multi-frame, CT/MR

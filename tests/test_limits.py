@@ -115,3 +115,19 @@ def test_request_budgets_from_headers(monkeypatch, tmp_path: Path) -> None:
     with pytest.raises(ScanError, match="larger than"):
         load_scans([path, path])
     assert mio.header_pixels(small) == 4_000_000 and mio.header_pixels(b"not an image") == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, match", [
+    ("jpeg_sof_40000.dcm", "compressed image inside the DICOM file is too large (40000x40000)"),
+    ("deflate_bomb_2gb.dcm", "inflates to more than the 200 MB limit"),
+])
+def test_dicom_bombs_are_refused_in_bounded_memory(tmp_path: Path, name: str, match: str) -> None:
+    """Issue 29: 7.6 GB and 4 GB before; the per-file peak-RSS figures live in scripts/attack.py (docs/bench.md)."""
+    from tests.make_bad_inputs import _BUILDERS
+
+    path = tmp_path / name
+    path.write_bytes(_BUILDERS[name]())
+    r = _probe(path)
+    assert match in r["error"]
+    assert r["seconds"] < 30 and r["rss_growth_mb"] < 1024

@@ -21,6 +21,9 @@ MAX_SIDE_PX = 2048
 """Loaded pixels are downsampled (integer factor, area average) so that neither side exceeds this."""
 MIN_SIDE_PX = 16
 """Smallest accepted image side in pixels."""
+MAX_INFLATED_BYTES = 200 * 1024 * 1024
+"""Largest size a Deflated Explicit VR Little Endian DICOM dataset may inflate to (the file limit again): the
+dataset is inflated through a capped stream and refused as soon as it grows past this, never inflated whole."""
 
 
 def _check_size(rows: int, columns: int, frames: int = 1) -> None:
