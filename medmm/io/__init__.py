@@ -33,6 +33,10 @@ Limits
   ``Scan.pixels`` therefore never exceeds 2048 x 2048 (16 MB as float32), which bounds everything
   downstream (model input, saliency maps, viewer). ``ScanMetadata.rows/columns`` stay the file's own.
 * ``MIN_SIDE_PX`` (16): a smaller side is not a usable image.
+* Inside a DICOM, every compressed frame's own header (JPEG SOFn, JPEG-LS SOF55, JPEG 2000 SIZ, RLE) is read before
+  decoding: over ``MAX_PIXELS``, not matching the DICOM Rows/Columns/SamplesPerPixel, or ending before its end
+  marker (a truncated frame), it is refused; a Deflated Explicit VR file inflates through a capped stream and is
+  refused beyond ``MAX_INFLATED_BYTES`` (200 MiB), before the rest is allocated (``scripts/attack.py``).
 
 Peak memory of one load is about 8 bytes per decoded pixel for the largest accepted file (50 MP:
 ~0.4 GB), retained memory at most ``MAX_SIDE_PX**2`` floats per scan.
