@@ -17,7 +17,7 @@ _spec = importlib.util.spec_from_file_location("phi_recall", ROOT / "scripts" / 
 phi_recall = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(phi_recall)  # type: ignore[union-attr]
 CORPUS = phi_recall.load_corpus()
-CASES = CORPUS["cases"] + CORPUS["heldout"]
+CASES = CORPUS["cases"] + CORPUS["heldout"] + CORPUS["context"]
 
 
 def test_corpus_is_large_enough_and_holds_the_issue_cases() -> None:
@@ -45,13 +45,16 @@ def test_clinical_text_is_unchanged() -> None:
 
 def test_recall_script_figures() -> None:
     r = phi_recall.evaluate(scrub_identifiers, CORPUS)
-    assert r["recall"] == 1.0 and r["total"] >= 150 and r["clinical_unchanged"] == 1.0
+    assert r["recall"] == 1.0 and r["total"] >= 200 and r["clinical_unchanged"] == 1.0
+    assert {"words", "caps", "initials", "nonlatin", "lowercase", "relatives", "device", "mrn", "age"} <= set(
+        r["per_category"])
 
 
 def test_tags_ages_and_structure() -> None:
     assert scrub_identifiers("Mr. John Smith with cough.") == "Mr. [NAME] with cough."
     assert scrub_identifiers("Patient: DOE^JOHN, chest pain.") == "Patient: [NAME], chest pain."
-    assert scrub_identifiers("94-year-old female, age 101.") == "90+ year-old female, age 90+."
+    assert scrub_identifiers("94-year-old female, age 101.") == "90 or older female, age 90 or older."
+    assert scrub_identifiers("91M with fever, T 101F, 92 y/o, aged 88.") == "90 or older M with fever, T 101F, 90 or older, aged 88."
     assert scrub_identifiers("INDICATION: cough\n\nFINDINGS: clear") == "INDICATION: cough\n\nFINDINGS: clear"
     assert scrub_identifiers("") == ""
     assert clean_indication(None) == "" and clean_indication({"a": 1}) == ""  # type: ignore[arg-type]
@@ -115,3 +118,68 @@ def test_a_name_after_a_person_noun_is_still_removed(text: str, name: str) -> No
     out = clean_indication(text)
     assert name not in out and "[NAME]" in out
     assert not out.startswith("[NAME]") or text.startswith(name)  # the descriptor itself stays
+
+
+# ------------------------------------------------------------------------------------------------ issue 29
+def test_the_issue29_corpus_has_every_kind() -> None:
+    cats = {c["cat"] for c in CORPUS["context"]}
+    assert len(CORPUS["context"]) >= 40
+    assert cats == {"words", "caps", "initials", "nonlatin", "lowercase", "relatives", "device", "mrn", "age"}
+
+
+@pytest.mark.parametrize("text,gone,kept", [
+    ("HOPE WILLIAMS, 71F, cough.", ["HOPE", "WILLIAMS"], ["cough"]),
+    ("Daughter Grace and mother Faith and sister Joy at the bedside.", ["Grace", "Faith", "Joy"], ["bedside"]),
+    ("Spoke with Will, Hope's father. Hope has a fever.", ["Will", "Hope"], ["father", "fever"]),
+    ("Pt J.S., 72M, wheeze.", ["J.S."], ["wheeze"]),
+    ("张伟, 65 y, cough.", ["张伟"], ["cough"]),
+    ("ahmed al-rashid 45m fever", ["ahmed", "rashid"], ["fever"]),
+    ("From 10.24.118.7, pump S/N 4471-XQ-903, MAC 00:1A:2B:3C:4D:5E.", ["10.24.118.7", "4471", "1A:2B"], ["pump"]),
+])
+def test_names_in_context_and_machine_ids(text: str, gone: list[str], kept: list[str]) -> None:
+    out = scrub_identifiers(text)
+    for g in gone:
+        assert g not in out, (g, out)
+    for k in kept:
+        assert k in out, (k, out)
+
+
+def test_a_full_stop_after_a_surname_ends_the_name() -> None:
+    assert scrub_identifiers("Dr. Patel. Fever and rigors.") == "Dr. [NAME]. Fever and rigors."
+    assert scrub_identifiers("Referred by Dr Frank Stone. Cough.") == "Referred by Dr [NAME]. Cough."
+    assert scrub_identifiers("Seen by Dr. K. Osei today.") == "Seen by Dr. [NAME] today."
+
+
+@pytest.mark.parametrize("text", [
+    "T10-T12 compression, COVID-19 PCR negative, SARS-CoV-2, 1000mg amoxicillin, SpO2 92%, HbA1c 7.1%.",
+    "Beta-lactam allergy; α1-antitrypsin deficiency; β2 agonist given. RR 24, HR 110, BP 90/60.",
+    "A.M. and P.M. doses; the U.S. guideline. Temp 101F. 12:30:45 on the monitor.",
+])
+def test_clinical_tokens_that_look_like_ids_are_kept(text: str) -> None:
+    assert scrub_identifiers(text) == text
+
+
+PHI_NOTES = [  # (note, identifiers that must not appear anywhere in the predict --json object)
+    ("HOPE WILLIAMS, 94-year-old woman, MRN: 00-44-71-923. Daughter Grace says fever and cough for 3 days.",
+     ["HOPE", "WILLIAMS", "Grace", "00-44-71-923", "94-year"]),
+    ("Pt J.S. (张伟), seen by Dr. Patel. Fever and productive cough. Sent from 10.24.118.7.",
+     ["J.S.", "张伟", "Patel", "10.24.118.7"]),
+    ("ahmed al-rashid 45m, mother Faith and sister Joy: wheeze, fever. Pump S/N 4471-XQ-903.",
+     ["ahmed", "rashid", "Faith", "Joy", "4471-XQ-903"]),
+]
+
+
+def test_no_identifier_reaches_the_predict_json() -> None:
+    """The Python equivalent of ``python -m medmm predict IMAGE --notes NOTE --json`` on PHI notes."""
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
+    from medmm.pipeline import Pipeline
+    from medmm.service import run_request
+
+    image = ROOT / "assets" / "examples" / "01_child_normal.jpeg"
+    pipe = Pipeline.from_checkpoint(DEFAULT_CHECKPOINT)
+    for note, identifiers in PHI_NOTES:
+        payload = json.dumps(run_request(pipe, [image], note).to_json(), ensure_ascii=False)
+        assert "Fever" in payload or "fever" in payload
+        for ident in identifiers:
+            assert ident not in payload, ident
+        assert "90 or older" in payload or "94" not in note

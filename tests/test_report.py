@@ -144,7 +144,7 @@ PHI_CASES = [
     ("MRN: 12345678, accession A987654321, ref 7654321.", ["12345678", "987654321", "7654321"], None),
     ("Call (317) 555-1234 or 317.555.1234.", ["555-1234", "555.1234"], "Call [PHONE] or [PHONE]."),
     ("Contact jane.doe@example.org today.", ["jane.doe", "example.org"], "Contact [EMAIL] today."),
-    ("94-year-old female, age 101, 92 yo.", ["94", "101", "92 yo"], "90+ year-old female, age 90+, 90+ yo."),
+    ("94-year-old female, age 101, 92 yo.", ["94", "101", "92 yo"], "90 or older female, age 90 or older, 90 or older."),
     ("XXXX-year-old XXXX with chest pain.", ["XXXX"], "[REDACTED]-year-old [REDACTED] with chest pain."),
 ]
 

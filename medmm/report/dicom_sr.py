@@ -79,7 +79,9 @@ def _header(ds: Any, sop_uid: str, date: str, time: str, ckpt: dict) -> None:
     ds.PatientID = ""
     ds.PatientBirthDate = ""
     ds.PatientSex = ""
-    ds.PatientIdentityRemoved = "YES"   # true: no header identifier is copied and every TEXT item is scrubbed
+    # YES: no header identifier is copied and every TEXT item is scrubbed; the method says how and how well (rules +
+    # lexicon, no NER; its held-out recall), because free-text scrubbing is not perfect (docs/privacy.md)
+    ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = DEID_METHOD
     # General Study
     ds.StudyInstanceUID = generate_uid()
