@@ -261,8 +261,6 @@ def _thr(prob: float, threshold: float) -> str:
     return f"(model probability {prob:.{digits}f}, threshold {threshold:.{digits}f})"
 
 
-_SUBTYPE_PHRASE = {"Bacterial pneumonia": "bacterial pneumonia", "Viral pneumonia": "viral pneumonia",
-                   "COVID-19": "COVID-19 pneumonia"}
 T_NORMAL_MODELLED = "Normal study for the findings this model assesses"
 T_NF_NEGATIVE = ("The model does not classify this study as normal; review the image for findings outside the "
                  "modelled set.")
@@ -280,7 +278,7 @@ def statement(call: Call, image: bool = True) -> str:
         if band == "possible":
             return f"Possibly a normal study {_p(prob)}."
         return T_NF_NEGATIVE
-    phrase = "pneumonia" if f == "Pneumonia" else _SUBTYPE_PHRASE[f]
+    phrase = _name(f)
     cap = phrase[0].upper() + phrase[1:]
     if band == "likely":
         return (f"Findings consistent with pneumonia {_p(prob)}." if f == "Pneumonia"

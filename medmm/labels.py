@@ -51,6 +51,11 @@ def children(name: str | None) -> tuple[str, ...]:
     return tuple(f.name for f in FINDINGS_TABLE if f.parent == name and f.kind != "normal")
 
 
+def descendants(name: str) -> tuple[str, ...]:
+    """Every finding below ``name`` in the hierarchy, in ``FINDINGS`` order (``"Pneumonia"`` -> its subtypes)."""
+    return tuple(f for f in FINDINGS if name in ancestors(f))
+
+
 def _leaf_states() -> tuple[tuple[str, np.ndarray], ...]:
     """Mutually exclusive states the model's softmax ranges over, each with the finding vector it implies.
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from medmm.labels import FINDINGS
+from medmm.labels import FINDINGS, descendants
 from medmm.prediction import Prediction
 from medmm.report.labeler import find_mentions, split_sentences, strongest_statuses
 
@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 
 MAX_REPORT_CHARS = 100_000           # check_consistency reads at most this much of an edited report
 
-PNEUMONIA_FAMILY: tuple[str, ...] = ("Pneumonia", "Bacterial pneumonia", "Viral pneumonia", "COVID-19")
-SUBTYPES: tuple[str, ...] = ("COVID-19", "Viral pneumonia", "Bacterial pneumonia")
+# from the one findings table (medmm.labels): pneumonia and its subtypes; subtypes deepest / last first
+PNEUMONIA_FAMILY: tuple[str, ...] = ("Pneumonia", *descendants("Pneumonia"))
+SUBTYPES: tuple[str, ...] = tuple(reversed(descendants("Pneumonia")))
 POSITIVE_BANDS = frozenset({"possible", "likely"})
 NEGATIVE_BANDS = frozenset({"negative", "not called"})
 
