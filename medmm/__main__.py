@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from medmm.config import META_FILE, RUNTIME_CHOICES  # no torch import
 from medmm.explain.methods import DEFAULT_METHOD, METHODS, NOTES_METHODS, method_help  # no torch import
 
 EXIT_BAD_INPUT = 2
@@ -22,7 +23,6 @@ class CliError(Exception):
     """Turned into a one-line message on stderr and exit code 2."""
 
 
-META_FILE = "medmm.json"   # = medmm.models.checkpoint.META_FILE (that module imports torch)
 
 
 def resolve_checkpoint(path: str | None) -> str | None:
@@ -268,7 +268,6 @@ def cmd_bench(args) -> int:
     return code
 
 
-RUNTIME_CHOICES = ("auto", "torch", "onnxruntime", "openvino")  # = medmm.runtime.CHOICES (that imports torch)
 
 
 def _runtime_arg(parser: argparse.ArgumentParser, bench: bool = False) -> None:

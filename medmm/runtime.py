@@ -40,12 +40,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from medmm.config import RUNTIME_CHOICES, RUNTIMES
+
 log = logging.getLogger(__name__)
 
 ENV_VAR = "MEDMM_RUNTIME"
 CACHE_ENV = "MEDMM_CACHE_DIR"
-RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
-CHOICES: tuple[str, ...] = ("auto",) + RUNTIMES
+CHOICES = RUNTIME_CHOICES
 # measured order on the 2-core CPU box (docs/bench.md, `bench --json` -> runtimes): fastest image encoder first
 AUTO_ORDER_CPU: tuple[str, ...] = ("openvino", "onnxruntime", "torch")
 OPSET = 17

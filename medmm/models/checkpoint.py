@@ -21,14 +21,12 @@ import numpy as np
 import torch
 
 from medmm import __version__
-from medmm.config import ModelConfig, Preprocessing
+from medmm.config import META_FILE, WEIGHTS_FILE, ModelConfig, Preprocessing
 from medmm.labels import FINDINGS
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-META_FILE = "medmm.json"
 CHECKPOINT_ENV = "MEDMM_CHECKPOINT"
 
 
