@@ -56,7 +56,7 @@ class ModelInputs:
 
     scans: list[Scan]
     pixels: torch.Tensor | None          # [1, V, C, S, S]
-    input_ids: torch.Tensor | None       # [1, T]
+    input_ids: torch.Tensor | None       # [1, T], filled by Pipeline.tokens when the notes' embedding is needed
     attention_mask: torch.Tensor | None  # [1, T]
     notes: str | None
     warnings: list[str]
@@ -139,13 +139,8 @@ class Pipeline:
             refusal, checks, keep = self._gate(loaded, pixels, warnings)
             if refusal is None and len(keep) < len(loaded):
                 loaded, pixels = [loaded[i] for i in keep], pixels[:, keep]
-        input_ids = attention_mask = None
-        if notes:
-            input_ids, attention_mask = self._tokenize(notes)
-            if input_ids.shape[1] >= self.model.text_encoder.max_tokens:
-                warnings.append(f"Only the first {self.model.text_encoder.max_tokens} tokens of the notes were used.")
-            input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-        return ModelInputs(loaded, pixels, input_ids, attention_mask, notes, warnings, refusal, checks)
+        # the notes are tokenized only if a draft's sentence ranking needs their embedding (``tokens``)
+        return ModelInputs(loaded, pixels, None, None, notes, warnings, refusal, checks)
 
     def _gate(self, loaded: list[Scan], pixels: torch.Tensor, warnings: list[str]) -> tuple[str | None, list[dict], list[int]]:
         """(refusal or None, per-scan gate results, indices of the scans to analyse); warnings for set-aside views."""
@@ -195,8 +190,18 @@ class Pipeline:
         return out
 
     # ------------------------------------------------------------------------------------------------ model
-    def text_features(self, inputs: ModelInputs) -> torch.Tensor | None:
+    def tokens(self, inputs: ModelInputs) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The notes' token ids and mask ``[1, T]`` (the text encoder reads at most its ``max_tokens``), made on first
+        use and kept on ``inputs``; None without notes. Only the notes' sentence embedding needs them."""
+        if not inputs.notes:
+            return None
         if inputs.input_ids is None:
+            ids, mask = self._tokenize(inputs.notes)
+            inputs.input_ids, inputs.attention_mask = ids.to(self.device), mask.to(self.device)
+        return inputs.input_ids, inputs.attention_mask
+
+    def text_features(self, inputs: ModelInputs) -> torch.Tensor | None:
+        if self.tokens(inputs) is None:
             return None
         key = hashlib.sha256(inputs.notes.encode()).hexdigest()  # notes text itself is never kept
         with self._text_lock:

@@ -476,6 +476,7 @@ def bench_runtimes(pipeline: Any, files: dict[str, Path], repeats: int, notes: s
             return (lambda: p.runtime.encode_images(x8)) if p.runtime is not None else (lambda: p.model.encode_images(x8))
 
         def text(p: Any, inp: Any) -> Callable[[], Any]:
+            p.tokens(inp)
             if p.runtime is not None and p.runtime.text is not None:
                 return lambda: p.runtime.encode_text(inp.input_ids, inp.attention_mask)
             return lambda: p.model.encode_text(inp.input_ids, inp.attention_mask)
@@ -603,6 +604,7 @@ def _model_stages(pipe: Any, files: dict[str, Path], repeats: int, stages: dict)
             lambda px=px: torch.stack([to_model_input(px, prep)])[None].to(pipe.device), repeats)
     inputs_img = pipe.prepare([files["png"]])
     inputs_mm = pipe.prepare([files["png"]], TYPICAL_NOTES)
+    pipe.tokens(inputs_mm)
     bare = fresh_backbone(pipe).to(pipe.device)
     x224 = inputs_img.pixels[0, :1].clone()  # [1, 3, 224, 224], a real preprocessed scan
     enc = time_interleaved({"bare_backbone": lambda: bare(x224),
