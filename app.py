@@ -21,10 +21,12 @@ from __future__ import annotations
 import html
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -46,6 +48,8 @@ from medmm.report.deid import scrub_identifiers  # noqa: E402
 from medmm.report import check_consistency  # noqa: E402
 from medmm.service import STAGE_LABELS, RequestResult, configure_from_env, run_request  # noqa: E402
 
+server.install_log_filters()    # no values from pydicom, no inputs in gradio's error logs (again after basicConfig)
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent
@@ -63,6 +67,100 @@ INPUTS_CHANGED_STATUS = ("**Inputs changed:** the previous results were cleared.
                          "the current scans and notes.")
 # the inputs of an analysis (in the order of analyze's arguments); changing any of them clears every result
 ANALYSIS_INPUTS = ("files_in", "notes_in", "finding_in", "method_in")
+
+# ------------------------------------------------------------------------------------------------ gradio's sessions and API inputs (here: app.py is the only module that imports gradio)
+def install_state_holder() -> None:
+    """Make gradio keep per-session state (``gr.State``) with :func:`capped_state_holder`'s policy instead of one
+    LRU of every session hash ever seen (in which 100 cheap events with fresh hashes evicted every result)."""
+    import gradio.routes
+
+    if not getattr(gradio.routes.StateHolder, "medmm_capped", False):
+        gradio.routes.StateHolder = capped_state_holder()
+
+
+def capped_state_holder() -> type:
+    """A ``gradio.state_holder.StateHolder`` that keeps two pools: sessions holding a result (at most
+    ``capacity`` = :data:`medmm.serve.server.STATE_SESSIONS`, and at most :data:`medmm.serve.server.RESULTS_PER_CLIENT` per client) and sessions that
+    hold nothing (at most :data:`medmm.serve.server.EMPTY_SESSIONS`). Events that run no model (clearing, an input changed) only
+    ever create empty sessions, so they evict empty sessions only; a session with an event still queued or
+    running is never evicted."""
+    from gradio.state_holder import StateHolder
+
+    class CappedStateHolder(StateHolder):
+        medmm_capped = True
+
+        def update(self, session_id: str) -> None:
+            with self.lock:
+                if session_id in self.session_data:
+                    self.session_data.move_to_end(session_id)
+                if len(self.session_data) > min(self.capacity, server.EMPTY_SESSIONS):
+                    self._evict()
+
+        def _evict(self) -> None:
+            queue = getattr(getattr(self, "blocks", None), "_queue", None)
+            pending = getattr(queue, "pending_event_ids_session", None) or {}
+            empty, full = [], []
+            for sid, session in self.session_data.items():           # oldest first
+                if pending.get(sid):
+                    continue
+                holds = any(v is not None for v in session.state_data.values())
+                (full if holds else empty).append(sid)
+            drop = empty[:max(0, len(empty) - server.EMPTY_SESSIONS)]
+            kept, per_client = [], {}
+            for sid in reversed(full):                                # newest first
+                client = server.session_client(sid)
+                per_client[client] = per_client.get(client, 0) + 1
+                (drop if client is not None and per_client[client] > server.RESULTS_PER_CLIENT else kept).append(sid)
+            drop += kept[self.capacity:]
+            for sid in drop:
+                self.session_data.pop(sid, None)
+                self.time_last_used.pop(sid, None)
+
+    return CappedStateHolder
+
+
+# ------------------------------------------------------------------------------------------------ API inputs
+def guard_api(blocks: Any, types: dict[Any, tuple[type | tuple[type, ...], str]]) -> None:
+    """Clear errors instead of gradio's ``{"error": null}`` (and of its log of the inputs) for malformed calls:
+    too few arguments (gradio's REST ``/call`` path passes what it was sent), a value of the wrong JSON type for
+    a component in ``types`` (``{component: (allowed types, message)}``; ``None`` is always allowed), and a file
+    path that was never uploaded to this server."""
+    import gradio as gr
+    from gradio.exceptions import InvalidPathError
+
+    by_id = {component._id: spec for component, spec in types.items()}
+    preprocess = blocks.preprocess_data
+
+    def validate_inputs(block_fn: Any, inputs: list[Any]) -> None:
+        needed = len(block_fn.inputs)
+        if len(inputs) < needed:
+            raise gr.Error(f"This endpoint takes {needed} input values in order; the call sent {len(inputs)}. "
+                           "See the API page (\"Use via API\").", print_exception=False)
+
+    async def preprocess_data(block_fn: Any, inputs: list[Any], state: Any, explicit_call: bool = False) -> Any:
+        validate_inputs(block_fn, inputs)                     # the count first, then each value's type
+        for block, value in zip(block_fn.inputs, inputs):
+            spec = by_id.get(getattr(block, "_id", None))
+            if spec and value is not None and not isinstance(value, spec[0]):
+                raise gr.Error(spec[1], print_exception=False)
+        try:
+            return await preprocess(block_fn, inputs, state, explicit_call)
+        except gr.Error:
+            raise
+        except InvalidPathError:
+            raise gr.Error("A file in this call was not uploaded to this server: upload it first "
+                           "(POST /gradio_api/upload, or gradio_client's handle_file) and send the path it "
+                           "returns.", print_exception=False) from None
+        except Exception as exc:  # noqa: BLE001 - gradio's message repeats the value: type only
+            raise gr.Error(f"An input of this call could not be read ({type(exc).__name__}); see the API page "
+                           "(\"Use via API\") for each input's type.", print_exception=False) from None
+
+    blocks.validate_inputs = validate_inputs
+    blocks.preprocess_data = preprocess_data
+
+
+install_state_holder()   # results not evictable by other clients' cheap events (before launch)
+
 
 class ScanFiles(gr.File):
     """``gr.File`` whose API-page example is a shipped example radiograph, not Gradio's default online PDF: the
@@ -173,7 +271,7 @@ OUTPUTS = ("findings_label", "findings_table", "positive_md", "warnings_md", "ov
 
 def _notes_input(notes: Any) -> str | None:
     try:
-        return server.text_input(notes, "notes", 1_000_000) or None  # the pipeline cuts long notes itself
+        return server.text_input(notes, "notes", server.MAX_NOTES_CHARS) or None  # the pipeline cuts long notes itself
     except ValueError as exc:
         raise InputError(str(exc)) from None
 
@@ -316,7 +414,19 @@ def check_report(report_text: str, session: fmt.SessionResult | None) -> str:
     if not report_text.strip():
         raise gr.Error("The report is empty.", print_exception=False)
     with _user_errors():
-        return fmt.consistency_markdown(check_consistency(report_text, session.prediction))
+        found = check_consistency(report_text, session.prediction)
+        # the sentences (and the words quoted in each explanation) are the user's text: shown as plain text
+        return fmt.consistency_markdown([replace(c, sentence=plain_text(c.sentence),
+                                                 explanation=plain_text(c.explanation)) for c in found])
+
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>&\"'$=:])")
+
+
+def plain_text(text: str) -> str:
+    """``text`` for a Markdown component, shown literally: HTML and Markdown syntax (tags, links, emphasis, headings,
+    lists, tables, images) are escaped with backslashes, so user-derived text never becomes markup."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", " ".join(str(text).split()))
 
 
 def export(report_text: str, session: fmt.SessionResult | None) -> tuple[str | None, str | None, str | None]:
@@ -519,6 +629,14 @@ def build_demo(pipeline: PipelineLike) -> gr.Blocks:
         components = _layout(pipeline)
         _wire(components, pipeline)
     blocks.queue(default_concurrency_limit=QUEUE_CONCURRENCY, max_size=32)
+    # API calls with the wrong JSON types, too few values or never-uploaded paths: a clear error, nothing logged
+    text = "The {} must be text (a JSON string) or null."
+    guard_api(blocks, {components["notes_in"]: (str, text.format("notes")),
+                              components["report_box"]: (str, text.format("report")),
+                              components["session_key"]: (str, text.format("session key")),
+                              components["report_in"]: (bool, "The report option must be true or false."),
+                              components["files_in"]: (list, "The files must be a list of uploaded files ([] for "
+                                                             "none).")})
     blocks.medmm_components = components      # by name, for tests and embedding
     blocks.medmm_pipeline = pipeline
     return blocks
@@ -598,6 +716,7 @@ demo = build_demo(PIPELINE)
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server.install_log_filters()        # the root handler too: no pydicom record keeps its values
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
     mcp = mcp_enabled()
     server.install_cleanup(CACHE_DIR)   # SIGTERM behaves like Ctrl-C; the run's cache folder is removed at exit

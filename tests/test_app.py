@@ -462,3 +462,42 @@ def test_json_result_is_the_cli_object_and_report_is_optional() -> None:
     with pytest.raises(gr.Error) as excinfo:
         app.json_result(app.PIPELINE, None, "  ")
     assert "at least one scan or some clinical notes" in _error_message(excinfo)
+
+
+# -------------------------------------------------------------------------------------------- user text shown as text
+HOSTILE_TEXT = ('<img src=x onerror=alert(1)> **bold** [link](http://evil.example) _i_ `code` # h | t | & '
+                'www.evil.example $x$ ~~s~~ <script>alert(1)</script>')
+
+
+def test_plain_text_renders_user_text_literally() -> None:
+    """Every Markdown/HTML construct in user-derived text renders as the characters typed (CommonMark renderer)."""
+    markdown_it = pytest.importorskip("markdown_it")
+    md = markdown_it.MarkdownIt("commonmark").enable("table").enable("strikethrough")
+    rendered = md.render(app.plain_text(HOSTILE_TEXT))
+    for tag in ("<img", "<a ", "<strong", "<script", "<em", "<code", "<h1", "<s>", "<table"):
+        assert tag not in rendered, tag
+    import html as html_mod
+
+    assert html_mod.unescape(re.sub(r"</?p>", "", rendered)).strip() == HOSTILE_TEXT
+
+
+def test_consistency_panel_quotes_the_report_as_plain_text(analyzed: dict) -> None:
+    """The consistency panel quotes report sentences (clinician or API text): markup in them is escaped."""
+    session = analyzed["state"]
+    negated = next(f for f in session.prediction.positive if f != "No Finding")
+    edited = f"IMPRESSION: No {negated.lower()} <img src=x onerror=alert(1)> **seen** [here](http://evil.example)."
+    shown = app.check_report(edited, session)
+    assert "contradiction" in shown
+    assert not re.search(r"(?<!\\)(<img|\*\*seen|\]\(http)", shown)         # nothing left unescaped
+    assert r"\<img src\=x onerror\=alert\(1\)\>" in shown
+
+
+def test_api_inputs_are_strict_about_types() -> None:
+    """The endpoint functions refuse what gradio's Textbox would coerce to text (a dict, a number)."""
+    for notes in ({"name": "x"}, 12, ["a"]):
+        with pytest.raises(gr.Error, match="must be text"):
+            app.json_result(app.PIPELINE, [], notes)
+    with pytest.raises(gr.Error, match="true or false"):
+        app.json_result(app.PIPELINE, [], "cough", report="yes")
+    with pytest.raises(gr.Error, match="Text longer than 20,000 characters was sent as the report"):
+        app.check_report("x" * 20_001, object())

@@ -483,3 +483,24 @@ def test_browser_lateral_jpeg_is_recognised_and_every_frontal_view_is_explained(
         page.screenshot(path=str(ARTIFACTS / "two_views_explained.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_browser_consistency_panel_shows_report_markup_as_text(server: tuple[str, Path], browser) -> None:
+    """Text the clinician (or a hostile paste) puts in the report is quoted by the consistency check as the
+    characters typed: no HTML element, link, emphasis or formula is made from it (issue 29)."""
+    expect = _expect()
+    context, page = _open(browser, server[0])
+    try:
+        _analyze(page, [IMAGE], NOTES)
+        box = page.locator("#report textarea")
+        expect(box).to_have_value(re.compile("IMPRESSION:"), timeout=RESULT_TIMEOUT_MS)
+        hostile = "IMPRESSION: No pneumonia <b>bold</b> **star** [link](http://evil.example) $x^2$."
+        box.fill(hostile)
+        page.locator("#check").click()
+        panel = page.locator("#consistency")
+        expect(panel).to_contain_text("**star**", timeout=30_000)
+        text = panel.inner_text()
+        assert "<b>bold</b>" in text and "[link](http://evil.example)" in text and "$x^2$" in text
+        assert panel.locator("b, a, img, .katex, em").count() == 0
+    finally:
+        context.close()
