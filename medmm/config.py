@@ -89,7 +89,6 @@ class TrainConfig:
     input_size: int = 224
     finetune_blocks: int = 4        # last N backbone stages (+ the head conv/norm) trained; earlier ones frozen, cached
     modality_dropout: float = 0.3
-    contrastive_weight: float = 0.0
     target_sensitivity: float = 0.9  # operating point per finding, on out-of-fold predictions
     adult_specificity: float = 0.97  # COVID-19 threshold: at least this specificity on adult non-COVID films
     # the notes pathway of the fusion: by default (the shipped recipe) the notes expert's evidence only. A trained

@@ -104,17 +104,16 @@ def test_smoke_training_produces_loadable_checkpoint(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sentence", ["--sentence-embedding", "--no-sentence-embedding"])
-def test_contrastive_term_trains_on_the_projected_notes_features(tmp_path, sentence):
-    """``--contrastive-weight`` aligns the image projection with the notes features as the fusion projects them
-    (bag of words and expert column included, the sentence embedding only where the model reads it)."""
+def test_sentence_embedding_option_trains_and_is_stored(tmp_path, sentence):
+    """``--sentence-embedding`` / ``--no-sentence-embedding``: the notes pathway the fusion reads is trained and the
+    checkpoint records which."""
     from medmm.models.checkpoint import load_checkpoint
     from medmm.training.train import main as train
 
     manifest = _write_manifest(tmp_path, 16)
     out = tmp_path / "run"
     assert train(["--out", str(out), "--sources", "", "--manifest", str(manifest), "--folds", "0", "--epochs", "1",
-                  "--aug-views", "1", "--batch-size", "8", "--no-progress", "--no-pretrained",
-                  "--contrastive-weight", "0.1", sentence]) == 0
+                  "--aug-views", "1", "--batch-size", "8", "--no-progress", "--no-pretrained", sentence]) == 0
     model, meta = load_checkpoint(out / "checkpoint")[:2]
     assert meta.model.sentence_embedding is (sentence == "--sentence-embedding")
 

@@ -18,7 +18,7 @@ def test_the_shipped_checkpoint_was_trained_by_the_default_recipe(tmp_path):
     now = json.loads(json.dumps(recipe_config(args, cfg)))
     # options measured and retired after this checkpoint was trained (MODEL_CARD keeps their tables): the checkpoint
     # was trained with each at the value the code now always uses
-    retired = {"borrow_notes": 0.0, "null_notes": 0.0, "ema_decay": 0.0, "soup": 1, "aux_nih_weight": 0.0,
+    retired = {"contrastive_weight": 0.0, "borrow_notes": 0.0, "null_notes": 0.0, "ema_decay": 0.0, "soup": 1, "aux_nih_weight": 0.0,
                "notes_expert_chars": False, "expert_weight_init": "calibrated"}
     for key, value in stored.items():
         assert (retired[key] if key in retired else now[key]) == value, key

@@ -16,7 +16,7 @@ _EXPORTS = {
     **dict.fromkeys(("IMAGE_SOURCES", "SHARED_DATA", "Record", "covid_records", "iu_records", "kermany_records",
                      "label_matrix", "leave_one_source_out", "load_records", "manifest_records", "nih_records",
                      "patient_folds"), "data"),
-    **dict.fromkeys(("ClipLoss", "partial_label_nll"), "losses"),
+    **dict.fromkeys(("partial_label_nll",), "losses"),
     **dict.fromkeys(("binary_metrics", "confusion_at", "expected_calibration_error", "fit_state_temperature",
                      "fit_temperature", "reliability_curve", "roc_auc", "sensitivity_threshold",
                      "specificity_threshold", "youden_threshold"), "metrics"),

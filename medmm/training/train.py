@@ -42,7 +42,7 @@ from medmm.config import RECIPES, ModelConfig, Preprocessing, TrainConfig
 from medmm.training.data import Record, label_matrix, leave_one_source_out, load_records, patient_folds
 from medmm.io import load_scan
 from medmm.labels import FINDINGS, LEAF_NAMES, allowed_states, marginals
-from medmm.training.losses import ClipLoss, partial_label_nll
+from medmm.training.losses import partial_label_nll
 from medmm.training.metrics import (binary_metrics, expected_calibration_error, fit_state_temperature, roc_auc,
                            sensitivity_threshold, specificity_threshold, youden_threshold)
 from medmm.models.model import MedMM, create_model
@@ -295,10 +295,7 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
     enc_params, head_params = trainable_parameters(model, cfg.finetune_blocks)
     for p in enc_params + head_params:
         p.requires_grad_(True)
-    clip = ClipLoss().to(batcher.device) if cfg.contrastive_weight > 0 else None
     groups = [{"params": enc_params, "lr": cfg.encoder_lr}, {"params": head_params, "lr": cfg.lr}]
-    if clip is not None:
-        groups.append({"params": list(clip.parameters()), "lr": cfg.lr, "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     ddp = None
     if world > 1:
@@ -327,13 +324,6 @@ def train_model(model: MedMM, batcher: Batcher, train_idx: np.ndarray, cfg: Trai
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                 states, img_feat = (ddp(batch, g) if ddp is not None else forward_batch(model, batch, cfg.finetune_blocks, g))
                 loss = partial_label_nll(states.float(), batch.allowed, batch.weight)
-                if clip is not None:
-                    both = (batch.has_img > 0) & (batch.has_txt > 0)
-                    if both.sum() >= 2:  # the notes features as the fusion projects them (bag, expert included)
-                        txt = model.project_text(notes_features(model, batch.pooled[both], batch.ids[both],
-                                                                batch.mask[both],
-                                                                None if batch.expert is None else batch.expert[both]))
-                        loss = loss + cfg.contrastive_weight * clip(model.image_proj(img_feat[both]), txt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -591,7 +581,6 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                     help="loss weight per source, e.g. nih=2,nih_sample=4,covid=1.5 (unnamed sources: 1)")
     ap.add_argument("--aug-views", type=int, default=2, help="augmented cached views per image (plus one clean)")
     ap.add_argument("--modality-dropout", type=float, default=d.modality_dropout)
-    ap.add_argument("--contrastive-weight", type=float, default=d.contrastive_weight)
     ap.add_argument("--target-sensitivity", type=float, default=d.target_sensitivity,
                     help="operating point per finding: highest threshold reaching this out-of-fold sensitivity")
     ap.add_argument("--adult-specificity", type=float, default=d.adult_specificity,
@@ -608,7 +597,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
     cfg = replace(d, sources=tuple(s for s in args.sources.split(",") if s), manifest=args.manifest,
                   folds=args.folds, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   encoder_lr=args.encoder_lr, finetune_blocks=args.finetune_blocks,
-                  modality_dropout=args.modality_dropout, contrastive_weight=args.contrastive_weight,
+                  modality_dropout=args.modality_dropout,
                   target_sensitivity=args.target_sensitivity, adult_specificity=args.adult_specificity,
                   seed=args.seed, limit_per_source=args.limit_per_source, bag_of_words_dim=args.bag_of_words_dim,
                   sentence_embedding=args.sentence_embedding, notes_expert=args.notes_expert or None,
