@@ -224,38 +224,3 @@ def nih_labels(nih: str) -> np.ndarray:
     if "pneumonia" in terms:
         values["Pneumonia"] = 1
     return labels_from_dict(values)
-
-
-def coherent_positives(probs: dict[str, float], thresholds: dict[str, float]) -> tuple[tuple[str, ...], list[str]]:
-    """Findings to call positive, following the hierarchy, and the warnings that explain what was withheld.
-
-    - a subtype is positive only when its parent is;
-    - siblings are mutually exclusive: when several cross their thresholds, none of them (nor their subtypes) is
-      called and a warning says the model cannot tell them apart on this input;
-    - "No Finding" is positive only when no abnormality is (an abnormal finding above its threshold wins, with a
-      warning, because calling a film normal is the riskier error).
-    """
-    above = {f for f in FINDINGS if probs[f] >= thresholds[f]}
-    warnings: list[str] = []
-    positive: set[str] = set()
-
-    def visit(parent: str | None) -> None:
-        kids = [k for k in children(parent) if k in above]
-        if len(kids) > 1:
-            names = " and ".join(_BY_NAME[k].report_name for k in kids)
-            what = f"{_BY_NAME[parent].report_name} subtype" if parent else "finding"
-            warnings.append(f"{what[0].upper()}{what[1:]} indeterminate: {names} both crossed their thresholds; "
-                            "the model cannot tell them apart on this input, so neither is called.")
-            return
-        for k in kids:
-            positive.add(k)
-            visit(k)
-
-    visit(None)
-    if NORMAL_FINDING in above:
-        if positive:
-            warnings.append(f"{NORMAL_FINDING} also crossed its threshold next to "
-                            f"{', '.join(f for f in FINDINGS if f in positive)}: the model is uncertain; the abnormal finding is shown.")
-        else:
-            positive.add(NORMAL_FINDING)
-    return tuple(f for f in FINDINGS if f in positive), warnings

@@ -33,10 +33,8 @@ def test_predict_json_has_the_documented_keys(scan, capsys, tmp_path):
     out = json.loads(capsys.readouterr().out)
     assert list(out["findings"]) == list(FINDINGS)
     assert all(0.0 <= p <= 1.0 for p in out["findings"].values())
-    # positives follow the hierarchy (labels.coherent_positives), each one at or above its threshold
-    from medmm.labels import coherent_positives
-
-    assert tuple(out["positive"]) == coherent_positives(out["findings"], out["thresholds"])[0]
+    # positives are the calls (medmm.calls.decide: hierarchy, subtype margin, scope), each at or above its threshold
+    assert out["positive"] == [c["finding"] for c in out["calls"] if c["called"]]
     assert all(out["findings"][f] >= out["thresholds"][f] for f in out["positive"])
     assert out["energy"]["joules"] > 0 and out["energy"]["method"]
     assert set(out["energy"]["stages"]) >= {"load", "inference", "report"}
