@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -23,6 +22,7 @@ from medmm.calls import decide, load_scope
 from medmm.gate import load_gate
 from medmm.labels import ancestors
 from medmm.prediction import Prediction
+from medmm.text import strip_controls
 from medmm.models.transforms import to_model_input
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 ScanInput = Union[str, Path, bytes, Scan]
 MAX_NOTES_CHARS = 20_000       # more than any clinical indication; longer input is cut (with a warning)
 MAX_SCANS = 8                  # views per request
-# C0 controls and lone UTF-16 surrogates (valid in JSON, e.g. "\ud800", but not encodable text)
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 class InputError(ValueError):
@@ -46,7 +44,7 @@ def clean_notes(notes: str | None) -> tuple[str | None, list[str]]:
     if len(notes) > MAX_NOTES_CHARS:
         notes = notes[:MAX_NOTES_CHARS]
         warnings.append(f"Notes longer than {MAX_NOTES_CHARS:,} characters were cut to that length.")
-    notes = " ".join(_CONTROL.sub(" ", notes).split())
+    notes = " ".join(strip_controls(notes).split())   # medmm.text: controls -> spaces, format characters dropped
     return (notes or None), warnings
 
 

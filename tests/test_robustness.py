@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import unicodedata
 import subprocess
 import sys
 import threading
@@ -195,7 +196,8 @@ def test_fuzz_notes_prepare_and_encode(pipeline: Pipeline, notes: str) -> None:
     try:
         inputs = pipeline.prepare([], notes)
     except InputError as e:
-        assert not re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]", " ", notes).split(), notes
+        # nothing but controls (Cc), format characters, surrogates, private-use or unassigned code points and spaces
+        assert all(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") or ch.isspace() for ch in notes), notes
         assert_clean_message(e)
         return
     assert inputs.input_ids is None                      # tokenized only when the notes' embedding is needed
@@ -271,3 +273,17 @@ def test_cli_bad_inputs_exit_2_with_one_error_line(corpus: Path, tmp_path: Path)
     assert set(payload["findings"]) and payload["modalities"] == ["image", "notes"]
     assert any("cut to that length" in w for w in payload["warnings"])
     assert len(payload["report"]) < 50_000
+
+
+def test_one_rule_for_control_characters_everywhere(pipeline: Pipeline) -> None:
+    """medmm.text.strip_controls is what both the notes and the de-identifier read: a control character keeps the
+    words apart, a zero-width or bidi character cannot hide a word from the reader or a name from the scrubber."""
+    from medmm.pipeline import clean_notes
+    from medmm.report.deid import clean_indication, strip_controls
+    from medmm.text import strip_controls as the_rule
+
+    assert strip_controls is the_rule
+    assert clean_notes("fe\u200bver\x00cough\u202e")[0] == "fever cough"
+    assert clean_indication("Patient Jo\u200dhn Smith, fe\u200bver.").startswith("Patient [NAME]")
+    evidence = pipeline.predict([], "3-year-old with fe\u200bver").notes_evidence
+    assert any(e.concept == "fever" for e in evidence.items)

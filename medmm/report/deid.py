@@ -52,6 +52,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from medmm.text import strip_controls  # the one rule for control characters (re-exported here)
+
 __all__ = ["DEID_METHOD", "Span", "clean_indication", "find_phi", "phi_words", "scrub_identifiers", "strip_controls"]
 
 # DICOM LO (<= 64 chars). No NER: rules + lexicon measured best (docs/privacy.md); recall 32/34 PHI items of the 28
@@ -655,22 +657,6 @@ def phi_words(text: str) -> set[str]:
     for s in find_phi(text):
         out.update(w.lower() for w in re.findall(r"[^\W_]+", text[s.start:s.end]))
     return out
-
-
-_CONTROL_KEEP = {"\n", "\t"}
-
-
-def strip_controls(text: str) -> str:
-    """Drop control/format characters (incl. zero-width and bidi overrides); newlines/tabs become spaces."""
-    out = []
-    for ch in text:
-        if ch in _CONTROL_KEEP:
-            out.append(" ")
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn"):
-            continue
-        else:
-            out.append(ch)
-    return "".join(out)
 
 
 def clean_indication(notes: object, max_chars: int = 1000) -> str:
