@@ -563,14 +563,17 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
     ap.add_argument("--folds", type=int, default=d.folds, help="k for patient-grouped CV (0: no CV, final fit only)")
     ap.add_argument("--loso", action="store_true", help="also run leave-one-source-out (train without each image source)")
     ap.add_argument("--loso-epochs", type=int, default=None, help="epochs of the leave-one-source-out runs (default --epochs)")
-    ap.add_argument("--epochs", type=int, default=d.epochs)
-    ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--lr", type=float, default=d.lr)
-    ap.add_argument("--encoder-lr", type=float, default=d.encoder_lr)
-    ap.add_argument("--finetune-blocks", type=int, default=d.finetune_blocks)
+    ap.add_argument("--epochs", type=int, default=d.epochs, help="training epochs per fit")
+    ap.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per training step")
+    ap.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate of the fusion and heads")
+    ap.add_argument("--encoder-lr", type=float, default=d.encoder_lr,
+                    help="AdamW learning rate of the image encoder's trained tail")
+    ap.add_argument("--finetune-blocks", type=int, default=d.finetune_blocks,
+                    help="last N backbone stages trained (+ the head conv); earlier ones frozen and cached")
     ap.add_argument("--image-encoder", default=ModelConfig.image_encoder, help="timm name (efficientnet, densenet, vit)")
     ap.add_argument("--no-pretrained", action="store_true", help="random image-encoder weights (tests, smoke runs)")
-    ap.add_argument("--bag-of-words-dim", type=int, default=d.bag_of_words_dim)
+    ap.add_argument("--bag-of-words-dim", type=int, default=d.bag_of_words_dim,
+                    help="size of a trained bag of words over the notes' tokens fed to the fusion (0: none)")
     ap.add_argument("--sentence-embedding", action=argparse.BooleanOptionalAction, default=d.sentence_embedding,
                     help="feed the frozen sentence embedding of the notes to the fusion (--no-sentence-embedding: bag "
                          "of words and notes expert only)")
@@ -580,16 +583,17 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, TrainConfig]
                     default=",".join(f"{k}={v:g}" for k, v in d.source_weights.items()),
                     help="loss weight per source, e.g. nih=2,nih_sample=4,covid=1.5 (unnamed sources: 1)")
     ap.add_argument("--aug-views", type=int, default=2, help="augmented cached views per image (plus one clean)")
-    ap.add_argument("--modality-dropout", type=float, default=d.modality_dropout)
+    ap.add_argument("--modality-dropout", type=float, default=d.modality_dropout,
+                    help="probability that a row with image and notes hides one of them during training")
     ap.add_argument("--target-sensitivity", type=float, default=d.target_sensitivity,
                     help="operating point per finding: highest threshold reaching this out-of-fold sensitivity")
     ap.add_argument("--adult-specificity", type=float, default=d.adult_specificity,
                     help="COVID-19 threshold also keeps this specificity among adult non-COVID (NIH) films")
     ap.add_argument("--limit-per-source", type=int, default=None, help="subsample each source (smoke runs)")
-    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--seed", type=int, default=d.seed, help="folds, data order, augmentation and initial weights")
     ap.add_argument("--checkpoint-out", default=None, help="where to write the final checkpoint (default OUT/checkpoint)")
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     recipe = ap.parse_known_args(argv)[0].recipe
     if recipe:
         ap.set_defaults(**RECIPES[recipe])
