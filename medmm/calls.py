@@ -160,6 +160,25 @@ def _name(finding: str) -> str:
     return _BY_NAME[finding].report_name
 
 
+def _out_of_scope(rule: ScopeRule | None, finding: str, tested: set[str]) -> tuple[str, str] | None:
+    """(reason, detail) when the scope table keeps ``finding`` from being called for the rule's population."""
+    if rule is None or rule.call == "yes" or (rule.call == "with test" and finding in tested):
+        return None
+    if rule.call == "with test":
+        return R_TEST, (f"{finding} is not called from the image alone ({rule.figure()}); it is called only with a "
+                        "test result in the notes.")
+    who = {"child": "children's films", "adult": "adult films", "no image": "the notes alone"}[rule.population]
+    return R_SCOPE, f"{finding} is not assessed on {who}: {rule.figure()}."
+
+
+def _call(finding: str, p: float, t: float, called: bool, reason: str, detail: str) -> Call:
+    """The ``Call``: out of scope -> "not assessed"; else its band, the reason kept only when it is "withheld"."""
+    if reason in (R_SCOPE, R_TEST):
+        return Call(finding, p, t, False, "not assessed", reason, detail)
+    band = band_of(p, t, called)
+    return Call(finding, p, t, called, band, *((reason, detail) if band == "withheld" else ("", "")))
+
+
 def decide(findings: Mapping[str, float], thresholds: Mapping[str, float], scope: Scope | None = None,
            population: str | None = None, tested: Iterable[str] = ()) -> tuple[tuple[Call, ...], list[str]]:
     """One ``Call`` per finding (``FINDINGS`` order; findings missing or not finite get none) and the warnings that
@@ -177,18 +196,8 @@ def decide(findings: Mapping[str, float], thresholds: Mapping[str, float], scope
     why: dict[str, tuple[str, str]] = {}
     warnings: list[str] = []
 
-    def out_of_scope(f: str) -> tuple[str, str] | None:
-        rule = scope.get((population, f)) if population else None
-        if rule is None or rule.call == "yes" or (rule.call == "with test" and f in tested):
-            return None
-        who = {"child": "children's films", "adult": "adult films", "no image": "the notes alone"}[population]
-        if rule.call == "with test":
-            return R_TEST, (f"{f} is not called from the image alone ({rule.figure()}); it is called only with a test "
-                            "result in the notes.")
-        return R_SCOPE, f"{f} is not assessed on {who}: {rule.figure()}."
-
     for f in known:
-        o = out_of_scope(f)
+        o = _out_of_scope(scope.get((population, f)) if population else None, f, tested)
         if o is not None:
             why[f] = o
 
@@ -238,16 +247,7 @@ def decide(findings: Mapping[str, float], thresholds: Mapping[str, float], scope
                                 "abnormal finding is shown.")
         else:
             called.add(NORMAL_FINDING)
-    calls = []
-    for f in known:
-        reason, detail = why.get(f, ("", ""))
-        if reason in (R_SCOPE, R_TEST):
-            band = "not assessed"
-        else:
-            band = band_of(p[f], t[f], f in called)
-            if band != "withheld":
-                reason, detail = "", ""
-        calls.append(Call(f, p[f], t[f], f in called, band, reason, detail))
+    calls = [_call(f, p[f], t[f], f in called, *why.get(f, ("", ""))) for f in known]
     return tuple(calls), warnings
 
 
