@@ -77,7 +77,6 @@ LONG_MODULES = {
 }
 LONG_FUNCTIONS = {
     ("medmm/report/deid.py", "_name_spans"): (200, "one function with six nested helpers: to split"),
-    ("medmm/report/draft.py", "draft_report"): (120, "Findings and Impression in one function: to split"),
 }
 
 

@@ -226,6 +226,96 @@ def _scores(bank: SentenceBank, query: np.ndarray | None) -> np.ndarray:
     return np.round(bank.embeddings @ q + 0.05 * freq, 6)
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What the draft's sections are decided from: the calls and the labeller's bands of one prediction."""
+
+    bands: dict[str, str]
+    calls: dict[str, Call]
+    probs: dict[str, float]
+    image: bool
+    pf_pos: list[str]             # pneumonia family called (or banded positive)
+    sub_pos: list[str]            # subtypes banded positive
+    competing: tuple[str, ...]
+    covid_not_viral: bool
+    inconsistent: bool
+
+    @property
+    def pneu(self) -> str | None:
+        return self.bands.get("Pneumonia")
+
+    @classmethod
+    def of(cls, prediction: Prediction) -> "_Facts":
+        bands, probs = _bands(prediction), prediction.findings
+        calls = {f: prediction.call(f) for f in FINDINGS if f in probs and f in prediction.thresholds
+                 and np.isfinite(probs[f]) and np.isfinite(prediction.thresholds[f])}
+        pf_pos = [f for f in PNEUMONIA_FAMILY if bands.get(f) in POSITIVE_BANDS]
+        sub_pos = [f for f in SUBTYPES if bands.get(f) in POSITIVE_BANDS]
+        competing = competing_subtypes(bands)
+        covid_not_viral = bands.get("COVID-19") in POSITIVE_BANDS and bands.get("Viral pneumonia") in NEGATIVE_BANDS \
+            and not competing
+        inconsistent = bool((bands.get(NORMAL_FINDING) in POSITIVE_BANDS and pf_pos)
+                            or (bands.get("Pneumonia") in NEGATIVE_BANDS and sub_pos) or covid_not_viral)
+        return cls(bands, calls, probs, "image" in prediction.modalities, pf_pos, sub_pos, competing, covid_not_viral,
+                   inconsistent)
+
+
+def _findings_sentences(facts: _Facts, bank: SentenceBank, scores: np.ndarray) -> list[DraftSentence]:
+    """Findings: one statement about pneumonia (the only radiographic finding modelled), then the scope. Only a
+    called pneumonia, or one the model finds unlikely on a film it may call normal (No Finding in scope), is
+    described; a bank sentence when one fits the band, else templated wording."""
+    out = [] if facts.image else [DraftSentence("findings", T_NO_IMAGE, "templated")]
+    pc, nc = facts.calls.get("Pneumonia"), facts.calls.get(NORMAL_FINDING)
+    if facts.image and pc is not None and pc.in_scope and not facts.inconsistent:
+        wanted = {"possible": "uncertain", "likely": "positive", "negative": "negative"}.get(facts.pneu)
+        if wanted == "negative" and not (nc is not None and nc.in_scope):
+            wanted = None
+        if wanted is not None:
+            order = sorted(range(len(bank)), key=lambda i: (-scores[i], -int(bank.counts[i]), bank.texts[i]))
+            pick = next((i for i in order if _eligible(bank.mentions[i], facts.bands)
+                         and bank.labels(i) == {"Pneumonia": wanted}
+                         and not (wanted != "negative" and _LOCATION_RE.search(bank.texts[i]))), None)
+            if pick is not None:
+                out.append(DraftSentence("findings", bank.texts[pick], "retrieved", pick, int(bank.counts[pick]),
+                                         float(scores[pick])))
+            else:
+                text = T_NO_CONSOLIDATION if wanted == "negative" else T_OPACITY[facts.pneu]
+                out.append(DraftSentence("findings", text, "templated"))
+    out.append(DraftSentence("findings", T_NOT_ASSESSED, "templated"))
+    return out
+
+
+def _impression_texts(facts: _Facts) -> list[str]:
+    """Impression: what is not assessed on this film; the called pneumonia family, most probable first; the subtypes
+    of a called pneumonia; then No Finding and an uncalled pneumonia, each in the words of its band."""
+    calls, probs, image = facts.calls, facts.probs, facts.image
+    pc, nc = calls.get("Pneumonia"), calls.get(NORMAL_FINDING)
+    out = [statement(calls[f], image) for f in (NORMAL_FINDING, "Pneumonia") if f in calls and not calls[f].in_scope]
+    positives = sorted((f for f in facts.pf_pos if f not in facts.competing),
+                       key=lambda f: (f != "Pneumonia", -probs[f], f))
+    out += [statement(calls[f], image) if calls[f].called else
+            f"{f} cannot be excluded (model probability {probs[f]:.2f})." for f in positives]
+    if facts.competing or any(c.reason == "subtype indeterminate" for c in calls.values()):
+        out.append(T_SUBTYPE_UNDETERMINED)
+    elif facts.sub_pos:
+        out.append(T_SUBTYPE_CAVEAT)
+    if facts.pneu in POSITIVE_BANDS:
+        for f in SUBTYPES:
+            c = calls.get(f)
+            if c is None or c.called or c.reason == "subtype indeterminate" or f in facts.competing \
+                    or (f == "Viral pneumonia" and facts.covid_not_viral):
+                continue
+            if c.in_scope or c.probability >= c.threshold:
+                out.append(statement(c, image))
+    if facts.inconsistent:
+        out.append(T_INCONSISTENT)
+    elif nc is not None and nc.in_scope and (nc.called or not facts.pf_pos):
+        out.append(statement(nc, image))
+    if pc is not None and pc.in_scope and facts.pneu in NEGATIVE_BANDS and not facts.sub_pos:
+        out.append(statement(pc, image))
+    return out or ["No statement could be drafted for the modelled findings."]
+
+
 def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank | None = None, *,
                  extra_warnings: Sequence[str] = ()) -> Report:
     """Draft Indication / Findings / Impression consistent with ``prediction`` (pure and deterministic).
@@ -245,87 +335,13 @@ def draft_report(prediction: Prediction, notes: str | None, bank: SentenceBank |
             logger.warning("sentence bank missing; drafting with templated wording only")
             warnings.append("Sentence bank unavailable: templated wording only.")
             bank = SentenceBank.empty()
-    bands = _bands(prediction)
-    probs = prediction.findings
-    image = "image" in prediction.modalities
-    calls: dict[str, Call] = {f: prediction.call(f) for f in FINDINGS if f in probs and f in prediction.thresholds
-                              and np.isfinite(probs[f]) and np.isfinite(prediction.thresholds[f])}
-    pf_pos = [f for f in PNEUMONIA_FAMILY if bands.get(f) in POSITIVE_BANDS]
-    sub_pos = [f for f in SUBTYPES if bands.get(f) in POSITIVE_BANDS]
-    competing = competing_subtypes(bands)
-    pneu, pc, nc = bands.get("Pneumonia"), calls.get("Pneumonia"), calls.get(NORMAL_FINDING)
-    covid_not_viral = bands.get("COVID-19") in POSITIVE_BANDS and bands.get("Viral pneumonia") in NEGATIVE_BANDS \
-        and not competing
-    inconsistent = bool((bands.get(NORMAL_FINDING) in POSITIVE_BANDS and pf_pos)
-                        or (pneu in NEGATIVE_BANDS and sub_pos) or covid_not_viral)
-    # the film may be called normal here (No Finding in scope): only then may the draft rule pneumonia out in words
-    normal_in_scope = nc is not None and nc.in_scope
-
-    scores = _scores(bank, prediction.notes_embedding)
-    order = sorted(range(len(bank)), key=lambda i: (-scores[i], -int(bank.counts[i]), bank.texts[i]))
-    eligible = [i for i in order if _eligible(bank.mentions[i], bands)]
-
-    findings: list[DraftSentence] = []
-    impression: list[DraftSentence] = []
-
-    def retrieved(section: str, i: int) -> DraftSentence:
-        return DraftSentence(section, bank.texts[i], "retrieved", i, int(bank.counts[i]), float(scores[i]))
-
-    def templated(section: str, text: str) -> DraftSentence:
-        return DraftSentence(section, text, "templated")
-
-    if not image:
-        findings.append(templated("findings", T_NO_IMAGE))
+    facts = _Facts.of(prediction)
     warnings += consistency_warnings(prediction)
-
-    # ---- Findings: one statement about pneumonia (the only radiographic finding modelled), then the scope. Only a
-    # called pneumonia, or one the model finds unlikely on a film it may call normal, is described.
-    if image and pc is not None and pc.in_scope and not inconsistent:
-        wanted = {"possible": "uncertain", "likely": "positive", "negative": "negative"}.get(pneu)
-        if wanted == "negative" and not normal_in_scope:
-            wanted = None
-        if wanted is not None:
-            pick = next((i for i in eligible if bank.labels(i) == {"Pneumonia": wanted}
-                         and not (wanted != "negative" and _LOCATION_RE.search(bank.texts[i]))), None)
-            if pick is not None:
-                findings.append(retrieved("findings", pick))
-            else:
-                findings.append(templated("findings", T_NO_CONSOLIDATION if wanted == "negative" else T_OPACITY[pneu]))
-    findings.append(templated("findings", T_NOT_ASSESSED))
-
-    # ---- Impression: what is not assessed on this film; the called pneumonia family, most probable first; the
-    # subtypes of a called pneumonia; then No Finding and an uncalled pneumonia, each in the words of its band.
-    for f in (NORMAL_FINDING, "Pneumonia"):
-        if f in calls and not calls[f].in_scope:
-            impression.append(templated("impression", statement(calls[f], image)))
-    positives = sorted((f for f in pf_pos if f not in competing), key=lambda f: (f != "Pneumonia", -probs[f], f))
-    for f in positives:
-        impression.append(templated("impression", statement(calls[f], image) if calls[f].called else
-                                    f"{f} cannot be excluded (model probability {probs[f]:.2f})."))
-    if competing or any(c.reason == "subtype indeterminate" for c in calls.values()):
-        impression.append(templated("impression", T_SUBTYPE_UNDETERMINED))
-    elif sub_pos:
-        impression.append(templated("impression", T_SUBTYPE_CAVEAT))
-    if pneu in POSITIVE_BANDS:
-        for f in SUBTYPES:
-            c = calls.get(f)
-            if c is None or c.called or c.reason == "subtype indeterminate" or f in competing \
-                    or (f == "Viral pneumonia" and covid_not_viral):
-                continue
-            if c.in_scope or c.probability >= c.threshold:
-                impression.append(templated("impression", statement(c, image)))
-    if inconsistent:
-        impression.append(templated("impression", T_INCONSISTENT))
-    elif nc is not None and nc.in_scope and (nc.called or not pf_pos):
-        impression.append(templated("impression", statement(nc, image)))
-    if pc is not None and pc.in_scope and pneu in NEGATIVE_BANDS and not sub_pos:
-        impression.append(templated("impression", statement(pc, image)))
-
-    if not impression:
-        impression.append(templated("impression", "No statement could be drafted for the modelled findings."))
-    outputs = tuple({"finding": f, "probability": float(probs[f]), "threshold": float(prediction.thresholds[f]),
-                     "band": calls[f].band, "called": f in prediction.positive, "reason": calls[f].reason}
-                    for f in FINDINGS if f in calls)
+    findings = _findings_sentences(facts, bank, _scores(bank, prediction.notes_embedding))
+    impression = [DraftSentence("impression", text, "templated") for text in _impression_texts(facts)]
+    outputs = tuple({"finding": f, "probability": float(facts.probs[f]),
+                     "threshold": float(prediction.thresholds[f]), "band": c.band,
+                     "called": f in prediction.positive, "reason": c.reason} for f, c in facts.calls.items())
     indication = clean_indication(notes, max_chars=INDICATION_CHARS)
     evidence = getattr(prediction, "notes_evidence", None)
     counted = [e for e in (evidence.used if evidence is not None else ()) if e.counted]
