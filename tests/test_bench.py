@@ -47,3 +47,31 @@ def test_bench_overhead_ratio_and_explanations(result):
     ex = result["explanations"]
     assert ex["gradcam"]["target_ms"] == 150.0 and ex["gradcam"]["n"] >= 5
     assert "note words" in ex["what"]
+
+
+class _FakePipeline:
+    """Stands in for a Pipeline: a model to copy and the notes' caches with their lock."""
+
+    def __init__(self) -> None:
+        import threading
+        from collections import OrderedDict
+        from types import SimpleNamespace
+
+        self.model = SimpleNamespace(image_encoder=SimpleNamespace(model=None))
+        self.meta, self.device, self.runtime = None, "cpu", None
+        self._text_cache, self._tok_cache, self._text_lock = OrderedDict(), OrderedDict(), threading.Lock()
+
+
+def test_the_bench_copies_of_a_pipeline_own_their_caches(monkeypatch) -> None:
+    """A copy sharing a cache dict with its original but not the lock races (issue 26): every copy owns all three."""
+    from types import SimpleNamespace
+
+    from medmm.tools.bench import _pipeline_with_backbone, runtime_pipelines
+
+    pipe = _FakePipeline()
+    monkeypatch.setattr(rt, "build", lambda name, *a: SimpleNamespace(name=name))
+    clones = [_pipeline_with_backbone(pipe, backbone="folded"), *runtime_pipelines(pipe, ["torch", "other"])[0].values()]
+    assert len(clones) == 3 and clones[0].model.image_encoder.model == "folded" and pipe.model.image_encoder.model is None
+    for clone in clones:
+        for attr in ("_text_cache", "_tok_cache", "_text_lock"):
+            assert getattr(clone, attr) is not getattr(pipe, attr), attr

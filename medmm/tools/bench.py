@@ -29,7 +29,9 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -339,15 +341,20 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return fold(copy.deepcopy(model).eval())
 
 
-def _pipeline_with_backbone(pipeline: Any, backbone: nn.Module) -> Any:
-    """A shallow copy of ``pipeline`` whose model is a deep copy with ``backbone`` as the timm model (own cache)."""
-    import threading
-    from collections import OrderedDict
+def _own_caches(clone: Any) -> Any:
+    """Give a shallow copy of a pipeline caches of its own (the notes' tokens and features) and their lock.
 
-    clone = copy.copy(pipeline)
+    A shallow copy shares the original's cache dicts; two pipelines writing one dict under two different locks race.
+    """
+    clone._text_cache, clone._tok_cache, clone._text_lock = OrderedDict(), OrderedDict(), threading.Lock()
+    return clone
+
+
+def _pipeline_with_backbone(pipeline: Any, backbone: nn.Module) -> Any:
+    """A shallow copy of ``pipeline`` whose model is a deep copy with ``backbone`` as the timm model (own caches)."""
+    clone = _own_caches(copy.copy(pipeline))
     clone.model = copy.deepcopy(pipeline.model)
     clone.model.image_encoder.model = backbone
-    clone._text_cache, clone._text_lock = OrderedDict(), threading.Lock()
     return clone
 
 
@@ -438,9 +445,6 @@ def _experiments(pipeline: Any, bare: nn.Module, png: Path, repeats: int) -> dic
 def runtime_pipelines(pipeline: Any, names: Sequence[str] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """``{runtime: pipeline}`` sharing ``pipeline``'s model (shallow copies with their own caches), one per
     installed runtime; plus ``{runtime: error}`` for those that failed to build."""
-    import threading
-    from collections import OrderedDict
-
     from medmm import runtime as rt
 
     out: dict[str, Any] = {}
@@ -451,9 +455,8 @@ def runtime_pipelines(pipeline: Any, names: Sequence[str] | None = None) -> tupl
         except Exception as e:  # noqa: BLE001 - one runtime failing must not sink the bench
             errors[name] = f"{type(e).__name__}: {e}"
             continue
-        clone = copy.copy(pipeline)
+        clone = _own_caches(copy.copy(pipeline))
         clone.runtime = None if enc.name == "torch" else enc
-        clone._text_cache, clone._tok_cache, clone._text_lock = OrderedDict(), OrderedDict(), threading.Lock()
         out[name] = clone
     return out, errors
 
