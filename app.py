@@ -46,7 +46,7 @@ from medmm.io import ScanError  # noqa: E402
 from medmm.pipeline import MAX_SCANS, InputError, Pipeline  # noqa: E402
 from medmm.report.deid import scrub_identifiers  # noqa: E402
 from medmm.report import check_consistency  # noqa: E402
-from medmm.service import STAGE_LABELS, RequestResult, configure_from_env, run_request  # noqa: E402
+from medmm.service import STAGE_LABELS, RequestResult, run_request, serving_pipeline  # noqa: E402
 
 server.install_log_filters()    # no values from pydicom, no inputs in gradio's error logs (again after basicConfig)
 
@@ -199,9 +199,9 @@ class LazyPipeline:
         if self._pipeline is None:
             with self._lock:
                 if self._pipeline is None:
-                    pipeline = Pipeline.from_checkpoint(self.checkpoint)
-                    # MEDMM_BATCHING, MEDMM_TORCH_THREADS (medmm.service)
-                    self.server_settings = configure_from_env(pipeline, self.concurrency)
+                    # built with its batcher and idle power (MEDMM_BATCHING, MEDMM_TORCH_THREADS: medmm.service)
+                    pipeline, self.server_settings = serving_pipeline(Pipeline.from_checkpoint(self.checkpoint),
+                                                                      self.concurrency)
                     self._pipeline = pipeline
         return self._pipeline
 

@@ -11,16 +11,18 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 import torch
 
+from medmm import caveats
 from medmm.models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from medmm.io import RADIOGRAPH_MODALITIES, Scan, load_scans
 from medmm.calls import decide, load_scope
 from medmm.gate import load_gate
 from medmm.labels import ancestors
+from medmm.lru import cached
 from medmm.prediction import Prediction
 from medmm.text import strip_controls
 from medmm.models.transforms import to_model_input
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 ScanInput = Union[str, Path, bytes, Scan]
 MAX_NOTES_CHARS = 20_000       # more than any clinical indication; longer input is cut (with a warning)
 MAX_SCANS = 8                  # views per request
+CACHE_ENTRIES = 256            # notes kept in each of the pipeline's caches (tokens, features), least recent dropped
 
 
 class InputError(ValueError):
@@ -43,7 +46,7 @@ def clean_notes(notes: str | None) -> tuple[str | None, list[str]]:
     warnings: list[str] = []
     if len(notes) > MAX_NOTES_CHARS:
         notes = notes[:MAX_NOTES_CHARS]
-        warnings.append(f"Notes longer than {MAX_NOTES_CHARS:,} characters were cut to that length.")
+        warnings.append(caveats.notes_cut(MAX_NOTES_CHARS))
     notes = " ".join(strip_controls(notes).split())   # medmm.text: controls -> spaces, format characters dropped
     return (notes or None), warnings
 
@@ -67,9 +70,14 @@ class ModelInputs:
 
 
 class Pipeline:
-    """Loaded once per process; ``predict`` is safe to call from several threads (no per-request state on self)."""
+    """Loaded once per process; ``predict`` is safe to call from several threads (no per-request state on self).
 
-    def __init__(self, model, meta, ood, device: str = "cpu", runtime=None, scope=None, gate=None) -> None:
+    A server builds the pipeline it serves with its ``batcher`` (``medmm.service.ImageBatcher``: groups concurrent
+    image-encoder forwards) and ``idle_watts`` (idle power per machine-wide energy counter, measured once at start-up;
+    each request's meter subtracts its share): ``medmm.service.serving_pipeline`` -> :meth:`for_serving`."""
+
+    def __init__(self, model, meta, ood, device: str = "cpu", runtime=None, scope=None, gate=None, *,
+                 batcher: Callable | None = None, idle_watts: Mapping[str, float] | None = None) -> None:
         self.model, self.meta, self.ood, self.device = model, meta, ood, device
         # medmm.gate.InputGate: refuses scans that are not chest radiographs, sets lateral views aside (None: off)
         self.gate = gate
@@ -82,10 +90,8 @@ class Pipeline:
         self._text_lock = threading.Lock()
         # medmm.runtime.EncoderRuntime: encoder forwards through ONNX Runtime / OpenVINO; None = torch
         self.runtime = runtime
-        self.batcher = None  # medmm.service.ImageBatcher: groups concurrent image-encoder forwards (service layer)
-        # idle power (W) per machine-wide energy counter, measured once by a server at start-up
-        # (medmm.service.configure_from_env); each request's meter subtracts its share. Empty: nothing subtracted.
-        self.idle_watts: dict[str, float] = {}
+        self.batcher = batcher  # medmm.service.ImageBatcher or None (each forward on its own)
+        self.idle_watts: dict[str, float] = dict(idle_watts or {})  # empty: nothing subtracted
         self._tok_cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()  # sha256 -> ids, mask
 
     @classmethod
@@ -103,6 +109,13 @@ class Pipeline:
         encoders = rt.build(runtime, model, meta, device)
         return cls(model, meta, ood, device, runtime=None if encoders.name == "torch" else encoders,
                    scope=load_scope(path), gate=load_gate(path))
+
+    def for_serving(self, *, batcher: Callable | None = None,
+                    idle_watts: Mapping[str, float] | None = None) -> "Pipeline":
+        """A pipeline over the same loaded model, runtime, scope table and gate, built with a server's ``batcher``
+        and ``idle_watts`` (this one is left as it is; the new one starts with empty caches)."""
+        return type(self)(self.model, self.meta, self.ood, self.device, runtime=self.runtime, scope=self.scope,
+                          gate=self.gate, batcher=batcher, idle_watts=idle_watts)
 
     @property
     def runtime_name(self) -> str:
@@ -130,8 +143,7 @@ class Pipeline:
             pixels = torch.stack([to_model_input(s.pixels, prep) for s in loaded])[None].to(self.device)
             for s in loaded:
                 if s.metadata.modality is not None and s.metadata.modality not in RADIOGRAPH_MODALITIES:
-                    warnings.append(f"Modality {s.metadata.modality} is not a radiograph; the model was trained on "
-                                    "chest radiographs only, so its output for this scan is not meaningful.")
+                    warnings.append(caveats.not_a_radiograph(s.metadata.modality))
         refusal, checks = None, []
         if pixels is not None and gate_inputs and self.gate is not None:
             refusal, checks, keep = self._gate(loaded, pixels, warnings)
@@ -144,48 +156,34 @@ class Pipeline:
         """(refusal or None, per-scan gate results, indices of the scans to analyse); warnings for set-aside views."""
         checks = self.gate.check(self.model.image_encoder, pixels[0])
         n = len(loaded)
-        name = (lambda i: "This image") if n == 1 else (lambda i: f"Scan {i + 1} of {n}")
         results = [{"scan": i + 1, "p_chest_radiograph": round(c.p_chest, 4), "chest_radiograph": c.chest,
                     "p_lateral": round(c.p_lateral, 4) if c.chest else None, "lateral": c.lateral and c.chest,
                     "set_aside": False} for i, c in enumerate(checks)]
         refused = [i for i, c in enumerate(checks) if not c.chest]
         if refused:
-            which = "; ".join(f"{name(i)} does not look like a chest radiograph (probability that it is one: "
-                              f"{checks[i].p_chest:.2f})" for i in refused)
-            return (f"{which}. medmm analyses frontal chest radiographs only; photographs, documents, radiographs of "
-                    "other body parts, CT or MR slices and cropped figures are refused, and nothing of this request "
-                    "was analysed. Upload the chest film itself (DICOM, PNG or JPEG)."), results, []
+            return caveats.not_chest_refusal([(caveats.scan_name(i, n), checks[i].p_chest) for i in refused]), \
+                results, []
         header_lateral = [s.metadata.view is not None and s.metadata.view not in ("AP", "PA") for s in loaded]
         lateral = [i for i, c in enumerate(checks) if c.lateral or header_lateral[i]]
-        how = {i: (f"from the pixels, probability {checks[i].p_lateral:.2f}" if checks[i].lateral
-                   else f"view {loaded[i].metadata.view} in the DICOM header") for i in lateral}
+        how = {i: caveats.lateral_how(checks[i].lateral, checks[i].p_lateral, loaded[i].metadata.view)
+               for i in lateral}
         for i in lateral:
             results[i]["set_aside"] = True
         if len(lateral) == n:
-            which = "; ".join(f"{name(i)} looks like a lateral or other non-frontal view ({how[i]})" for i in lateral)
-            return (f"{which}. The model reads frontal (PA/AP) chest films only, so nothing was analysed: add the "
-                    "frontal film of the study."), results, []
+            return caveats.lateral_refusal([(caveats.scan_name(i, n), how[i]) for i in lateral]), results, []
         for i in lateral:
-            warnings.append(f"{name(i)} looks like a lateral or other non-frontal view ({how[i]}). The model reads "
-                            "frontal (PA/AP) chest films only, so this view was set aside: the findings come from the "
-                            "frontal view(s).")
+            warnings.append(caveats.lateral_set_aside(caveats.scan_name(i, n), how[i]))
         return None, results, [i for i in range(n) if i not in lateral]
 
     def _tokenize(self, notes: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokenised notes, LRU-cached by sha256 (a re-sent note skips the tokenizer; cached tensors are shared
         read-only, never modified in place)."""
+        def tokenize() -> tuple[torch.Tensor, torch.Tensor]:
+            tok = self.model.text_encoder.tokenize([notes])
+            return tok["input_ids"], tok["attention_mask"]
+
         key = hashlib.sha256(notes.encode("utf-8", "surrogatepass")).hexdigest()
-        with self._text_lock:
-            if key in self._tok_cache:
-                self._tok_cache.move_to_end(key)
-                return self._tok_cache[key]
-        tok = self.model.text_encoder.tokenize([notes])
-        out = (tok["input_ids"], tok["attention_mask"])
-        with self._text_lock:
-            self._tok_cache[key] = out
-            while len(self._tok_cache) > 256:
-                self._tok_cache.popitem(last=False)
-        return out
+        return cached(self._tok_cache, self._text_lock, key, tokenize, CACHE_ENTRIES)
 
     # ------------------------------------------------------------------------------------------------ model
     def tokens(self, inputs: ModelInputs) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -201,22 +199,16 @@ class Pipeline:
     def text_features(self, inputs: ModelInputs) -> torch.Tensor | None:
         if self.tokens(inputs) is None:
             return None
+
+        def encode() -> torch.Tensor:
+            expert = self.model.notes_expert_features([inputs.notes])
+            if self.runtime is not None and self.runtime.text is not None:  # exported encoder (+ bag of words)
+                return self.model.join_text_features(
+                    *self.runtime.encode_text(inputs.input_ids, inputs.attention_mask), expert)
+            return self.model.encode_text(inputs.input_ids, inputs.attention_mask, expert)
+
         key = hashlib.sha256(inputs.notes.encode()).hexdigest()  # notes text itself is never kept
-        with self._text_lock:
-            if key in self._text_cache:
-                self._text_cache.move_to_end(key)
-                return self._text_cache[key]
-        expert = self.model.notes_expert_features([inputs.notes])
-        if self.runtime is not None and self.runtime.text is not None:  # exported encoder (+ bag of words)
-            feat = self.model.join_text_features(*self.runtime.encode_text(inputs.input_ids, inputs.attention_mask),
-                                                 expert)
-        else:
-            feat = self.model.encode_text(inputs.input_ids, inputs.attention_mask, expert)
-        with self._text_lock:
-            self._text_cache[key] = feat
-            while len(self._text_cache) > 256:
-                self._text_cache.popitem(last=False)
-        return feat
+        return cached(self._text_cache, self._text_lock, key, encode, CACHE_ENTRIES)
 
     def notes_embedding(self, inputs: ModelInputs) -> np.ndarray | None:
         """The notes' sentence embedding ``[dim]`` (L2-normalised; what the report's sentence bank is indexed by),
@@ -232,6 +224,12 @@ class Pipeline:
         if self.runtime is not None and self.runtime.image is not None:
             return self.runtime.encode_image_batch
         return None
+
+    def image_encoder_forward(self) -> Callable:
+        """What a batcher wraps: the runtime's image encoder (ONNX Runtime / OpenVINO), else the torch model's."""
+        if self.runtime is not None and self.runtime.image is not None:
+            return self.runtime.encode_image_batch
+        return self.model.encode_image_batch
 
     def view_features(self, inputs: ModelInputs) -> torch.Tensor | None:
         """Per-view image features ``[1, V, F]`` through the batcher, the runtime or the torch model; computed once
@@ -304,11 +302,10 @@ class Pipeline:
 
             prior, pretest = pretest_states(evidence.population)
             probs = marginals(update_states(prior, evidence.log_lr))
-        pred = self._to_prediction(probs, inputs, img, evidence)
-        extra = [] if evidence is None else self._evidence_warnings(pred, alone, evidence, pretest)
-        return replace(pred, warnings=pred.warnings + tuple(extra), notes_evidence=evidence,
+        pred = replace(self._to_prediction(probs, inputs, img, evidence), notes_evidence=evidence,
                        image_findings=None if alone is None else dict(zip(self.findings, map(float, alone))),
                        pretest=pretest, prior_states=prior)
+        return replace(pred, warnings=pred.warnings + tuple(caveats.notes_evidence(pred, self.scope)))
 
     def _apply_evidence(self, prior: np.ndarray | None, alone: np.ndarray, evidence) -> np.ndarray:
         """Bayes' rule on the image's states ``prior`` (``medmm.notes.update_states``); a checkpoint with
@@ -324,75 +321,10 @@ class Pipeline:
         shift = np.array([finding_shift(evidence.log_lr, f) for f in self.findings])
         return 1 / (1 + np.exp(-(logit.astype(np.float64) + shift)))
 
-    def _evidence_warnings(self, pred: Prediction, alone: np.ndarray | None, evidence, pretest) -> list[str]:
-        """Say what the notes did to a call, with the evidence that did it; notes alone: where they started."""
-        from medmm.notes.evidence import POPULATION_PLURAL
-
-        out: list[str] = []
-
-        def because(finding: str) -> str:
-            family = {finding, *ancestors(finding)}
-            used = [e.label() for e in evidence.used if e.counted and e.finding in family]
-            return "; ".join(used) if used else "no counted evidence"
-
-        if alone is not None:
-            image_calls, _ = decide(dict(zip(self.findings, map(float, alone))), pred.thresholds, self.scope,
-                                    pred.population)
-            by_image = [c.finding for c in image_calls if c.called]
-            for f in (f for f in pred.positive if f not in by_image):
-                out.append(f"{f} is called with the notes' evidence, not on the image alone (image alone "
-                           f"{alone[self.findings.index(f)]:.2f}, with the notes {pred.findings[f]:.2f}: "
-                           f"{because(f)}).")
-            for f in (f for f in by_image if f not in pred.positive):
-                out.append(f"{f} would be called on the image alone ({alone[self.findings.index(f)]:.2f}) but the "
-                           f"notes' evidence lowers it to {pred.findings[f]:.2f} ({because(f)}); review the image.")
-        else:
-            out.append(f"From the notes alone (no image): a pre-test probability of pneumonia of "
-                       f"{pretest['probability']:.2f} for {POPULATION_PLURAL[evidence.population]} "
-                       f"({pretest['source'].split(' (')[0]}) "
-                       "updated by the notes' published likelihood ratios. No Finding and the pneumonia subtypes "
-                       "cannot be judged without a film.")
-        if evidence.population_from == "default" and evidence.used:
-            out.append("The notes do not give the patient's age and there is no image to judge it from: the adult "
-                       "likelihood ratios were used.")
-        if evidence.read_chars is not None:
-            out.append(f"Only the first {evidence.read_chars:,} characters of the notes were read for clinical "
-                       "evidence; put the relevant history, examination and results first.")
-        if evidence.capped:
-            out.append(f"The notes' clinical evidence for {', '.join(evidence.capped)} was capped at a likelihood "
-                       "ratio "
-                       "of 10 (correlated findings are not independent evidence).")
-        return out
-
     def looks_adult(self, image_embedding: np.ndarray) -> bool:
         """The checkpoint's adult-vs-pediatric scope check on an image embedding (False without one)."""
         scope = getattr(self.model, "scope", None)
         return scope is not None and float(scope.p_adult(image_embedding)[0]) >= 0.5
-
-    def scope_warnings(self, population: str, image_embedding: np.ndarray | None = None) -> list[str]:
-        """Plain-language warning for a film outside the population the model is measured to work on (adult films
-        for the default model), with the scope table's figures."""
-        if population != "adult":
-            return []
-        why = "the notes give an adult age" if image_embedding is not None and not self.looks_adult(image_embedding) \
-            else "judged from the film"
-        out_of_scope = [r for (pop, _), r in self.scope.items() if pop == "adult" and r.call != "yes"]
-        if self.scope and not out_of_scope:
-            return []
-        figures = "; ".join(f"{r.finding}: {r.figure()}" for r in out_of_scope
-                            if r.value is not None and r.finding in ("No Finding", "Pneumonia"))
-        if out_of_scope:
-            return [f"Adult film ({why}). The default model learned mostly from young children's films (Kermany, "
-                    "ages 1-5) and is not reliable on adults, so on adult films it calls no finding that it has not "
-                    f"been measured to assess and drafts no normal study ({figures}). The probabilities are shown "
-                    "for research only; see the model card."]
-        auc = getattr(getattr(self.model, "scope", None), "adult_auc", None) or {}
-        measured = (f" on unseen adult NIH patients it separated normal from abnormal films with an AUC of "
-                    f"{auc['auc']:.2f} (95% CI {auc['ci95'][0]:.2f}-{auc['ci95'][1]:.2f}, n={auc['n']})"
-                    if auc.get("auc") is not None else "")
-        return [f"This looks like an adult chest film. The default model learned mostly from young children's films "
-                f"(Kermany, ages 1-5) and is much less reliable on adults:{measured}. Read these probabilities as "
-                "low-confidence; see the model card."]
 
     def population(self, image_embedding: np.ndarray | None, evidence=None) -> str:
         """The scope table's population for a request: "no image"; "adult" when the film looks adult or the notes
@@ -416,15 +348,13 @@ class Pipeline:
     def _to_prediction(self, probs: np.ndarray, inputs: ModelInputs, img, evidence=None) -> Prediction:
         warnings = list(inputs.warnings)
         if not self.meta.trained:
-            warnings.insert(0, "UNTRAINED checkpoint: these numbers are placeholders for wiring, not predictions.")
+            warnings.insert(0, caveats.UNTRAINED)
         ood_score = None
         img_np = None if img is None else img[0].float().cpu().numpy()
         if img_np is not None and self.ood is not None:
             ood_score = float(self.ood.score(img_np)[0])
-            if ood_score > self.ood.threshold:
-                warnings.append("This image does not look like the chest radiographs the model was trained on "
-                                f"(out-of-distribution score {ood_score:.2f} > {self.ood.threshold:.2f}); "
-                                "treat the output with extra caution.")
+            ood = caveats.out_of_distribution(ood_score, self.ood.threshold)
+            warnings += [ood] if ood else []
         findings = {f: float(p) for f, p in zip(self.findings, probs)}
         thresholds = dict(self.meta.thresholds)
         population = self.population(img_np, evidence)
@@ -432,11 +362,11 @@ class Pipeline:
         positive = tuple(c.finding for c in calls if c.called)
         warnings += coherence
         if img_np is not None:
-            warnings += self.scope_warnings(population, img_np)
-        other_views = sorted({str(s.metadata.view) for s in inputs.scans if s.metadata.view not in (None, "AP", "PA")})
-        if other_views and self.gate is None:
-            warnings.append(f"View {', '.join(other_views)} (from the DICOM header): the model was trained on frontal "
-                            "(AP/PA) chest films only, so its output for this view is not meaningful.")
+            adult_auc = getattr(getattr(self.model, "scope", None), "adult_auc", None)
+            warnings += caveats.adult_film(population, self.scope, adult_auc=adult_auc,
+                                           adult_by_film=population == "adult" and self.looks_adult(img_np))
+        if self.gate is None:
+            warnings += caveats.header_views(s.metadata.view for s in inputs.scans)
         modalities = tuple(m for m, present in (("image", img is not None), ("notes", bool(inputs.notes))) if present)
         return Prediction(
             findings=findings, thresholds=thresholds, positive=positive, modalities=modalities,

@@ -233,50 +233,55 @@ class ImageBatcher:
                         fut.set_exception(e)
 
 
-def enable_batching(pipeline: Pipeline, max_batch: int | None = None, max_wait_ms: float | None = None) -> ImageBatcher:
-    """Route ``pipeline``'s image-encoder forwards (predictions; occlusion and explanation features too) through
-    one :class:`ImageBatcher`. Idempotent; ``disable_batching`` undoes it."""
-    if getattr(pipeline, "batcher", None) is not None:
-        return pipeline.batcher
-    runtime = getattr(pipeline, "runtime", None)
-    encode = runtime.encode_image_batch if runtime is not None and runtime.image is not None else pipeline.model.encode_image_batch
+def batcher_for(pipeline: Pipeline, max_batch: int | None = None, max_wait_ms: float | None = None) -> ImageBatcher:
+    """An :class:`ImageBatcher` over ``pipeline``'s image encoder (the runtime's, else the torch model's), for the
+    pipeline a server builds with it (``pipeline.for_serving(batcher=...)``): predictions, occlusion and explanation
+    features then go through it. Defaults: ``$MEDMM_MAX_BATCH`` (16) images, ``$MEDMM_BATCH_WAIT_MS`` (2) ms."""
     max_batch = max_batch or int(os.environ.get(MAX_BATCH_ENV, "16"))
     wait_ms = float(os.environ.get(BATCH_WAIT_ENV, "2")) if max_wait_ms is None else max_wait_ms
-    pipeline.batcher = ImageBatcher(encode, max_batch=max_batch, max_wait_s=wait_ms / 1000)
+    batcher = ImageBatcher(pipeline.image_encoder_forward(), max_batch=max_batch, max_wait_s=wait_ms / 1000)
     log.info("image batching on (max batch %d, wait %.1f ms, encoder %s)", max_batch, wait_ms,
              getattr(pipeline, "runtime_name", "torch"))
-    return pipeline.batcher
-
-
-def disable_batching(pipeline: Pipeline) -> None:
-    batcher = getattr(pipeline, "batcher", None)
-    pipeline.batcher = None
-    if batcher is not None:
-        batcher.close()
+    return batcher
 
 
 def batching_from_env(pipeline: Pipeline) -> ImageBatcher | None:
-    """``MEDMM_BATCHING=1`` (or on/true/yes): enable batching on ``pipeline``; otherwise leave it off."""
+    """``MEDMM_BATCHING=1`` (or on/true/yes): a batcher for ``pipeline`` (:func:`batcher_for`); otherwise None."""
     if os.environ.get(BATCHING_ENV, "").strip().lower() in ("1", "on", "true", "yes"):
-        return enable_batching(pipeline)
+        return batcher_for(pipeline)
     return None
 
 
 THREADS_ENV = "MEDMM_TORCH_THREADS"      # torch intra-op threads of a server process
 
 
-def configure_from_env(pipeline: Pipeline, concurrency: int = 1) -> dict[str, Any]:
-    """Server settings from the environment, applied once at start-up (the app calls this).
+def serving_pipeline(pipeline: Pipeline, concurrency: int = 1) -> tuple[Pipeline, dict[str, Any]]:
+    """The pipeline a server serves, built from the loaded ``pipeline`` with the settings of the environment, applied
+    once at start-up (the app calls this), and the settings applied:
 
     * ``MEDMM_TORCH_THREADS``: torch intra-op threads. Default: 1 when several requests run at once
       (``concurrency`` > 1): the requests are the parallelism, and two libgomp teams on two shared cores spin at
       every barrier (measured: Grad-CAM + note tokens 63 ms with 1 thread vs 3.4 s with 2 on the loaded box,
       docs/bench.md). Otherwise torch's default.
-    * ``MEDMM_BATCHING``: see :func:`batching_from_env`.
+    * ``MEDMM_BATCHING``: the served pipeline's batcher, see :func:`batching_from_env`.
     * the idle power of machine-wide energy counters (RAPL, NVML; ``energy.measure_idle_baseline``, 2 s while
-      nothing runs), kept on ``pipeline.idle_watts``: every request's energy then excludes what the idle machine
+      nothing runs), the served pipeline's ``idle_watts``: every request's energy then excludes what the idle machine
       would have drawn meanwhile. Nothing is measured where only the CPU-time estimate exists (it has no idle share).
     """
+    batcher, idle_watts, applied = _server_settings(pipeline, concurrency)
+    return pipeline.for_serving(batcher=batcher, idle_watts=idle_watts), applied
+
+
+def configure_from_env(pipeline: Pipeline, concurrency: int = 1) -> dict[str, Any]:
+    """:func:`serving_pipeline`'s settings written onto ``pipeline`` itself (its ``batcher`` and ``idle_watts``).
+    Kept only for callers that hold one pipeline object (tests/test_energy.py); the app uses
+    :func:`serving_pipeline`, which builds the served pipeline with them instead of patching it."""
+    pipeline.batcher, pipeline.idle_watts, applied = _server_settings(pipeline, concurrency)
+    return applied
+
+
+def _server_settings(pipeline: Pipeline, concurrency: int) -> tuple[ImageBatcher | None, dict[str, float], dict[str, Any]]:
+    """(batcher or None, idle watts, settings applied), in this order: torch threads, batching, idle power."""
     import torch
 
     applied: dict[str, Any] = {"concurrency": concurrency}
@@ -285,9 +290,10 @@ def configure_from_env(pipeline: Pipeline, concurrency: int = 1) -> dict[str, An
     if threads:
         torch.set_num_threads(max(1, threads))
     applied["torch_threads"] = torch.get_num_threads()
-    applied["batching"] = batching_from_env(pipeline) is not None
+    batcher = batching_from_env(pipeline)
+    applied["batching"] = batcher is not None
     applied["runtime"] = getattr(pipeline, "runtime_name", "torch")
-    pipeline.idle_watts = measure_idle_baseline()
-    applied["idle_watts"] = {k: round(v, 2) for k, v in pipeline.idle_watts.items()}
+    idle_watts = measure_idle_baseline()
+    applied["idle_watts"] = {k: round(v, 2) for k, v in idle_watts.items()}
     log.info("server: %s", applied)
-    return applied
+    return batcher, idle_watts, applied

@@ -11,7 +11,7 @@ import pytest
 from tests.helpers import chest_film
 import torch
 
-from medmm.service import ImageBatcher, batching_from_env, disable_batching, enable_batching
+from medmm.service import ImageBatcher, batcher_for, batching_from_env, serving_pipeline
 
 
 def _rowwise(x: torch.Tensor) -> torch.Tensor:
@@ -103,17 +103,19 @@ def test_pipeline_batching_gives_every_request_its_own_answer(pipe):
     scans = _phantoms(8)
     notes = [None, "cough", None, "fever and crackles", None, None, "dyspnoea", None]
     want = [pipe.predict([s], n) for s, n in zip(scans, notes)]
-    batcher = enable_batching(pipe, max_batch=16, max_wait_ms=30)
+    batcher = batcher_for(pipe, max_batch=16, max_wait_ms=30)
+    served = pipe.for_serving(batcher=batcher)
     try:
-        assert enable_batching(pipe) is batcher  # idempotent
-        got = _run_concurrently(lambda i: pipe.predict([scans[i]], notes[i]), len(scans))
+        assert served.batcher is batcher and served.forward_only_encoder() is batcher and served.model is pipe.model
+        got = _run_concurrently(lambda i: served.predict([scans[i]], notes[i]), len(scans))
         for w, g in zip(want, got):
             assert not isinstance(g, Exception), g
             assert max(abs(g.findings[f] - w.findings[f]) for f in w.findings) <= 1e-5
             assert np.abs(g.image_embedding - w.image_embedding).max() <= 1e-4
         assert batcher.stats()["largest_batch"] > 1
     finally:
-        disable_batching(pipe)
+        batcher.close()
+    # the loaded pipeline is left as it was: no batcher written onto it
     assert pipe.batcher is None and pipe.predict([scans[0]]).findings == pytest.approx(want[0].findings, abs=1e-5)
 
 
@@ -121,10 +123,32 @@ def test_batching_from_env(pipe, monkeypatch):
     monkeypatch.delenv("MEDMM_BATCHING", raising=False)
     assert batching_from_env(pipe) is None and pipe.batcher is None
     monkeypatch.setenv("MEDMM_BATCHING", "1")
+    batcher = batching_from_env(pipe)
     try:
-        assert batching_from_env(pipe) is pipe.batcher is not None
+        assert isinstance(batcher, ImageBatcher) and pipe.batcher is None
     finally:
-        disable_batching(pipe)
+        batcher.close()
+
+
+def test_serving_pipeline_is_built_with_its_batcher_and_idle_power(pipe, monkeypatch):
+    """The server's pipeline is a new one over the same loaded model, built with the batcher and the idle power; the
+    loaded pipeline is not patched."""
+    from medmm import service
+
+    monkeypatch.setenv("MEDMM_BATCHING", "1")
+    monkeypatch.setattr(service, "measure_idle_baseline", lambda: {"cpu_package": 7.5})
+    threads = torch.get_num_threads()
+    try:
+        served, applied = serving_pipeline(pipe)
+    finally:
+        torch.set_num_threads(threads)
+    try:
+        assert isinstance(served.batcher, ImageBatcher) and served.idle_watts == {"cpu_package": 7.5}
+        assert served.model is pipe.model and served.scope == pipe.scope and served.gate is pipe.gate
+        assert pipe.batcher is None and pipe.idle_watts == {}
+        assert applied["batching"] is True and applied["idle_watts"] == {"cpu_package": 7.5}
+    finally:
+        served.batcher.close()
 
 
 def test_explanations_work_with_batching_on(pipe):
@@ -135,16 +159,16 @@ def test_explanations_work_with_batching_on(pipe):
     inputs = pipe.prepare([scan], "cough and fever for three days")
     pred = pipe.predict_prepared(inputs)
     want = explain(pipe, inputs, pred, finding="Pneumonia").tokens
-    enable_batching(pipe, max_wait_ms=1)
+    served = pipe.for_serving(batcher=batcher_for(pipe, max_wait_ms=1))
     try:
-        inputs = pipe.prepare([scan], "cough and fever for three days")  # fresh: nothing encoded yet
+        inputs = served.prepare([scan], "cough and fever for three days")  # fresh: nothing encoded yet
         with torch.inference_mode():
-            pred_b = pipe.predict_prepared(inputs)
+            pred_b = served.predict_prepared(inputs)
         for method in ("gradcam", "occlusion"):
-            exp = explain(pipe, inputs, pred_b, finding="Pneumonia", method=method)
+            exp = explain(served, inputs, pred_b, finding="Pneumonia", method=method)
             assert exp.heatmap is not None and exp.tokens
-        got = explain(pipe, inputs, pred_b, finding="Pneumonia").tokens
+        got = explain(served, inputs, pred_b, finding="Pneumonia").tokens
         assert [w for w, _ in got] == [w for w, _ in want]
         np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-3)
     finally:
-        disable_batching(pipe)
+        served.batcher.close()
