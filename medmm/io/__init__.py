@@ -41,10 +41,13 @@ Limits
 Peak memory of one load is about 8 bytes per decoded pixel for the largest accepted file (50 MP:
 ~0.4 GB), retained memory at most ``MAX_SIDE_PX**2`` floats per scan.
 
-Modules: ``load`` (reading, format sniffing, the loaders below), ``images`` (Pillow), ``dicom`` (DICOM
-header, pixel transforms, volumes), ``pixels`` (shared pixel maths, downsampling), ``limits`` (the limits above:
-change them there, the loaders read ``limits.NAME`` at call time), ``scan`` (``Scan``, ``ScanMetadata``,
-``ScanError``). Torch-free: numpy, Pillow and pydicom only.
+Modules: ``load`` (reading, format sniffing, the loaders below), ``images`` (Pillow), ``dicom`` (the DICOM
+loader) with ``dicom_header`` (element access, validated image attributes), ``dicom_budget`` (capped inflation,
+compressed frame headers checked before decoding), ``dicom_pixels`` (Modality LUT, VOI, padding, inversion),
+``dicom_volume`` (CT/MR/PT/NM volumes) and ``dicom_meta`` (whitelisted metadata, salted identity keys), ``pixels``
+(shared pixel maths, downsampling), ``limits`` (the limits above: change them there, the loaders read
+``limits.NAME`` at call time), ``scan`` (``Scan``, ``ScanMetadata``, ``ScanError``). Torch-free: numpy, Pillow and
+pydicom only.
 
 Errors are raised as ``ScanError`` with a one-line message that never contains patient identifiers;
 metadata holds only whitelisted, non-identifying fields.

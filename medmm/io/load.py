@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from medmm.io import limits
-from medmm.io.dicom import (_KNOWN_MODALITIES, _VOLUME_MODALITIES, _code, _corrupt_dicom_guard, _decode, _dicom_header,
-                            _Header, _load_dicom, _read_dicom, _Slice, _volume_scan)
+from medmm.io.dicom import _VOLUME_MODALITIES, _corrupt_dicom_guard, _decode, _load_dicom, _read_dicom
+from medmm.io.dicom_header import _KNOWN_MODALITIES, _code, _dicom_header, _Header
+from medmm.io.dicom_volume import _Slice, _volume_scan
 from medmm.io.images import _load_pillow
 from medmm.io.scan import _EXIT_EXCEPTIONS, Scan, ScanError
 
