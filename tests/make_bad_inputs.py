@@ -3,7 +3,7 @@
 Why generated: no binary fixtures in the repo, every case documents how it was built, and the same corpus can be
 written to a folder for manual poking at the app or the CLI:
 
-    .venv/bin/python tests/make_bad_inputs.py /tmp/bad_inputs     # writes the files and prints a summary
+    .venv/bin/python -m tests.make_bad_inputs /tmp/bad_inputs     # writes the files and prints a summary
 
 Each ``BadInput`` says what a correct pipeline must do with it: ``"error"`` (a ``ScanError``/``InputError`` whose
 one-line message matches ``match``) or ``"ok"`` (a normal ``Prediction``; ``match`` then searches the scan notes).
