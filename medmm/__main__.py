@@ -235,7 +235,7 @@ def evaluation_table(result: dict) -> str:
 
 
 def cmd_explain(args) -> int:
-    from medmm.explain.attribution import cli_explain
+    from medmm.explain.files import cli_explain
 
     pipe = _pipeline(args.checkpoint, getattr(args, "runtime", None))
     return cli_explain(pipe, args.images, _notes_arg(args), finding=args.finding,
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
 # (module, class) of the errors whose messages are meant for the user; checked without importing the modules
 # (an error class can only have been raised if its module is loaded), so a bad file never waits for torch.
 _USER_ERRORS = (("medmm.io.scan", "ScanError"), ("medmm.pipeline", "InputError"),
-                ("medmm.models.checkpoint", "CheckpointError"), ("medmm.explain.attribution", "ExplainError"))
+                ("medmm.models.checkpoint", "CheckpointError"), ("medmm.explain.explanation", "ExplainError"))
 
 
 def _user_error(e: Exception) -> bool:

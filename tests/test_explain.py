@@ -17,8 +17,8 @@ import torch
 
 from medmm.models.checkpoint import CheckpointMeta
 from medmm.config import ModelConfig, Preprocessing
-from medmm.explain.attribution import (ExplainError, Explanation, _ImageScorer, cli_explain, explain,
-                                       occlusion_geometry, reference_image, spearman)
+from medmm.explain import (ExplainError, Explanation, ImageScorer, cli_explain, explain, occlusion_geometry,
+                           reference_image, spearman)
 from medmm.io import Scan, ScanMetadata
 from medmm.labels import FINDINGS
 from medmm.models.model import create_model
@@ -120,7 +120,7 @@ def test_scorers_reproduce_the_image_model(pipe, both):
     with torch.no_grad():
         img = model.encode_images(inputs.pixels)
         expected = model.forward_features(img, None) / temps
-        by_image = _ImageScorer(model, temps, 1)(inputs.pixels[:, 0], None)
+        by_image = ImageScorer(model, temps, 1)(inputs.pixels[:, 0], None)
     torch.testing.assert_close(by_image, expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(torch.sigmoid(expected)[0].numpy(), [pred.image_findings[f] for f in FINDINGS],
                                rtol=1e-4)

@@ -66,3 +66,41 @@ def test_no_other_hard_coded_list_of_methods() -> None:
     offenders = [str(p.relative_to(ROOT)) for p in [*ROOT.glob("medmm/**/*.py"), *ROOT.glob("scripts/*.py"), ROOT / "app.py"]
                  if p != ROOT / "medmm" / "explain" / "methods.py" and pattern.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+def test_each_method_carries_its_attribute_and_dispatch_is_a_lookup() -> None:
+    from medmm.explain import image
+
+    assert all(callable(m.attribute) for m in em.REGISTRY)
+    # no module of medmm.explain other than the registry branches on a method's name: adding a method is an entry
+    branch = re.compile(r"""(method|key)\s*==\s*["'](gradcam|ig|occlusion)["']""")
+    offenders = [p.name for p in (ROOT / "medmm" / "explain").glob("*.py") if p.name != "methods.py"
+                 and branch.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
+    assert "BY_KEY" in (ROOT / "medmm" / "explain" / "image.py").read_text() and image.image_attribution
+
+
+def test_explain_modules_use_each_others_public_names_and_only_files_writes() -> None:
+    private = re.compile(r"from medmm\.explain\.\w+ import[^\n]*\b_\w|\bex\._")
+    writes = re.compile(r"write_bytes|write_text|np\.save\(|open\(")
+    sources = {p.name: p.read_text(encoding="utf-8") for p in (ROOT / "medmm" / "explain").glob("*.py")}
+    assert [n for n, s in sources.items() if private.search(s)] == []
+    assert [n for n, s in sources.items() if writes.search(s)] == ["files.py"]
+
+
+def test_explain_options_are_one_dataclass_with_the_old_keywords() -> None:
+    import dataclasses
+
+    import pytest
+
+    from medmm.explain import ExplainError, ExplainOptions, explain
+
+    fields = {f.name for f in dataclasses.fields(ExplainOptions)}
+    assert {"baseline", "n_steps", "notes_method", "occlusion_window", "occlusion_stride", "randomize_stages",
+            "faithfulness_steps", "seed", "internal_batch_size"} == fields
+    with pytest.raises(ExplainError, match="baseline"):          # keywords still reach the options
+        explain(None, None, None, baseline="white")
+    with pytest.raises(ExplainError, match="baseline"):
+        explain(None, None, None, options=ExplainOptions(baseline="white"))
+    with pytest.raises(TypeError):                                # an unknown keyword is refused, not ignored
+        explain(None, None, None, n_stpes=8)

@@ -1,7 +1,7 @@
 """Per-request checks of a saliency map before it is shown: is it faithful, and does a second method agree?
 
 * **Faithfulness**: deletion / insertion of the map's top patches against random patch orders
-  (``medmm.explain.faithfulness``, ``STEPS`` steps, ``RANDOM_ORDERS`` random orders). A map whose deletion AUC is
+  (``medmm.explain.checks.faithfulness``, ``STEPS`` steps, ``RANDOM_ORDERS`` random orders). A map whose deletion AUC is
   not below random (and whose insertion AUC is not above it) is *no better than random* for this request.
 * **Agreement**: Spearman rank correlation, on the 16-px patch grid, between the positive evidence of the shown
   map and of a second method (Grad-CAM for IG / occlusion; IG with ``AGREEMENT_IG_STEPS`` steps for Grad-CAM).
@@ -96,29 +96,23 @@ def check_saliency(pipeline: Any, inputs: Any, explanation: Any, *, steps: int =
     import torch
     import torch.nn.functional as F
 
-    from medmm.explain import attribution as ex
+    from medmm.explain.checks import faithfulness, spearman
+    from medmm.explain.image import image_attribution, pipeline_reference, view_inputs
+    from medmm.explain.methods import AttributionSettings
 
-    view, method = explanation.view or 0, explanation.method
+    method = explanation.method
     index = pipeline.findings.index(explanation.finding)
     other = compare_with or BY_KEY[method].compare_with      # medmm.explain.methods
-    model = pipeline.model
-    temperatures = pipeline.temperatures.to(pipeline.device)
+    txt = None  # the map explains the image model alone; the notes update its answer afterwards
     with torch.inference_mode(False), torch.enable_grad():
-        with torch.no_grad():
-            _, views_feat = ex._image_features(pipeline, inputs)
-            txt = None  # the map explains the image model alone; the notes update its answer afterwards
-        n_views = inputs.pixels.shape[1]
-        others = None if n_views == 1 else (views_feat.sum(1) - views_feat[:, view])
-        x = inputs.pixels[:, view]
-        prep = pipeline.meta.preprocessing
-        ref = ex.reference_image(x, "blur", black=[-m / sd for m, sd in zip(prep.mean, prep.std)])
-        # forward-only passes (the deletion/insertion curves) through the pipeline's ONNX runtime / batcher when it
-        # has one (same probabilities to ~1e-6, several times faster on a CPU); gradients still use the torch model
-        scorer = ex._ImageScorer(model, temperatures, n_views, encode=pipeline.forward_only_encoder())
-        faith = ex.faithfulness(scorer, x, ref, explanation.attributions, index, txt, others, steps=steps,
-                                random_orders=random_orders, seed=seed)
-        raw2, _ = ex.image_attribution(scorer, other, x, ref, index, txt, others, n_steps=ig_steps,
-                                       internal_batch_size=max(1, ig_steps), completeness=False)
+        # forward-only passes (the deletion/insertion curves) go through the pipeline's ONNX runtime / batcher when
+        # it has one (same probabilities to ~1e-6, several times faster on a CPU); gradients still use the torch model
+        one = view_inputs(pipeline, inputs, explanation.view or 0)
+        ref = pipeline_reference(pipeline, one.x, "blur")
+        faith = faithfulness(one.scorer, one.x, ref, explanation.attributions, index, txt, one.others, steps=steps,
+                             random_orders=random_orders, seed=seed)
+        settings = AttributionSettings(n_steps=ig_steps, internal_batch_size=max(1, ig_steps), completeness=False)
+        raw2, _ = image_attribution(one.scorer, other, one.x, ref, index, txt, one.others, settings)
 
     def patches(raw: np.ndarray) -> np.ndarray:
         size = raw.shape[-1]
@@ -126,7 +120,7 @@ def check_saliency(pipeline: Any, inputs: Any, explanation: Any, *, steps: int =
         pos = torch.from_numpy(np.maximum(np.asarray(raw, np.float32), 0))[None, None]
         return F.avg_pool2d(pos, patch, ceil_mode=True)[0, 0].numpy()
 
-    rho = ex.spearman(patches(explanation.attributions), patches(raw2))
+    rho = spearman(patches(explanation.attributions), patches(raw2))
     shares = region_shares(explanation.attributions)
     return {"method": method, "compared_with": other, "agreement_spearman": rho,
             "lung_share": None if shares is None else shares["lung fields"], "region_shares": shares,
