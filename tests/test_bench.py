@@ -66,11 +66,12 @@ def test_the_bench_copies_of_a_pipeline_own_their_caches(monkeypatch) -> None:
     """A copy sharing a cache dict with its original but not the lock races (issue 26): every copy owns all three."""
     from types import SimpleNamespace
 
-    from medmm.tools.bench import _pipeline_with_backbone, runtime_pipelines
+    from medmm.tools.bench.copies import pipeline_with_backbone
+    from medmm.tools.bench.runtimes import runtime_pipelines
 
     pipe = _FakePipeline()
     monkeypatch.setattr(rt, "build", lambda name, *a: SimpleNamespace(name=name))
-    clones = [_pipeline_with_backbone(pipe, backbone="folded"), *runtime_pipelines(pipe, ["torch", "other"])[0].values()]
+    clones = [pipeline_with_backbone(pipe, backbone="folded"), *runtime_pipelines(pipe, ["torch", "other"])[0].values()]
     assert len(clones) == 3 and clones[0].model.image_encoder.model == "folded" and pipe.model.image_encoder.model is None
     for clone in clones:
         for attr in ("_text_cache", "_tok_cache", "_text_lock"):
