@@ -99,7 +99,7 @@ def test_upload_renamer_rewrites_part_names_only(chunk: int) -> None:
     body = b"".join(d + b'\r\nContent-Disposition: form-data; name="files"; filename="' + name + b'"\r\n'
                     b"Content-Type: application/octet-stream\r\n\r\n" + payload + b"\r\n"
                     for name in (b"Smith, John 03-14-58.dcm", b"scan two.JPG", b"noext")) + d + b"--\r\n"
-    renamer, out = server._UploadRenamer(d), b""
+    renamer, out = server.UploadRenamer(d), b""
     for i in range(0, len(body), chunk):
         out += renamer.feed(body[i:i + chunk], final=i + chunk >= len(body))
     names = re.findall(rb'name="files"; filename="([^"]*)"', out)
@@ -114,7 +114,7 @@ def test_upload_renamer_handles_rfc5987_names_and_leaves_form_fields_alone() -> 
     body = (d + b'\r\nContent-Disposition: form-data; name="note"\r\n\r\n' + field + b"\r\n"
             + d + b'\r\nContent-Disposition: form-data; name="files"; filename="Doe.dcm"; '
                   b"filename*=UTF-8''Doe%20John.dcm\r\nContent-Type: application/dicom\r\n\r\nDICM\r\n" + d + b"--\r\n")
-    out = server._UploadRenamer(d).feed(body, final=True)
+    out = server.UploadRenamer(d).feed(body, final=True)
     assert field in out                                        # not a part header: untouched
     assert b"Doe" not in out
     plain = re.search(rb'filename="(upload-[0-9a-f]{16}\.dcm)"', out).group(1)
