@@ -1,4 +1,4 @@
-"""Build medmm/report/deid_lexicon.json.gz: the first-name and surname lists medmm.report.deid matches names against.
+"""Build medmm/report/deid/lexicon.json.gz: the first-name and surname lists medmm.report.deid matches names against.
 
     pip install faker          # development only (MIT); the app reads the generated file, not faker
     python scripts/build_name_lexicon.py
@@ -26,7 +26,7 @@ from pathlib import Path
 from medmm.training.data import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "medmm" / "report" / "deid_lexicon.json.gz"
+OUT = ROOT / "medmm" / "report" / "deid" / "lexicon.json.gz"
 IU = SHARED_DATA / "iu_reports" / "indiana_reports.csv"
 EVERYDAY = """a an and are as at be but by can day days did do does for from had has have he her him his how i if in
 into is it its me my no not of on one or our out over she so than that the their them then there they this to too

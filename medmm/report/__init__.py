@@ -1,7 +1,7 @@
 """Machine-drafted reports for clinician review: torch-free (numpy only; pydicom for the SR when it is written).
 
 * ``labeler``: rule-based finding labeller (mentions, negation, uncertainty) for report and notes text.
-* ``deid``: de-identification of free text (rules + a name lexicon, ``deid_lexicon.json.gz``).
+* ``deid``: de-identification of free text (rules + a name lexicon, ``deid/lexicon.json.gz``).
 * ``bank``: the sentence bank of real report sentences a draft may reuse.
 * ``draft``: ``draft_report`` -> ``Report`` (Indication / Findings / Impression), exports, clinician edits.
 * ``consistency``: a prediction's internal consistency; a (edited) report checked against the prediction.
