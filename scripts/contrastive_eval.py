@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 from medmm.labels import FINDINGS, marginals
-from medmm.training.train import state_probs
+from medmm.training.calibration import state_probs
 from medmm.training.metrics import binary_metrics, paired_auc_difference
 runs_dir = sys.argv[1] if len(sys.argv) > 1 else "runs/contrastive"
 out = {}

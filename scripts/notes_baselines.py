@@ -6,7 +6,7 @@ Rows: the COVID collection's notes with a COVID-19 label (the rows the expert is
 shuffles the patients into 5 folds; every fold fits ``NotesExpert`` on the other four (the same class and settings
 training uses) and scores the held-out notes. Printed: mean ± std over seeds of the pooled out-of-fold AUC, and the
 paired difference to the words-only expert (which is the TF-IDF + logistic-regression baseline of
-``train.tfidf_baseline``: same n-grams, ``min_df``, ``C``).
+``heldout_metrics.tfidf_baseline``: same n-grams, ``min_df``, ``C``).
 """
 
 from __future__ import annotations

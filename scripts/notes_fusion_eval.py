@@ -29,7 +29,7 @@ from medmm.models.checkpoint import DEFAULT_CHECKPOINT
 from medmm.notes import combine, marginals, pretest_states, read_note, update_states
 from medmm.training.data import load_records
 from medmm.training.metrics import binary_metrics, paired_auc_difference
-from medmm.training.train import state_probs
+from medmm.training.calibration import state_probs
 
 KERMANY_NOTE = "Fever and productive cough for 3 days."
 KNEE_NOTE = "58M, pre-op knee replacement, no respiratory symptoms."

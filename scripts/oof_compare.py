@@ -32,7 +32,7 @@ from medmm.labels import FINDINGS, marginals
 from medmm.models.notes_expert import NotesExpert
 from medmm.training.data import label_matrix, load_records
 from medmm.training.metrics import paired_auc_difference, roc_auc
-from medmm.training.train import state_probs
+from medmm.training.calibration import state_probs
 
 
 def _probs(logits: np.ndarray) -> np.ndarray:

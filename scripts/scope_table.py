@@ -44,7 +44,7 @@ from medmm.calls import SUBTYPE_MARGIN, decide
 from medmm.labels import FINDINGS, marginals
 from medmm.models.checkpoint import DEFAULT_CHECKPOINT
 from medmm.training.metrics import binary_metrics
-from medmm.training.train import state_probs
+from medmm.training.calibration import state_probs
 
 MIN_LOWER_CI = 0.75
 COLUMNS = ["population", "finding", "call", "metric", "value", "ci_low", "ci_high", "n", "n_positive", "measured_on",

@@ -14,8 +14,7 @@ def test_the_shipped_checkpoint_was_trained_by_the_default_recipe(tmp_path):
     """Every setting the checkpoint stored equals what ``--recipe default`` gives; settings added to the script after
     it was trained are at their 'off' defaults (the recipe had no such option then)."""
     stored = json.loads((DEFAULT_CHECKPOINT / "medmm.json").read_text())["training"]["config"]
-    args, cfg = parse_args(["--recipe", "default", "--out", str(tmp_path)])
-    now = json.loads(json.dumps(recipe_config(args, cfg)))
+    now = json.loads(json.dumps(recipe_config(parse_args(["--recipe", "default", "--out", str(tmp_path)]))))
     # options measured and retired after this checkpoint was trained (MODEL_CARD keeps their tables): the checkpoint
     # was trained with each at the value the code now always uses
     retired = {"contrastive_weight": 0.0, "borrow_notes": 0.0, "null_notes": 0.0, "ema_decay": 0.0, "soup": 1, "aux_nih_weight": 0.0,
@@ -29,10 +28,10 @@ def test_the_shipped_checkpoint_was_trained_by_the_default_recipe(tmp_path):
 
 
 def test_options_override_the_recipe_and_help_shows_it(tmp_path, capsys):
-    args, cfg = parse_args(["--recipe", "default", "--epochs", "1", "--out", str(tmp_path)])
-    assert cfg.epochs == 1 and cfg.folds == RECIPES["default"]["folds"] and args.aug_views == 3
-    args, cfg = parse_args(["--out", str(tmp_path)])                      # no recipe: the script's own defaults
-    assert args.recipe is None and cfg.folds == TrainConfig().folds
+    config = parse_args(["--recipe", "default", "--epochs", "1", "--out", str(tmp_path)])
+    assert config.train.epochs == 1 and config.train.folds == RECIPES["default"]["folds"] and config.aug_views == 3
+    config = parse_args(["--out", str(tmp_path)])                         # no recipe: the script's own defaults
+    assert config.recipe is None and config.train.folds == TrainConfig().folds
     try:
         parse_args(["--recipe", "default", "--help"])
     except SystemExit:

@@ -1,17 +1,20 @@
-"""Every option of ``python -m medmm.train`` is documented and reaches the run: nothing accepted and ignored."""
+"""Every option of ``python -m medmm.train`` is documented and reaches the run's frozen config: nothing accepted and
+ignored."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from medmm.training.train import parse_args
 
-# option -> (the values given, a check on (args, cfg)); a new option without a row here fails the first test
+# option -> (the values given, a check on (RunConfig, its TrainConfig)); a new option without a row here fails the
+# first test
 CASES = {
     "--recipe": (["default"], lambda a, c: a.recipe == "default" and c.folds == 3),
-    "--out": (["runs/x"], lambda a, c: a.out == "runs/x"),
+    "--out": (["runs/x"], lambda a, c: a.out == Path("runs/x")),
     "--sources": (["kermany,nih"], lambda a, c: c.sources == ("kermany", "nih")),
     "--manifest": (["m.csv"], lambda a, c: c.manifest == "m.csv"),
     "--folds": (["7"], lambda a, c: c.folds == 7),
@@ -23,7 +26,7 @@ CASES = {
     "--encoder-lr": (["0.25"], lambda a, c: c.encoder_lr == 0.25),
     "--finetune-blocks": (["2"], lambda a, c: c.finetune_blocks == 2),
     "--image-encoder": (["densenet121"], lambda a, c: a.image_encoder == "densenet121"),
-    "--no-pretrained": ([], lambda a, c: a.no_pretrained is True),
+    "--no-pretrained": ([], lambda a, c: a.pretrained is False),
     "--bag-of-words-dim": (["64"], lambda a, c: c.bag_of_words_dim == 64),
     "--sentence-embedding": ([], lambda a, c: c.sentence_embedding is True),
     "--notes-expert": ([""], lambda a, c: c.notes_expert is None),
@@ -36,7 +39,7 @@ CASES = {
     "--seed": (["4"], lambda a, c: c.seed == 4),
     "--checkpoint-out": (["ck"], lambda a, c: a.checkpoint_out == "ck"),
     "--device": (["cpu"], lambda a, c: a.device == "cpu"),
-    "--no-progress": ([], lambda a, c: a.no_progress is True),
+    "--no-progress": ([], lambda a, c: a.progress is False),
 }
 
 
@@ -55,5 +58,5 @@ def test_every_option_is_documented_and_has_a_case(capsys):
 @pytest.mark.parametrize("option", sorted(CASES))
 def test_each_option_reaches_the_run(option):
     values, check = CASES[option]
-    args, cfg = parse_args([option, *values])
-    assert check(args, cfg), option
+    config = parse_args([option, *values])
+    assert check(config, config.train), option

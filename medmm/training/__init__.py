@@ -4,7 +4,13 @@
   leave-one-source-out splits.
 * ``losses``: partial-label NLL over the output states, CLIP-style alignment loss.
 * ``metrics``: AUC, thresholds, calibration (temperature fitting, ECE), bootstrap metrics; numpy only.
-* ``train``: the training script (``python -m medmm.train``, an entry module for this one).
+* ``train``: the training script (``python -m medmm.train``, an entry module for this one); ``main`` reads top to
+  bottom through one module per step:
+  ``cli`` (options -> frozen ``RunConfig``), ``cache`` (frozen image / notes features), ``batches`` (batches from the
+  caches, the trainable forward), ``loop`` (the training loop, predictions), ``run`` (what every fit of a run shares,
+  the final fit), ``crossval`` (k-fold CV, leave-one-source-out), ``calibration`` (temperature, thresholds, the notes
+  expert's weight, the adult-scope check), ``heldout_metrics`` (metrics tables of held-out predictions), ``outputs``
+  (checkpoint, metrics.json, the printed summary).
 * ``evaluate``: a checkpoint evaluated on a labelled manifest (``python -m medmm evaluate``).
 
 Names are re-exported lazily, so importing the package (or ``data`` / ``metrics``) does not import torch.
