@@ -1,9 +1,11 @@
-"""Clinical concepts -> evidence with published strength -> a Bayes update of the image's answer, in one place.
+"""Clinical concepts -> evidence with published strength -> a Bayes update of the image's answer.
 
-``likelihood_ratios.csv`` (next to this file) has one row per concept x finding x population with the likelihood
-ratio for the concept's presence (``lr_pos``) and absence (``lr_neg``), its source, the words of the source that
-carry the number, and ``use`` (``no`` rows document what was found and not used, and why). ``pretest.csv`` holds
-the pre-test probabilities a notes-only request starts from.
+This module reads a note's concepts as evidence items (``combine``: aliases, measurements against their cut-offs, the
+rows that apply). Beside it: ``tables`` reads the evidence tables (``likelihood_ratios.csv``: one row per concept x
+finding x population with the likelihood ratio for the concept's presence and absence, its source, the words of the
+source that carry the number, and ``use``; ``pretest.csv``: the pre-test probabilities a notes-only request starts
+from), ``families`` counts correlated concepts once and caps their total, and ``bayes`` updates the image's states.
+Their public names are importable from here as well.
 
 The fusion rule (``combine`` then ``update_states``):
 
@@ -27,43 +29,19 @@ The fusion rule (``combine`` then ``update_states``):
 
 from __future__ import annotations
 
-import csv
 import math
-from dataclasses import dataclass, replace
-from functools import lru_cache
-from importlib import resources
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from medmm.labels import FINDINGS, LEAF_MATRIX, NORMAL_FINDING, ancestors
+from medmm.labels import FINDINGS
+from medmm.notes.bayes import (ROOT, finding_shift, item_effects, logit, marginals, pretest_states,
+                               update_states)
+from medmm.notes.families import CLINICAL_CAP, FAMILIES, TEST_CONCEPTS, TEST_FAMILIES, apply_families
 from medmm.notes.reader import (ABSENT, CONTEXT_CONCEPTS, PRESENT, Concept, NoteReading)
+from medmm.notes.tables import (STANDS_FOR, LikelihoodRow, findings_with_evidence, likelihood_table, pretest_table,
+                                table_markdown, used_rows)
 
-CLINICAL_CAP = math.log(10.0)
-ROOT = "Pneumonia"           # the finding every subtype update is conditioned on
-
-# family -> concepts; the strongest raising and the strongest lowering concept of a family count
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "fever": ("fever", "temperature_high"),
-    "systemic": ("chills", "myalgia"),
-    "respiratory history": ("cough", "productive_cough", "dyspnea", "chest_pain", "sore_throat", "rhinorrhea"),
-    # temperature, respiratory and heart rate: the three Marchello's "normal vital signs" rule combines
-    "vital signs": ("tachypnea", "tachycardia", "normal_vital_signs", "normal_vitals_and_lung_exam"),
-    "oxygenation": ("hypoxemia",),
-    "chest examination": ("crackles", "decreased_breath_sounds", "dullness_percussion", "egophony",
-                          "bronchial_breath_sounds", "increased_work_of_breathing", "normal_vitals_and_lung_exam"),
-    "smell and taste": ("anosmia",),
-    "laboratory": ("crp_high", "procalcitonin_high"),
-    "SARS-CoV-2 test": ("sars_cov_2_test", "sars_cov_2_antigen", "sars_cov_2_pcr"),
-    "influenza test": ("influenza_test",),
-}
-TEST_FAMILIES = ("SARS-CoV-2 test", "influenza test")
-TEST_CONCEPTS = frozenset(k for f in TEST_FAMILIES for k in FAMILIES[f])
 POPULATION_PLURAL = {"adult": "adults", "child": "children"}
-_FAMILY_OF: dict[str, list[str]] = {}
-for _fam, _keys in FAMILIES.items():
-    for _k in _keys:
-        _FAMILY_OF.setdefault(_k, []).append(_fam)
 
 # concepts the note states in other words: key -> (concept whose likelihood ratio applies, how it is read)
 ALIASES: dict[str, tuple[str, bool, str]] = {
@@ -82,80 +60,6 @@ MEASURED: dict[str, tuple[str, str]] = {
 }
 NOT_EVIDENCE = {"pneumonia": "the diagnosis the film is taken to confirm or exclude: the radiograph is the test for "
                              "it, so naming it is not used as evidence"}
-
-
-@dataclass(frozen=True)
-class LikelihoodRow:
-    concept: str
-    finding: str
-    population: str
-    lr_pos: float | None
-    lr_neg: float | None
-    threshold: float | None
-    cutoff: str
-    use_flag: str            # "yes" | "no" | "blocked" (no figure, and the adult one must not stand in)
-    source: str
-    cite: str                # journal and year, as the draft's Indication quotes it (survives de-identification)
-    quote: str
-    url: str
-    note: str
-
-    @property
-    def use(self) -> bool:
-        return self.use_flag == "yes"
-
-
-def _float(s: str) -> float | None:
-    return float(s) if s and s.strip() else None
-
-
-@lru_cache(maxsize=1)
-def likelihood_table() -> tuple[LikelihoodRow, ...]:
-    text = resources.files("medmm.notes").joinpath("likelihood_ratios.csv").read_text(encoding="utf-8")
-    return tuple(LikelihoodRow(r["concept"], r["finding"], r["population"], _float(r["lr_pos"]), _float(r["lr_neg"]),
-                               _float(r["threshold"]), r["cutoff"], r["use"].strip(), r["source"], r["cite"],
-                               r["quote"], r["url"], r["note"])
-                 for r in csv.DictReader(text.splitlines()))
-
-
-@lru_cache(maxsize=1)
-def pretest_table() -> dict[tuple[str, str], dict[str, Any]]:
-    text = resources.files("medmm.notes").joinpath("pretest.csv").read_text(encoding="utf-8")
-    return {(r["population"], r["finding"]): {"probability": float(r["probability"]), "source": r["source"],
-                                             "quote": r["quote"], "url": r["url"]}
-            for r in csv.DictReader(text.splitlines())}
-
-
-# a concept a population's review reports under another name: (concept, population) -> (concept, how it is read)
-STANDS_FOR: dict[tuple[str, str], tuple[str, str]] = {
-    ("fever", "child"): ("temperature_high",
-                         "a reported fever read as a temperature > 37.5 °C (the review's cut-off)"),
-}
-
-
-def _rows(concept: str, finding: str, population: str) -> tuple[list[LikelihoodRow], str | None]:
-    """Used rows for (concept, finding, population) and how they were reached: the population's own rows; else
-    the concept its review reports under another name (``STANDS_FOR``); else, for a child, the adult rows, flagged
-    (unless a child row says ``use=blocked``: the pediatric review found no association)."""
-    rows = [r for r in likelihood_table() if r.concept == concept and r.finding == finding]
-    own = [r for r in rows if r.population == population and r.use]
-    if own:
-        return own, None
-    if (concept, population) in STANDS_FOR:
-        other, how = STANDS_FOR[(concept, population)]
-        found, flag = _rows(other, finding, population)
-        if found:
-            return found, "; ".join(x for x in (how, flag) if x)
-    blocked = any(r.population == population and r.use_flag == "blocked" for r in rows)
-    if population == "child" and not blocked:
-        adult = [r for r in rows if r.population == "adult" and r.use]
-        if adult:
-            return adult, "adult figure: no pediatric figure was found"
-    return [], None
-
-
-def findings_with_evidence(concept: str) -> list[str]:
-    return [f for f in FINDINGS if any(r.concept == concept and r.finding == f for r in likelihood_table())]
 
 
 @dataclass(frozen=True)
@@ -244,7 +148,7 @@ class NotesEvidence:
 def _measured(c: Concept, population: str) -> tuple[str, str, str]:
     """A measurement as a concept: (concept, PRESENT | ABSENT, cut-off wording) against its row's threshold."""
     concept, direction = MEASURED[c.key]
-    rows = [r for f in FINDINGS for r in _rows(concept, f, population)[0] if r.threshold is not None]
+    rows = [r for f in FINDINGS for r in used_rows(concept, f, population)[0] if r.threshold is not None]
     if not rows:
         return concept, "", ""
     if concept == "crp_high" or concept == "procalcitonin_high":
@@ -338,7 +242,7 @@ def combine(reading: NoteReading, population_hint: str | None = None, text: str 
                     f"{assertion}: not about this patient now"
                 items.append(Evidence(target, finding=finding, reason=why, **base))
                 continue
-            rows, flag = _rows(target, finding, population)
+            rows, flag = used_rows(target, finding, population)
             kind = "LR+" if assertion == PRESENT else "LR-"
             values = [r for r in rows if (r.lr_pos if assertion == PRESENT else r.lr_neg) is not None]
             if not values:
@@ -360,7 +264,7 @@ def combine(reading: NoteReading, population_hint: str | None = None, text: str 
             items.append(Evidence(target, finding=finding, lr=lr, lr_kind=kind, used=True, counted=True,
                                   reason=reason, source=row.source, cite=row.cite, url=row.url,
                                   **{**base, "cutoff": cutoff or row.cutoff}))
-    items, log_lr, capped = _apply_families(items)
+    items, log_lr, capped = apply_families(items)
     return NotesEvidence(tuple(_tidy(items)), log_lr, population, source, reading.context, capped,
                          reading.read_chars)
 
@@ -379,137 +283,8 @@ def _tidy(items: list[Evidence]) -> list[Evidence]:
     return out
 
 
-def _apply_families(items: list[Evidence]) -> tuple[list[Evidence], dict[str, float], tuple[str, ...]]:
-    """Per finding and family, only the strongest raising and strongest lowering item counts; the clinical
-    families' total is capped at +-CLINICAL_CAP; tests are added outside the cap."""
-    out = list(items)
-    log_lr: dict[str, float] = {}
-    capped: list[str] = []
-    for finding in FINDINGS:
-        idx = [i for i, e in enumerate(out) if e.used and e.finding == finding]
-        if not idx:
-            continue
-        # the combined normal-vitals-and-chest rule replaces its parts
-        if any(out[i].concept == "normal_vitals_and_lung_exam" for i in idx):
-            for i in idx:
-                if out[i].concept in ("normal_vital_signs", "crackles") and out[i].lr_kind in ("LR+", "LR-") \
-                        and out[i].lr < 1:
-                    out[i] = replace(out[i], counted=False, reason="counted in the combined normal-vital-signs "
-                                                                   "and normal-chest rule")
-        for family, keys in FAMILIES.items():
-            members = [i for i in idx if out[i].counted and out[i].concept in keys]
-            for sign in (1, -1):
-                side = [i for i in members if sign * math.log(out[i].lr) > 0]
-                if not side:
-                    continue
-                best = max(side, key=lambda i: sign * math.log(out[i].lr))
-                for i in side:
-                    if i != best:
-                        out[i] = replace(out[i], counted=False,
-                                         reason=f"counted once with {out[best].name} (same family: {family})")
-        clinical = tests = 0.0
-        for i in idx:
-            if out[i].counted:
-                if any(f in TEST_FAMILIES for f in _FAMILY_OF.get(out[i].concept, [])):
-                    tests += math.log(out[i].lr)
-                else:
-                    clinical += math.log(out[i].lr)
-        if abs(clinical) > CLINICAL_CAP:
-            capped.append(finding)
-            clinical = math.copysign(CLINICAL_CAP, clinical)
-        log_lr[finding] = clinical + tests
-    return out, log_lr, tuple(capped)
-
-
-# ---------------------------------------------------------------------------------------------- Bayes on states
-_F = {f: i for i, f in enumerate(FINDINGS)}
-_ROOT_STATES = LEAF_MATRIX[:, _F[ROOT]].astype(bool)
-
-
-def update_states(states: np.ndarray, log_lr: dict[str, float]) -> np.ndarray:
-    """Bayes' rule on the six mutually exclusive states ``[..., L]``: ROOT's odds against all other states, then
-    each subtype's odds within ROOT (findings in FINDINGS order, i.e. parents first)."""
-    p = np.asarray(states, dtype=np.float64).copy()
-    for finding in FINDINGS:
-        llr = log_lr.get(finding, 0.0)
-        if not llr:
-            continue
-        inside = LEAF_MATRIX[:, _F[finding]].astype(bool)
-        scope = np.ones_like(inside) if finding == ROOT or ROOT not in ancestors(finding) else _ROOT_STATES
-        mass = p[..., scope].sum(-1, keepdims=True)
-        w = np.where(inside & scope, p * math.exp(llr), np.where(scope, p, 0.0))
-        total = w[..., scope].sum(-1, keepdims=True)
-        scaled = np.where(total > 0, w * mass / np.where(total > 0, total, 1.0), w)
-        p = np.where(scope, scaled, p)
-    return p / p.sum(-1, keepdims=True)
-
-
-def pretest_states(population: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """The state distribution a notes-only request starts from: P(pneumonia) from ``pretest.csv`` for the
-    population; no information on anything else (pneumonia's mass split evenly over its subtypes, the rest evenly
-    over normal and other abnormality: the notes cannot see a film)."""
-    row = pretest_table().get((population, ROOT)) or pretest_table()[("adult", ROOT)]
-    pi = row["probability"]
-    n_in, n_out = int(_ROOT_STATES.sum()), int((~_ROOT_STATES).sum())
-    states = np.where(_ROOT_STATES, pi / n_in, (1 - pi) / n_out)
-    return states, {"population": population, **row}
-
-
-def marginals(states: np.ndarray) -> np.ndarray:
-    return np.asarray(states) @ LEAF_MATRIX
-
-
-def _log_lr_without(evidence: NotesEvidence, drop: int | None) -> dict[str, float]:
-    if drop is None:
-        return evidence.log_lr
-    rest = [replace(e, counted=True) if e.used and e.lr else e
-            for i, e in enumerate(evidence.items) if i != drop]                     # the families decide again
-    return _apply_families(rest)[1]
-
-
-def logit(p: float) -> float:
-    """log(p / (1 - p)), p clamped to [1e-12, 1 - 1e-12] (a finding at 0 or 1 still has a direction)."""
-    p = min(max(p, 1e-12), 1 - 1e-12)
-    return math.log(p / (1 - p))
-
-
-def finding_shift(log_lr: dict[str, float], finding: str) -> float:
-    """The log-odds shift of ``finding`` for a model with independent findings (no states): its own log
-    likelihood ratio and its ancestors' (a subtype moves with its parent); No Finding moves against Pneumonia
-    (exact when No Finding is everything but pneumonia: its odds are then pneumonia's inverted)."""
-    if finding == NORMAL_FINDING:
-        return -log_lr.get(ROOT, 0.0)
-    return sum(log_lr.get(a, 0.0) for a in (finding, *ancestors(finding)))
-
-
-def item_effects(prior_states: np.ndarray | None, evidence: NotesEvidence,
-                 finding: str) -> list[tuple[Evidence, float]]:
-    """Each evidence item's effect on ``finding``'s log-odds: with everything, minus without that item (exact
-    for a lone item; with several, the family rule and the cap make effects non-additive, so each is its own
-    leave-one-out). Items not used have effect 0. ``prior_states``: the states the evidence updated (image or
-    pre-test); None for a model with independent findings, whose log-odds move by ``finding_shift``."""
-    j = _F[finding]
-
-    def value(drop: int | None) -> float:
-        log_lr = _log_lr_without(evidence, drop)
-        if prior_states is None:
-            return finding_shift(log_lr, finding)
-        return logit(float(marginals(update_states(prior_states, log_lr))[j]))
-
-    full = value(None)
-    return [(e, full - value(i) if e.used else 0.0) for i, e in enumerate(evidence.items)]
-
-
-def table_markdown() -> str:
-    """The likelihood-ratio table as MODEL_CARD shows it (a test keeps the card equal to this): every row used,
-    with its source; rows found and not used are listed after it with the reason."""
-    def num(v: float | None) -> str:
-        return "–" if v is None else f"{v:g}"
-
-    rows = ["| concept | finding | population | LR+ | LR− | cut-off | source |", "|---|---|---|---|---|---|---|"]
-    rows += [f"| {r.concept} | {r.finding} | {r.population} | {num(r.lr_pos)} | {num(r.lr_neg)} | "
-             f"{r.cutoff or '–'} | {r.source} |" for r in likelihood_table() if r.use]
-    rows += ["", "Found and not used (`use` = no / blocked in `medmm/notes/likelihood_ratios.csv`):", ""]
-    rows += [f"- {r.concept} / {r.finding} / {r.population}: {r.note.split('. ')[0].rstrip('.')}."
-             for r in likelihood_table() if not r.use]
-    return "\n".join(rows)
+# the names other modules import from here (the families, the Bayes update and the tables live beside it)
+__all__ = ["ALIASES", "CLINICAL_CAP", "Evidence", "FAMILIES", "LikelihoodRow", "MEASURED", "NOT_EVIDENCE",
+           "NotesEvidence", "POPULATION_PLURAL", "ROOT", "STANDS_FOR", "TEST_CONCEPTS", "TEST_FAMILIES", "combine",
+           "finding_shift", "findings_with_evidence", "item_effects", "likelihood_table", "logit", "marginals",
+           "pretest_states", "pretest_table", "table_markdown", "update_states"]
