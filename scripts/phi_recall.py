@@ -3,6 +3,7 @@
     python scripts/phi_recall.py                    # medmm.report.deid (what the app uses)
     python scripts/phi_recall.py --method all       # also the alternatives that are installed (see docs/privacy.md)
     python scripts/phi_recall.py --json out.json    # per-type figures as JSON
+    python scripts/phi_recall.py --method medmm-json --corpus F   # what reaches the `predict --json` object
 
 Sections: "cases" (74 cases; the rules were tuned on them) and "heldout" (30 cases written afterwards); default both.
 Recall: share of the corpus' PHI items of which no identifying token survives (a token that also occurs in the
@@ -74,7 +75,7 @@ def leaked(text: str, phi: list[list[str]], out: str) -> list[tuple[str, str]]:
     return leaks
 
 
-SECTIONS = ("cases", "heldout", "context")
+SECTIONS = ("cases", "heldout", "context", "blind")
 
 
 def _section(corpus: dict, section: str) -> list[dict]:
@@ -114,11 +115,13 @@ def evaluate(scrub: Callable[[str], str], corpus: dict, show: bool = False, sect
     cases = _section(corpus, section)
     per_type: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # type -> [caught, total]
     per_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])  # cat -> [caught, total, removed_phi, removed]
-    keep_ok = keep_total = 0
+    keep_ok = keep_total = clean = 0
     t0 = time.perf_counter()
     for case in cases:
         out = scrub(case["text"])
-        bad = leaked(case["text"], case["phi"], out)
+        bad = ([(item, kind) for item, kind in case["phi"] if item.lower() in out.lower()]
+               if getattr(scrub, "exact", False) else leaked(case["text"], case["phi"], out))
+        clean += not bad
         cat = case.get("cat", "issue14" if case.get("tag") == "issue14" else "general")
         ranges = _phi_ranges(case["text"], case["phi"])
         for s, e, tok in removed_tokens(case["text"], out):
@@ -165,7 +168,8 @@ def evaluate(scrub: Callable[[str], str], corpus: dict, show: bool = False, sect
     caught = sum(v[0] for v in per_type.values())
     total = sum(v[1] for v in per_type.values())
     n_clin = len(clin_texts)
-    return {"recall": caught / max(total, 1), "caught": caught, "total": total,
+    return {"recall": caught / max(total, 1), "caught": caught, "total": total, "notes": len(cases),
+            "notes_clean": clean,
             "per_type": {k: {"recall": v[0] / v[1], "caught": v[0], "total": v[1]} for k, v in sorted(per_type.items())},
             "per_category": {k: {"recall": v[0] / max(v[1], 1), "caught": v[0], "total": v[1],
                                  "precision": v[2] / v[3] if v[3] else 1.0, "removed": v[3]}
@@ -266,7 +270,35 @@ def _scrubadub() -> Callable[[str], str]:
     return scrubber.clean
 
 
+def _medmm_json() -> Callable[[str], str]:
+    """What ``medmm predict IMAGE --notes NOTE --json`` returns that came from the note: every string of the object
+    (warnings, Indication, evidence quotes, ...) that the same request without a note does not hold."""
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
+    from medmm.pipeline import Pipeline
+    from medmm.service import run_request
+
+    image = ROOT / "assets" / "examples" / "01_child_normal.jpeg"
+    pipe = Pipeline.from_checkpoint(DEFAULT_CHECKPOINT)
+
+    def strings(obj: object) -> list[str]:
+        if isinstance(obj, str):
+            return [obj]
+        if isinstance(obj, dict):
+            return [s for k, v in obj.items() for s in strings(k) + strings(v)]
+        if isinstance(obj, (list, tuple)):
+            return [s for v in obj for s in strings(v)]
+        return []
+
+    baseline = set(strings(run_request(pipe, [image], None).to_json()))
+
+    def run(text: str) -> str:
+        return "\n".join(s for s in strings(run_request(pipe, [image], text).to_json()) if s not in baseline)
+    run.exact = True  # type: ignore[attr-defined]  # judged on each item's exact string: the object's own numbers
+    return run                                      # and words ("44", "will") are not the note's
+
+
 METHODS: dict[str, Callable[[], Callable[[str], str]]] = {
+    "medmm-json": _medmm_json,
     "medmm": _medmm, "philter-lite": _philter, "presidio+spacy-sm": _presidio, "scrubadub": _scrubadub,
     "medmm+presidio": _medmm_presidio(None), "medmm+presidio-person": _medmm_presidio(("PERSON",)),
     "medmm+spacy-person": _medmm_spacy}
@@ -301,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         types = ", ".join(f"{k} {v['caught']}/{v['total']}" for k, v in r["per_type"].items())
         cats = ", ".join(f"{k} {v['caught']}/{v['total']} p={v['precision']:.2f}" for k, v in r["per_category"].items())
-        print(f"{name}: recall {r['recall']:.3f} ({r['caught']}/{r['total']} PHI items, {r['cases']} cases); "
+        print(f"{name}: recall {r['recall']:.3f} ({r['caught']}/{r['total']} PHI items, {r['cases']} cases, "
+              f"{r['notes_clean']} with nothing left); "
               f"keep phrases preserved {r['keep_preserved']:.3f} of {r['keep_total']}; clinical sentences unchanged "
               f"{r['clinical_unchanged']:.3f} of {r['clinical_total']}; {r['ms_per_case']:.1f} ms/case; "
               f"load {r['load_s']} s\n    {types}\n    {cats}")

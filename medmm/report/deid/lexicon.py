@@ -124,7 +124,7 @@ PERSON_NOUNS = frozenset("""
 child boy girl infant baby toddler neonate newborn kid youth lad lass teen teenager adolescent adult man woman male
 female gentleman lady schoolboy schoolgirl twin elderly
 """.split())
-PARTICLES = frozenset("van der den de da di del della von le la du dos das bin ibn al el ten ter".split())
+PARTICLES = frozenset("van der den de da di del della von le la los las du dos das bin ibn al el ten ter".split())
 
 FACILITY_WORDS = frozenset("st saint general royal memorial county regional community medical university childrens "
                             "children mount mt city national central district veterans university teaching "

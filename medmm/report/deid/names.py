@@ -26,18 +26,39 @@ from medmm.report.deid.spans import Span
 CARET_NAME = re.compile(r"(?<![\w^])[^\W\d_][\w'’-]*\^[\w'’^ -]*?(?=[\s,;:.)]|$)")
 _LABEL_PHRASES = re.compile(
     r"\b(?:referred|seen|reviewed|signed|dictated|discussed|examined|reported|verified|authored|transcribed|"
-    r"accompanied)\s+(?:by|with)\b|\b(?:spoke|spoken|discussed)\s+(?:to|with)\b|\bcare\s+of\b|\bc/o\s+(?=[A-Z][a-z])",
+    r"accompanied)\s+(?:by|with)\b|\b(?:spoke|spoken|discussed)\s+(?:to|with)\b|\bcare\s+of\b|\bc/o\s+(?=[A-Z][a-z])"
+    r"|(?:^|(?<=[\s(]))re\s*:?\s+(?=(?-i:[A-Z]))",
     re.I)
 _STRONG_LABEL = re.compile(r"\b(?:(?:patient'?s?|pt\.?)\s+)?name\s*[:=]\s*$", re.I)
+_DATE_WORD_BEFORE = re.compile(r"(?:\d|\b(?:in|on|since|from|until|till|by|of|last|next|early|late|mid|end|"
+                               r"before|after|during|this)\s*)[\s,./-]*$", re.I)
 _AFTER_LABEL = re.compile(r"[\s:=,]*(?:\(\s*)?")
 _POSSESSIVE_REL = re.compile(r"([^\W\d_]+)['’]s\s+(?:" + "|".join(sorted(RELATIVES, key=len, reverse=True)) +
                              r"|baby|child|kids?|children|care|carer)\b", re.I)
-_PARTICLE_NAME = re.compile(r"(?i:al|el|ul|bin|ibn|abu|abd|abdel|abdul|bint|ben|ould)-[^\W\d_]{3,}")
+_PARTICLE_NAME = re.compile(r"(?i:al|el|ul|bin|ibn|abu|abd|abdel|abdul|bint|ben|ould)-[^\W\d_]{3,}"
+                            r"|(?i:o|d)['’](?!clock)[^\W\d_]{3,}(?:-[^\W\d_]+)*")
 _INITIALS = re.compile(r"(?<![\w.])(?:[A-Z]\.\s?){1,3}[A-Z]\.(?![\w])")
 _INITIALS_LABEL = re.compile(r"\b(?i:initials)\s*[:=]?\s*([A-Z]{2,4}|(?:[A-Z]\.?\s?){1,3}[A-Z]\.?)(?![\w])")
 _NAME_BEFORE_AGE = re.compile(
     r"(?:^|(?<=[.!?;:\n])\s*)((?:[A-Z][\w'’-]+\s){0,2}[A-Z][\w'’-]+),?\s+(?:(?:is|was)\s+an?\s+)?\d{1,3}"
     r"(?=\s*(?:-\s*)?(?:y|yo|yrs?|years?|year-old|[MF])\b|\s*,)")
+
+_LOWER_NAME_BEFORE_AGE = re.compile(
+    r"(?:^|[.!?;:\n]\s*|\b(?i:pt|patient|name|re)(?:\s+is)?\s*:?\s+)((?:[a-z][a-z'’-]+ ){1,5}[a-z][a-z'’-]+),?\s+"
+    r"\d{1,3}(?=\s*(?:-\s*)?(?:y|yo|yrs?|years?|year-old|[MFmf])\b|\s*,)")
+# a capitalised word right after an age ("3yo Keoni wheezy", "72M Haruto"), a header "SURNAME, FIRST" at a line's
+# start ("OKONKWO, CHIDINMA  MRN ..."), a name or initials before a bracketed title ("AB (Mrs)")
+_NAME_AFTER_AGE = re.compile(r"\b\d{1,3}\s?(?:yo|y/o|y\.o\.?|yrs?|years?[\s-]*old|year-old|[MF])\s+"
+                             r"([A-Z][a-z][\w'’-]+)")
+_CAPS_HEADER = re.compile(r"(?:^|(?<=\n))[ \t*#>=-]*([A-Z][A-Z'’-]+(?: [A-Z][A-Z'’-]+)?,[ \t]*[A-Z][A-Z'’-]+"
+                          r"(?: [A-Z][A-Z'’-]+)?(?: [A-Z]\.?)?)(?=[\s:;*-]|$)")
+_BEFORE_TITLE = re.compile(r"\b([A-Z][\w'’-]+|[A-Z]{2,3})\s*\((?:Mr|Mrs|Ms|Miss|Mx|Dr)\.?\)")
+# dotted initials with a lower-case particle ("R.d.S.") or in lower case ("s.m.p"); dosing abbreviations stay
+_INITIALS_MIXED = re.compile(r"(?<![\w.])[A-Z]\.(?:\s?[a-z]{1,3}\.)+\s?[A-Z]\.?(?![\w])"
+                             r"|(?<![\w.])[A-Z]\.\s?Ma?c[A-Z][\w'’-]*"
+                             r"|(?<![\w.])[a-z]\.[a-z]\.[a-z]\.?(?![\w.])")
+_DOSING = frozenset("tds qds bds bid tid qid prn nbm npo sos ods odm qhs qam qpm ac pc hs stat mdi dpi inh neb eod "
+                    "aaa ama dna dnr dob doa ecg eeg ent gcs".split())
 
 
 def _title_before(text: str, pos: int) -> bool:
@@ -167,9 +188,13 @@ class _Words:
         while j < self.n and taken < 3:
             if taken and not re.fullmatch(r"\s+|,\s*|\s*-\s*", self.gap(j - 1, j)):
                 break
-            if taken and self.gap(j - 1, j).startswith(",") and not self.in_lex(j, self.first):
-                break  # "Doe, John" continues only with a first name
             wj, fj, blocked = self.word(j), self.folded(j), self.blocked(j)
+            if taken and self.gap(j - 1, j).startswith(",") and not self.in_lex(j, self.first) and not (
+                    is_upper(self.word(j - 1)) and is_upper(wj) and not blocked and fj not in self.common):
+                break  # "Doe, John" continues only with a first name (or "OKONKWO, CHIDINMA" from a header)
+            if fj in PARTICLES and wj.islower() and self._particle_run(j):
+                j += 1      # "pt van der hoeven": the particles, then the name
+                continue
             worded = fj in WORD_NAMES and (is_cap(wj) or is_upper(wj)) and not blocked
             lower_named = relative and wj.islower() and not blocked and (
                 fj in WORD_NAMES_LOWER or (fj not in self.common and self.named(j)))
@@ -182,6 +207,19 @@ class _Words:
                 j += 1
             else:
                 break
+
+    def _particle_run(self, j: int) -> bool:
+        """Lower-case particles after a label, then a word that can be a name: mark them all ("van der hoeven")."""
+        k = j
+        while k < self.n and self.folded(k) in PARTICLES and re.fullmatch(r" {1,2}", self.gap(k, k + 1) if k + 1 <
+                                                                             self.n else ""):
+            k += 1
+        if k == j or k >= self.n or self.blocked(k) or len(self.word(k)) < 3 or (
+                self.folded(k) in self.common and not self.named(k)):
+            return False
+        for m in range(j, k + 1):
+            self.is_name[m] = True
+        return True
 
     def grow(self) -> None:
         """From every name word to adjacent capitalised words ("Maria Garcia Lopez", "JOHN DOE", "Smith, John")."""
@@ -200,6 +238,15 @@ class _Words:
         """Is word j, next to name word i, part of the same name?"""
         a, b = min(i, j), max(i, j)
         g, w = self.gap(a, b), self.word(j)
+        if self.folded(j) in MONTH_WORDS and j == i - 1 and is_cap(w) and len(w) > 3 and g == " " and (
+                (self.named(i) or self.folded(i) not in self.common) and not _DATE_WORD_BEFORE.search(self.text, max(0, self.words[j][0] - 12),
+                                                                self.words[j][0])):
+            return True     # "June Baker", not "since June" or "12 June"
+        if j == i - 1 and re.fullmatch(r"[A-Z]", w) and re.fullmatch(r"\. ?", g):
+            return True     # "M. Haddad"
+        if j == i + 1 and w.islower() and self.word(i).islower() and re.fullmatch(r", ?", g) and (
+                self.in_lex(j, self.first) and self.folded(j) not in self.common and not self.blocked(j)):
+            return True     # "d'souza, kevin"
         if self.blocked(j) or not (is_cap(w) or is_upper(w)):
             return False
         comma_first = re.fullmatch(r",\s*", g) is not None and (
@@ -211,7 +258,8 @@ class _Words:
             return False  # "JOHN DOE" / "John Doe", not "Emily COPD"
         after_first = j == i + 1 and self.in_lex(i, self.first)        # "John Doe", "Michael Brown"
         return (self.named(j) or self.folded(j) in WORD_NAMES or after_first or comma_first
-                or (self.folded(j) not in self.common and not sentence_start(self.text, self.words[j][0])))
+                or (self.folded(j) not in self.common and (not sentence_start(self.text, self.words[j][0]) or (
+                    j == i - 1 and self.in_lex(i, self.last)))))   # "Efua Mensah" at the start of a note
 
     def particles(self) -> None:
         """Name particles between name words ("Dr. van der Berg", "Maria de la Cruz")."""
@@ -275,9 +323,49 @@ def _before_age(text: str) -> list[Span]:
             start = m.start(1) + w.end()
         start += len(text[start:m.end(1)]) - len(text[start:m.end(1)].lstrip())
         names = WORD.findall(text[start:m.end(1)])
-        if names and any(fold(w) not in common for w in names) and not any(
+        if names and any(fold(w) not in common or fold(w) in WORD_NAMES for w in names) and not any(
                 fold(w) in NOT_NAMES or fold(w) in LABELS or fold(w) in MONTH_WORDS for w in names):
             spans.append(Span(start, m.end(1), "NAME"))
+    return spans
+
+
+def _in_context(text: str) -> list[Span]:
+    """Names placed by their context: after an age, in an upper-case header, before "(Mrs)"; mixed initials."""
+    common = lexicon()[2]
+    spans = []
+    for m in _NAME_AFTER_AGE.finditer(text):
+        f = fold(m.group(1))
+        after = WORD.match(text[m.end(1):m.end(1) + 40].lstrip())
+        describes = after is not None and fold(after.group()) in PERSON_NOUNS    # "3yo Asian boy"
+        if f not in common and not (f in NOT_NAMES or f in LABELS or f in MONTH_WORDS or f in PLACES_OK) and not (
+                EPONYM_NEXT.match(text, m.end(1)) or describes):
+            spans.append(Span(m.start(1), m.end(1), "NAME"))
+    for m in _CAPS_HEADER.finditer(text):
+        words = [fold(w) for w in WORD.findall(m.group(1))]
+        if not any(w in NOT_NAMES or w in LABELS or w in PLACES_OK for w in words) and any(
+                w not in common for w in words):
+            spans.append(Span(m.start(1), m.end(1), "NAME"))
+    for m in _BEFORE_TITLE.finditer(text):
+        f = fold(m.group(1))
+        if not (f in NOT_NAMES or f in LABELS or f in common and not m.group(1).isupper()):
+            spans.append(Span(m.start(1), m.end(1), "NAME"))
+    for m in _INITIALS_MIXED.finditer(text):
+        if m.group().replace(".", "").replace(" ", "").lower() not in NOT_INITIALS | _DOSING:
+            spans.append(Span(m.start(), m.end(), "NAME"))
+    return spans
+
+
+def _lower_before_age(text: str) -> list[Span]:
+    """"maria de los santos da silva, 39F": lower-case words that are all names (and particles) before an age."""
+    first, last, common = lexicon()
+    spans = []
+    for m in _LOWER_NAME_BEFORE_AGE.finditer(text):
+        words = m.group(1).split()
+        names = [w for w in words if fold(w) not in PARTICLES]
+        if len(names) < 2 or len(names) > 4 or fold(names[0]) not in first or fold(names[0]) in common:
+            continue     # starts with a given name that is not an English word
+        if all(fold(w) not in NOT_NAMES and fold(w) not in LABELS and fold(w) not in RELATIVES for w in names):
+            spans.append(Span(m.start(1), m.end(1), "NAME"))
     return spans
 
 
@@ -287,4 +375,4 @@ def name_spans(text: str) -> list[Span]:
     for step in (words.seeds, words.after_titles, words.after_labels, words.grow, words.particles,
                  words.possessive_relatives, words.particle_names, words.repeated):
         step()
-    return words.spans() + _initials(text) + _before_age(text)
+    return words.spans() + _initials(text) + _before_age(text) + _lower_before_age(text) + _in_context(text)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-from medmm.report.deid.lexicon import FACILITY_WORDS, LABELS, MONTH_WORDS, NOT_NAMES, fold, lexicon, sentence_start
+from medmm.report.deid.lexicon import (FACILITY_WORDS, LABELS, MONTH_WORDS, NOT_NAMES, PLACES_OK, fold, lexicon,
+                                       sentence_start)
 from medmm.report.deid.spans import Span
 
 _MONTHS_I = "(?:" + "|".join(sorted(MONTH_WORDS, key=len, reverse=True)) + ")"
@@ -51,16 +52,20 @@ RULES: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("DEVICE", _rx(r"(?<![\w:-])[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}(?![\w:-])"), 0),                 # MAC
     ("IP", _rx(r"(?<![\w:])(?:[0-9A-Fa-f]{1,4}:){1,7}:?(?::?[0-9A-Fa-f]{1,4}){1,7}(?![\w:])"), -2),    # IPv6 (checked)
     ("DEVICE", _rx(r"\b(?:serial(?:\s+(?:no\.?|number|#))?|s/n|sn|device\s+(?:id|no\.?|number)|imei|udi|"
-                   r"lot(?:\s+(?:no\.?|number|#))|model\s+(?:no\.?|number))\s*[:#=-]?\s*"
+                   r"lot(?:\s+(?:no\.?|number|#))|model\s+(?:no\.?|number)|workstation|host(?:name)?|terminal|"
+                   r"asset(?:\s+(?:tag|no\.?|number|#))?)\s*[:#=-]?\s*"
                    r"([A-Za-z0-9][A-Za-z0-9/-]*\d[A-Za-z0-9/-]*)", re.I), 1),
     ("ID", _rx(r"(?<![\w.])\d{1,6}(?:\.[A-Za-z0-9]{1,20}){4,}(?![\w.])"), 0),                       # DICOM UID
+    ("DEVICE", _rx(r"(?<![\w.@/-])[A-Za-z0-9][A-Za-z0-9-]{0,62}(?:\.[A-Za-z0-9-]{1,63})*\.(?:local|lan|internal|intranet|"
+                   r"corp|localdomain|home\.arpa)(?![\w-])|(?<![\w.@/-])[A-Za-z0-9][A-Za-z0-9-]{0,62}"
+                   r"(?:\.[A-Za-z0-9-]{1,63}){2,}\.(?:com|org|net|edu|gov|uk|io)(?![\w-])", re.I), 0),   # host names
     # dates
     ("DATE", _rx(r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[T ]\d{1,2}:\d{2}(?::\d{2})?)?\b"), 0),
     ("DATE", _rx(r"\b\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})\b"), 0),
     ("DATE", _rx(rf"\b\d{{1,2}}{_ORD}[\s-]+(?:of\s+)?{_MONTHS_I}\.?,?[\s-]+\d{{2,4}}\b", re.I), 0),
     ("DATE", _rx(rf"\b{_MONTHS_I}\.?[\s-]+\d{{1,2}}{_ORD},?[\s-]+\d{{2,4}}\b", re.I), 0),
     ("DATE", _rx(rf"\b{_MONTHS_I}\.?,?\s+(?:of\s+)?\d{{4}}\b", re.I), 0),
-    ("DATE", _rx(rf"\b\d{{1,2}}{_ORD}(?:\s+of)?\s+{_MONTHS_CAP}\b\.?"), 0),                         # 5 Jan
+    ("DATE", _rx(rf"\b\d{{1,2}}{_ORD}(?:\s+of)?(?:\s+|-){_MONTHS_CAP}\b\.?"), 0),                   # 5 Jan, 09-Jan
     ("DATE", _rx(rf"\b{_MONTHS_CAP}\.?\s+\d{{1,2}}{_ORD}\b(?![:.]\d)"), 0),                         # Jan 5th
     ("DATE", _rx(r"(?<![\d/.])(?:0[1-9]|1[0-2])/(?:0[1-9]|[12]\d|3[01])(?![\d/])"), 0),             # 01/05
     ("DATE", _rx(rf"\b{_DATE_CONTEXT}\s+(?:on\s+)?((?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01]))(?![\d/])", re.I), 1),
@@ -86,6 +91,10 @@ RULES: tuple[tuple[str, re.Pattern[str], int], ...] = (
                r"((?:[A-Za-z]{1,4}\s)?(?:[A-Za-z0-9-]*\d[A-Za-z0-9/-]*)(?:\s\d{2,4}){0,3})", re.I), 1),
     ("ID", _rx(r"\b(?:m\.r\.n\.?|mrn|uid|chart|ur)\s*[:#=]?\s*((?:[A-Za-z]{1,4}\s)?[A-Za-z0-9-]*\d[A-Za-z0-9/-]*)",
                re.I), 1),
+    # national health and insurance numbers with their scheme's name ("Medicare 2953 41708 1", "NHI ZKC4471")
+    ("ID", _rx(r"\b(?:medicare|medicaid|nhi|ihi|chi|pps|nino|ahv|avs|sozialversicherung|carte\s+vitale|nir|bsn|"
+               r"personnummer|cpr|hkid|nric|aadhaar|ssn)(?:\s+(?:no\.?|number|#|card))?\s*[:#=]?\s*"
+               r"((?:[A-Za-z]{1,4}[\s-]?)?\d[\d\s/.-]{2,18}\d|[A-Za-z]{1,4}\d{3,}[A-Za-z]?)", re.I), 1),
     ("ID", _rx(r"\b[A-Za-z]{0,4}[-#]?\d(?:[\d-]*\d)?\b"), -6),          # >= 6 digits (checked below)
     ("ID", _rx(r"\b[A-Za-z]{1,4}-?\d{5,}\b"), 0),                       # XR-55821
     ("ID", _rx(r"(?<![\w.])\d{2,5}(?:[\s.-]\d{2,5}){2,4}(?![\w.])"), -9),  # digit groups, >= 9 digits
@@ -101,6 +110,9 @@ RULES: tuple[tuple[str, re.Pattern[str], int], ...] = (
     ("ADDRESS", _rx(r"(?:\b[A-Z][\w'’-]+\s+)?\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b"), 0),            # UK postcode
     ("ADDRESS", _rx(r"\b\d{4,5}\s+[A-Z][a-zà-ÿ]+(?:[\s-][A-Z][a-zà-ÿ]+)?\b"), 0),                 # 75001 Paris
     ("LOCATION", _rx(rf"\b(?:{_CITIES})\b"), 0),
+    # codes of three or more upper-case/digit parts with a digit: workstations, asset tags ("WS-RAD-ICU03")
+    ("DEVICE", _rx(r"(?<![\w-])(?!ICD-|HLA-|COVID-|SARS-|CURB-|NYHA-|GOLD-)(?=[A-Z0-9-]*\d)[A-Z][A-Z0-9]+"
+                   r"(?:-[A-Z0-9]{2,}){2,}(?![\w-])"), 0),
     # rooms, beds, wards
     ("ROOM", _rx(r"\b(?:room|rm|bed|bay|cubicle|bed\s*space|ward|unit|cell)\.?\s*(?:no\.?|number|#)?\s*"
                  r"[A-Za-z]?\d+[A-Za-z]?(?:-[A-Za-z0-9]+)?\b", re.I), 0),
@@ -152,8 +164,31 @@ def rule_spans(text: str) -> list[Span]:
     return spans
 
 
-def facility_spans(text: str) -> list[Span]:
+_CARE_HOME = re.compile(r"\b((?:[A-Z][\w'’-]+\s){1,3})(?i:care|nursing|rest|retirement|residential)\s+(?i:home)\b")
+_CAME_FROM = re.compile(r"\b(?i:transferred|transfer|retrieved|flown|moved|lives|living|resident|visiting|returned|"
+                        r"travelled|traveled|came|referred)\s+(?i:from|in|to|of)\s+([A-Z][a-z]{2,}(?:[\s-][A-Z][a-z]{2,})?)\b")
+
+_DEPARTMENT = re.compile(r"(?:ology|iatrics|iatry|surgery|medicine|theatres?|ward|unit|clinic|dept|department)$")
+
+
+def _place_spans(text: str) -> list[Span]:
+    """"Sunrise Lodge care home", "transferred from Kalgoorlie": capitalised words placed as a home or a town."""
+    common = lexicon()[2]
     spans = []
+    for m in _CARE_HOME.finditer(text):
+        words = [fold(w) for w in m.group(1).split()]
+        if not any(w in LABELS or w in NOT_NAMES for w in words):
+            spans.append(Span(m.start(1), m.end(1) - 1, "LOCATION"))
+    for m in _CAME_FROM.finditer(text):
+        words = [fold(w) for w in re.split(r"[\s-]", m.group(1))]
+        if not any(w in common or w in LABELS or w in NOT_NAMES or w in PLACES_OK or w in MONTH_WORDS
+                   or _DEPARTMENT.search(w) for w in words):
+            spans.append(Span(m.start(1), m.end(1), "LOCATION"))
+    return spans
+
+
+def facility_spans(text: str) -> list[Span]:
+    spans = _place_spans(text)
     _, _, common = lexicon()
     for m in _FACILITY.finditer(text):
         if not m.group(0)[:1].isupper():
@@ -196,6 +231,11 @@ OTHER_SCRIPT = re.compile(
     "\u1780-\u17FF\u3040-\u30FF\u3100-\u318F\u3400-\u4DBF\u4E00-\u9FFF\uA960-\uA97F\uAC00-\uD7AF"
     "\uF900-\uFAFF\uFB1D-\uFDFF\uFE70-\uFEFF\U00020000-\U0002FA1F]+)*")
 
+# Greek: single letters and lower-case words are clinical ("β2", "α1-antitrypsin"); a capitalised Greek word of three
+# or more letters in these notes is a name ("Νίκος Δημητρίου").
+GREEK_NAME = re.compile("(?<![^\\W\\d_])[\u0386\u0388-\u038F\u0391-\u03A9][\u0390\u03AC-\u03CE]{2,}"
+                        "(?:\\s{1,2}[\u0386\u0388-\u038F\u0391-\u03A9][\u0390\u03AC-\u03CE]{2,})*(?![^\\W\\d_])")
+
 
 AGE_90 = "90 or older"   # HIPAA Safe Harbor: ages over 89 are aggregated into one category
 _AGE_RES = (
@@ -207,13 +247,25 @@ _AGE_RES = (
 )
 
 
+_UNITS = r"(?:one|two|three|four|five|six|seven|eight|nine)"
+_OLD_WORDS = (rf"(?:ninety(?:[\s-]{_UNITS})?|(?:a|one)[\s-]hundred(?:(?:\s+and)?[\s-](?:{_UNITS}|ten|eleven|twelve|"
+              rf"thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty))?)")
+_AGE_WORDS = (
+    re.compile(rf"\b(age[ds]?|age\s+of)(\s*[:=]?\s*)({_OLD_WORDS})\b", re.I),
+    re.compile(rf"\b{_OLD_WORDS}[\s-]*(?:years?[\s-]*old|year-old|y/o|yo\b|yrs?\b)", re.I),
+)
+
+
 def ages(text: str) -> str:
     def old(n: str) -> bool:
         return 90 <= int(n) <= 130
 
+
     text = _AGE_RES[0].sub(lambda m: AGE_90 if old(m.group(1)) else m.group(0), text)
     text = _AGE_RES[1].sub(lambda m: f"{m.group(1)}{m.group(2) or ' '}{AGE_90}" if old(m.group(3)) else m.group(0),
                            text)
-    return _AGE_RES[2].sub(lambda m: f"{AGE_90} {m.group(3)}" if old(m.group(1)) else m.group(0), text)
+    text = _AGE_RES[2].sub(lambda m: f"{AGE_90} {m.group(3)}" if old(m.group(1)) else m.group(0), text)
+    text = _AGE_WORDS[0].sub(lambda m: f"{m.group(1)}{m.group(2) or ' '}{AGE_90}", text)
+    return _AGE_WORDS[1].sub(AGE_90, text)
 
 
