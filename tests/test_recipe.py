@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+import shlex
+from dataclasses import fields, replace
 
 from medmm.config import RECIPES, TrainConfig
 from medmm.models.checkpoint import DEFAULT_CHECKPOINT
+from medmm.training.cli import recipe_options
 from medmm.training.train import parse_args, recipe_config
 
 
@@ -38,3 +40,12 @@ def test_options_override_the_recipe_and_help_shows_it(tmp_path, capsys):
         pass
     shown = " ".join(capsys.readouterr().out.split())
     assert "--recipe" in shown and "--folds 3 --epochs 4 --aug-views 3" in shown
+
+
+def test_the_options_help_shows_for_a_recipe_give_the_recipe(tmp_path):
+    """``--help`` spells each recipe as options (``--loso 2`` for its leave-one-source-out settings): typed out, they
+    give the same run as ``--recipe NAME``."""
+    for name in RECIPES:
+        typed = parse_args([*shlex.split(recipe_options(name)), "--out", str(tmp_path)])
+        assert replace(typed, recipe=name) == parse_args(["--recipe", name, "--out", str(tmp_path)]), name
+    assert "--loso 2" in recipe_options("default") and "--loso-epochs" not in recipe_options("default")

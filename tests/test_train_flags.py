@@ -18,8 +18,7 @@ CASES = {
     "--sources": (["kermany,nih"], lambda a, c: c.sources == ("kermany", "nih")),
     "--manifest": (["m.csv"], lambda a, c: c.manifest == "m.csv"),
     "--folds": (["7"], lambda a, c: c.folds == 7),
-    "--loso": ([], lambda a, c: a.loso is True),
-    "--loso-epochs": (["2"], lambda a, c: a.loso_epochs == 2),
+    "--loso": (["2"], lambda a, c: a.loso is True and a.loso_epochs == 2),
     "--epochs": (["9"], lambda a, c: c.epochs == 9),
     "--batch-size": (["8"], lambda a, c: c.batch_size == 8),
     "--lr": (["0.5"], lambda a, c: c.lr == 0.5),
@@ -37,7 +36,6 @@ CASES = {
     "--adult-specificity": (["0.9"], lambda a, c: c.adult_specificity == 0.9),
     "--limit-per-source": (["10"], lambda a, c: c.limit_per_source == 10),
     "--seed": (["4"], lambda a, c: c.seed == 4),
-    "--checkpoint-out": (["ck"], lambda a, c: a.checkpoint_out == "ck"),
     "--device": (["cpu"], lambda a, c: a.device == "cpu"),
     "--no-progress": ([], lambda a, c: a.progress is False),
 }
@@ -60,3 +58,17 @@ def test_each_option_reaches_the_run(option):
     values, check = CASES[option]
     config = parse_args([option, *values])
     assert check(config, config.train), option
+
+
+def test_loso_without_epochs_trains_as_long_as_the_other_fits():
+    assert parse_args([]).loso is False
+    plain = parse_args(["--loso"])
+    assert plain.loso is True and plain.loso_epochs is None
+    assert parse_args(["--loso", "0"]).loso_epochs is None
+    assert parse_args(["--loso", "--epochs", "3"]).train.epochs == 3          # a bare --loso takes no value
+
+
+@pytest.mark.parametrize("folded", [["--loso-epochs", "2"], ["--checkpoint-out", "ck"]])
+def test_folded_options_are_refused_not_ignored(folded):
+    with pytest.raises(SystemExit):
+        parse_args(folded)

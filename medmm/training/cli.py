@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from medmm.config import RECIPES, ModelConfig, TrainConfig
 
@@ -19,13 +20,12 @@ class RunConfig:
     """One run's settings: the training recipe (``train``) and what the script does around it."""
 
     train: TrainConfig
-    out: Path                          # checkpoint, metrics, caches, finished folds
+    out: Path                          # the checkpoint (OUT/checkpoint), metrics, caches, finished folds
     image_encoder: str                 # timm name
     pretrained: bool = True            # False: random image-encoder weights (tests, smoke runs)
     aug_views: int = 2                 # augmented cached views per image (plus one clean)
     loso: bool = False                 # also run leave-one-source-out
     loso_epochs: int | None = None     # epochs of the leave-one-source-out fits (None: the recipe's)
-    checkpoint_out: str | None = None  # None: OUT/checkpoint
     device: str | None = None          # None: cuda when available, else cpu
     progress: bool = True              # progress bars (rank 0 only)
     recipe: str | None = None          # the named recipe the run started from
@@ -34,17 +34,18 @@ class RunConfig:
 def parse_args(argv: list[str] | None) -> RunConfig:
     ap = argparse.ArgumentParser(prog="python -m medmm.train", description=DESCRIPTION)
     d = TrainConfig()
-    recipes = "; ".join(f"{name}: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in r.items())
-                        for name, r in RECIPES.items())
+    recipes = "; ".join(f"{name}: {recipe_options(name)}" for name in RECIPES)
     ap.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                     help=f"start from a named recipe (options given here override it). {recipes}")
-    ap.add_argument("--out", default="runs/default", help="output folder (checkpoint, metrics, caches)")
+    ap.add_argument("--out", default="runs/default",
+                    help="output folder: the checkpoint (OUT/checkpoint), metrics.json, oof.npz, caches, finished folds")
     ap.add_argument("--sources", default=",".join(d.sources),
                     help="comma list of kermany,covid,iu,nih,nih_sample ('' for none)")
     ap.add_argument("--manifest", default=None, help="CSV with image,notes,patient_id and one column per finding")
     ap.add_argument("--folds", type=int, default=d.folds, help="k for patient-grouped CV (0: no CV, final fit only)")
-    ap.add_argument("--loso", action="store_true", help="also run leave-one-source-out (train without each image source)")
-    ap.add_argument("--loso-epochs", type=int, default=None, help="epochs of the leave-one-source-out runs (default --epochs)")
+    ap.add_argument("--loso", nargs="?", type=int, const=True, default=None, metavar="EPOCHS",
+                    help="also run leave-one-source-out (train without each image source, test on it), EPOCHS epochs a "
+                         "fit (default --epochs)")
     ap.add_argument("--epochs", type=int, default=d.epochs, help="training epochs per fit")
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help="rows per training step")
     ap.add_argument("--lr", type=float, default=d.lr, help="AdamW learning rate of the fusion and heads")
@@ -73,12 +74,11 @@ def parse_args(argv: list[str] | None) -> RunConfig:
                     help="COVID-19 threshold also keeps this specificity among adult non-COVID (NIH) films")
     ap.add_argument("--limit-per-source", type=int, default=None, help="subsample each source (smoke runs)")
     ap.add_argument("--seed", type=int, default=d.seed, help="folds, data order, augmentation and initial weights")
-    ap.add_argument("--checkpoint-out", default=None, help="where to write the final checkpoint (default OUT/checkpoint)")
     ap.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     recipe = ap.parse_known_args(argv)[0].recipe
     if recipe:
-        ap.set_defaults(**RECIPES[recipe])
+        ap.set_defaults(**_recipe_defaults(recipe))
     return _run_config(ap.parse_args(argv), d)
 
 
@@ -93,10 +93,34 @@ def _run_config(args: argparse.Namespace, d: TrainConfig) -> RunConfig:
                   sentence_embedding=args.sentence_embedding, notes_expert=args.notes_expert or None,
                   source_weights=args.source_weights if isinstance(args.source_weights, dict)
                   else _source_weights(args.source_weights))
+    loso_epochs = None if args.loso is True else args.loso or None  # --loso / --loso 0: the recipe's epochs
     return RunConfig(train=cfg, out=Path(args.out), image_encoder=args.image_encoder, pretrained=not args.no_pretrained,
-                     aug_views=args.aug_views, loso=bool(args.loso), loso_epochs=args.loso_epochs,
-                     checkpoint_out=args.checkpoint_out, device=args.device, progress=not args.no_progress,
-                     recipe=args.recipe)
+                     aug_views=args.aug_views, loso=args.loso is not None, loso_epochs=loso_epochs,
+                     device=args.device, progress=not args.no_progress, recipe=args.recipe)
+
+
+def _recipe_defaults(name: str) -> dict[str, Any]:
+    """A named recipe as option defaults. ``RECIPES`` keeps leave-one-source-out as the two settings a checkpoint
+    stores (``loso``, ``loso_epochs``); on the command line they are the one option ``--loso [EPOCHS]``."""
+    recipe, out = RECIPES[name], {}
+    for key, value in recipe.items():
+        if key == "loso":
+            out[key] = (recipe.get("loso_epochs") or True) if value else None
+        elif key != "loso_epochs":
+            out[key] = value
+    return out
+
+
+def recipe_options(name: str) -> str:
+    """The options a named recipe stands for, as they would be typed (``--help`` shows them)."""
+    words = []
+    for key, value in _recipe_defaults(name).items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif value is not None:
+            words.append(f"{flag} {value}")
+    return " ".join(words)
 
 
 def recipe_config(config: RunConfig) -> dict:

@@ -39,7 +39,7 @@ def save_final_checkpoint(run: Run, final: MedMM, ood: OODReference | None, scop
                           name=run.out.name, operating_point="; ".join(f"{f}: {r}" for f, r in cv.rules.items()),
                           training=summary, metrics=headline(cv.metrics),
                           notes_expert=None if final.notes_expert is None else final.notes_expert.to_dict())
-    return save_checkpoint(run.config.checkpoint_out or run.out / "checkpoint", final, meta, ood, scope)
+    return save_checkpoint(run.out / "checkpoint", final, meta, ood, scope)
 
 
 def adult_auc(metrics: dict) -> dict | None:
