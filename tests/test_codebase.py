@@ -9,6 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [*ROOT.glob("medmm/**/*.py"), *ROOT.glob("scripts/*.py"), *ROOT.glob("tests/*.py"), *ROOT.glob("tests/e2e/*.py"),
            ROOT / "app.py"]
 THIS = Path(__file__).resolve()
+_NOT_LIBRARY = {str(p.relative_to(ROOT)) for p in SOURCES if p.relative_to(ROOT).parts[0] != "medmm"}
+_TESTS = {str(p.relative_to(ROOT)) for p in SOURCES if p.relative_to(ROOT).parts[0] == "tests"}
 
 
 def _offenders(pattern: str, allowed: set[str] = frozenset()) -> list[str]:
@@ -85,3 +87,20 @@ def test_long_modules_and_functions_are_listed_with_a_reason() -> None:
     assert set(functions) <= set(LONG_FUNCTIONS), sorted(set(functions) - set(LONG_FUNCTIONS))
     assert all(n <= LONG_MODULES[m][0] for m, n in modules.items()), modules
     assert all(n <= LONG_FUNCTIONS[f][0] for f, n in functions.items()), functions
+
+
+def test_what_each_data_source_is_is_defined_once() -> None:
+    # medmm.sources.SOURCES: sites, populations, images, the screen's line; training and the app read it
+    assert _offenders(r"""["']nih["'],\s*["']nih_sample["']|["']nih_sample["']\s*:\s*["']nih["']""",
+                      {"medmm/sources.py"} | _NOT_LIBRARY) == []
+    assert _offenders(r"""["']kermany["']\s*:\s*["']pediatric""", {"medmm/sources.py"}) == []
+
+
+def test_the_finding_hierarchy_is_defined_once() -> None:
+    # medmm.labels (FINDINGS_TABLE, descendants): the pneumonia family is derived from it everywhere
+    assert _offenders(r"""["']Bacterial pneumonia["'],\s*["']Viral pneumonia["']""", {"medmm/labels.py"} | _NOT_LIBRARY) == []
+
+
+def test_control_characters_are_cleaned_by_one_rule() -> None:
+    # medmm.text.strip_controls; the notes and the de-identifier import it
+    assert _offenders(r"unicodedata\.category\(|\[\\x00-\\x1[fF]", {"medmm/text.py"} | _TESTS) == []

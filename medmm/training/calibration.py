@@ -8,6 +8,7 @@ import numpy as np
 
 from medmm.labels import FINDINGS, marginals
 from medmm.models.checkpoint import ScopeCheck
+from medmm.sources import CHILD_SOURCES, NIH_SOURCES
 from medmm.training.metrics import fit_state_temperature, sensitivity_threshold, specificity_threshold
 
 
@@ -44,7 +45,7 @@ def choose_thresholds(probs: np.ndarray, labels: np.ndarray, sources: np.ndarray
     threshold chosen where COVID-19 is trivially separable from children calls adults COVID-19.
     """
     thresholds, rules = {}, {}
-    adult_non_covid = np.isin(sources, ["nih", "nih_sample"])
+    adult_non_covid = np.isin(sources, NIH_SOURCES)
     for j, f in enumerate(FINDINGS):
         known = ~np.isnan(labels[:, j]) & ~np.isnan(probs[:, j])
         ref = known & (sources == reference)
@@ -86,7 +87,7 @@ def fit_scope(embeddings: np.ndarray, sources: np.ndarray, groups: np.ndarray) -
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold, cross_val_predict
 
-    adult = (sources != "kermany").astype(int)
+    adult = (~np.isin(sources, CHILD_SOURCES)).astype(int)
     clf = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced")
     if len(np.unique(adult)) < 2:
         return ScopeCheck.constant(embeddings.shape[1], bool(adult[0])), {}

@@ -20,11 +20,11 @@ import numpy as np
 
 from medmm.labels import (FINDINGS, covid_collection_labels, iu_report_labels, kermany_labels, kermany_patient_id,
                           labels_from_dict, nih_labels)
+from medmm.sources import IMAGE_SOURCES, site
 
 log = logging.getLogger(__name__)
 
 SHARED_DATA = Path(os.environ.get("MEDMM_SHARED_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")
-IMAGE_SOURCES = ("kermany", "covid", "nih", "nih_sample")
 
 
 @dataclass
@@ -184,7 +184,6 @@ def patient_folds(records: list[Record], k: int, seed: int = 0) -> np.ndarray:
     return folds
 
 
-SITES = {"nih": "nih", "nih_sample": "nih"}  # the two NIH sets come from one hospital
 
 
 def leave_one_source_out(records: list[Record], sources: tuple[str, ...] = IMAGE_SOURCES) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -193,12 +192,12 @@ def leave_one_source_out(records: list[Record], sources: tuple[str, ...] = IMAGE
     Both NIH sets are one hospital, left out together; no patient is ever on both sides.
     """
     src = np.array([r.source for r in records])
-    site = np.array([SITES.get(s, s) for s in src])
+    sites = np.array([site(s) for s in src])
     out = []
-    for name in dict.fromkeys(SITES.get(s, s) for s in sources):
-        test = np.where((site == name) & np.isin(src, sources))[0]
+    for name in dict.fromkeys(site(s) for s in sources):
+        test = np.where((sites == name) & np.isin(src, sources))[0]
         if len(test):
-            out.append((name, np.where(site != name)[0], test))
+            out.append((name, np.where(sites != name)[0], test))
     return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from medmm.labels import FINDINGS, marginals
+from medmm.sources import NIH_SOURCES
 from medmm.training.calibration import state_probs
 from medmm.training.data import Record, label_matrix
 from medmm.training.metrics import binary_metrics, expected_calibration_error, roc_auc
@@ -95,7 +96,7 @@ def evaluate_oof(records: list[Record], folds: np.ndarray, oof: dict[str, np.nda
     tfidf = tfidf_baseline(records, folds)
     result["subsets"]["covid_with_notes_covid19_tfidf_baseline"] = finding_metrics(labels, groups, both, cj, tfidf,
                                                                                    0.5, folds)
-    adult = np.isin(sources, ["nih", "nih_sample"]) & ~np.isnan(probs[:, cj])
+    adult = np.isin(sources, NIH_SOURCES) & ~np.isnan(probs[:, cj])
     if adult.any():
         result["subsets"]["covid19_called_among_adult_non_covid"] = {
             "n": int(adult.sum()), "rate": float((probs[adult, cj] >= thresholds["COVID-19"]).mean())}

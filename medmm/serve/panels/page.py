@@ -8,19 +8,14 @@ from typing import Any
 
 from medmm.explain.methods import DEFAULT_METHOD
 from medmm.serve.panels.calls import MOST_PROBABLE
+from medmm.sources import ALIASES, SOURCES
 
 IDLE_STATUS = "Results appear here after **Analyze**."
 RUNNING_STATUS = "**Analysing…** Previous results were cleared."
 DONE_STATUS = "Analysis complete: review the warnings, then the findings and the draft."
-# One line per training source (keys of CheckpointMeta.training["records"]); unknown sources are named as they are.
-TRAINING_SOURCES = {
-    "kermany": "pediatric chest radiographs (Kermany et al. 2018; Guangzhou; children aged 1-5)",
-    "covid": "adult radiographs of the COVID-19 image data collection (many cropped from publications), with notes",
-    "iu": "clinical indications of Indiana University chest X-ray reports (text only, no images)",
-    "nih": "adult NIH ChestX-ray14 radiographs (normal and pneumonia films)",
-    "nih_adult": "adult NIH ChestX-ray14 radiographs (normal and pneumonia films)",
-    "nih_sample": "adult NIH ChestX-ray14 radiographs (one per patient across the archive)",
-}
+# One line per training source (keys of CheckpointMeta.training["records"]), from the one source table; unknown
+# sources are named as they are.
+TRAINING_SOURCES = {name: SOURCES[ALIASES.get(name, name)].description for name in (*SOURCES, *ALIASES)}
 
 
 # ------------------------------------------------------------------------------------------------ status
