@@ -272,14 +272,6 @@ def serving_pipeline(pipeline: Pipeline, concurrency: int = 1) -> tuple[Pipeline
     return pipeline.for_serving(batcher=batcher, idle_watts=idle_watts), applied
 
 
-def configure_from_env(pipeline: Pipeline, concurrency: int = 1) -> dict[str, Any]:
-    """:func:`serving_pipeline`'s settings written onto ``pipeline`` itself (its ``batcher`` and ``idle_watts``).
-    Kept only for callers that hold one pipeline object (tests/test_energy.py); the app uses
-    :func:`serving_pipeline`, which builds the served pipeline with them instead of patching it."""
-    pipeline.batcher, pipeline.idle_watts, applied = _server_settings(pipeline, concurrency)
-    return applied
-
-
 def _server_settings(pipeline: Pipeline, concurrency: int) -> tuple[ImageBatcher | None, dict[str, float], dict[str, Any]]:
     """(batcher or None, idle watts, settings applied), in this order: torch threads, batching, idle power."""
     import torch

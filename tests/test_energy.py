@@ -397,17 +397,23 @@ def test_cpu_estimate_exact_and_idle_baseline() -> None:
 
 
 def test_server_start_up_measures_the_idle_baseline_and_requests_subtract_it(monkeypatch) -> None:
-    """configure_from_env stores the idle power on the pipeline; run_request's meter is given it."""
+    """serving_pipeline builds the served pipeline with the idle power; run_request's meter is given it."""
     from medmm import service
 
     class FakePipeline:
         idle_watts: dict = {}
 
-    pipe = FakePipeline()
+        def for_serving(self, *, batcher=None, idle_watts=None):
+            served = FakePipeline()
+            served.idle_watts = dict(idle_watts or {})
+            return served
+
     monkeypatch.setattr(service, "measure_idle_baseline", lambda: {"cpu_package": 7.5})
     monkeypatch.setattr(service, "batching_from_env", lambda p: None)
-    applied = service.configure_from_env(pipe)
+    loaded = FakePipeline()
+    pipe, applied = service.serving_pipeline(loaded)
     assert pipe.idle_watts == {"cpu_package": 7.5} and applied["idle_watts"] == {"cpu_package": 7.5}
+    assert loaded.idle_watts == {}    # the loaded pipeline is not patched
 
     seen = {}
 
