@@ -217,6 +217,15 @@ def _resolve(pipeline: PipelineLike) -> Pipeline:
     return pipeline.get() if isinstance(pipeline, LazyPipeline) else pipeline
 
 
+def _run(pipeline: PipelineLike, files: list[str] | None, notes: str | None, **options: Any) -> RequestResult:
+    """``run_request`` on this process's pipeline, or in a model replica when the page runs on Ray Serve (a pipeline
+    with its own ``run_request``: ``serve_app.RemotePipeline``)."""
+    remote = getattr(pipeline, "run_request", None)
+    if remote is not None:
+        return remote(list(files or []), notes, **options)
+    return run_request(_resolve(pipeline), list(files or []), notes, **options)
+
+
 # ------------------------------------------------------------------------------------------------ handlers
 @contextmanager
 def _user_errors() -> Iterator[None]:
@@ -290,8 +299,7 @@ def analyze(pipeline: PipelineLike, files: list[str] | None, notes: str | None, 
     with _user_errors():
         notes = _notes_input(notes)
         request = fmt.explain_request(finding, method)
-        result = run_request(_resolve(pipeline), list(files or []), notes, explain=request, check_explanation=True,
-                             on_stage=on_stage)
+        result = _run(pipeline, files, notes, explain=request, check_explanation=True, on_stage=on_stage)
         if result.prediction.status == "refused":
             raise Refused(html.escape(result.prediction.refusal or "not a chest radiograph"), print_exception=False)
         n = len(result.stage_latency_s)
@@ -307,8 +315,7 @@ def json_result(pipeline: PipelineLike, files: list[str] | None, notes: str | No
     with _user_errors():
         if report is not None and not isinstance(report, bool):
             raise InputError("The report option must be true or false.")
-        result = run_request(_resolve(pipeline), list(files or []), _notes_input(notes),
-                             report=report is not False)
+        result = _run(pipeline, files, _notes_input(notes), report=report is not False)
         return result.to_json()
 
 
