@@ -1,4 +1,4 @@
-"""Command line: ``python -m medmm {predict,evaluate,explain,bench} ...``.
+"""Command line: ``python -m medmm {predict,evaluate,explain,bench,serve} ...``.
 
 Bad input exits with code 2 and a one-line message on stderr (no traceback) that names the file. Paths and
 arguments are checked before torch and the model are imported, so a mistake is refused in well under a second.
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from medmm.config import META_FILE, RUNTIME_CHOICES  # no torch import
 from medmm.explain.methods import DEFAULT_METHOD, METHODS, NOTES_METHODS, method_help  # no torch import
+from medmm.scale.cli import add_engine_arguments, add_serve_arguments, cmd_serve  # no ray import
 
 EXIT_BAD_INPUT = 2
 
@@ -108,9 +109,16 @@ def _notes_arg(args) -> str | None:
 
 
 def cmd_predict(args) -> int:
+    from medmm.scale.cli import check_engine, predict_manifest_ray
+
+    check_engine(args)
     if args.manifest:
         if not args.out:
             raise CliError("--manifest needs --out OUT.csv")
+        if args.engine == "ray":
+            from medmm.models.checkpoint import DEFAULT_CHECKPOINT
+
+            return predict_manifest_ray(args, args.checkpoint or str(DEFAULT_CHECKPOINT))
         return _predict_manifest(args)
     notes = _notes_arg(args)
     if not args.images and not (notes or "").strip():
@@ -154,13 +162,9 @@ def write_report(report, prediction, path: str | Path) -> None:
 
 
 def _predict_manifest(args) -> int:
-    """Batch predictions; a bad row is reported in its ``error`` column and does not stop the batch.
-
-    ``status``: ``ok``, ``refused`` (the input gate: not a chest radiograph, or lateral views only; no
-    probabilities, the reason is the row's warning) or ``error`` (the ``error`` column says why). ``population``: the
-    scope table's row the calls used. ``warnings``: the row's warnings (refusal / scope / out-of-distribution /
-    internal consistency), ``" | "``-separated.
-    """
+    """Batch predictions, one row at a time (``medmm.scale.manifest.score_row``: the columns, warnings and per-row
+    errors; ``--engine ray`` runs the same function over Ray Data). A bad row is reported in its ``error`` column
+    and does not stop the batch."""
     manifest = Path(args.manifest)
     try:
         rows = list(csv.DictReader(manifest.open(newline="", encoding="utf-8")))
@@ -168,29 +172,14 @@ def _predict_manifest(args) -> int:
         raise CliError(f"cannot read manifest {manifest.name}: {e}") from None
     if rows and "image" not in rows[0] and "notes" not in rows[0]:
         raise CliError(f"manifest {manifest.name} needs an 'image' and/or 'notes' column")
-    from medmm.io import ScanError
-    from medmm.pipeline import InputError
-    from medmm.report import consistency_warnings
+    from medmm.scale.manifest import output_fields, score_row
 
     pipe = _pipeline(args.checkpoint, getattr(args, "runtime", None))
-    fields = ["image", "status", *pipe.findings, "positive", "population", "warnings", "error"]
     with open(args.out, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+        writer = csv.DictWriter(f, fieldnames=output_fields(pipe.findings))
         writer.writeheader()
         for row in rows:
-            image = (row.get("image") or "").strip()
-            out = {"image": image, "status": "error", "positive": "", "population": "", "warnings": "", "error": ""}
-            try:
-                path = Path(image) if not image or Path(image).is_absolute() else manifest.parent / image
-                pred = pipe.predict([path] if image else [], (row.get("notes") or "").strip() or None)
-                out["status"], out["population"] = pred.status, pred.population or ""
-                out.update({k: f"{v:.6f}" for k, v in pred.findings.items()})   # none when refused
-                out["positive"] = ";".join(pred.positive)
-                warnings = dict.fromkeys([*pred.warnings, *consistency_warnings(pred)])
-                out["warnings"] = " | ".join(" ".join(w.split()) for w in warnings if w)
-            except (ScanError, InputError, OSError) as e:
-                out["error"] = str(e).splitlines()[0] if str(e) else type(e).__name__
-            writer.writerow(out)
+            writer.writerow(score_row(pipe, row, manifest.parent))
     return 0
 
 
@@ -291,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-out", default=None, help="write the drafted report here: FILE.dcm -> DICOM Basic Text SR, "
                    "any other suffix -> text")
     p.add_argument("--manifest", default=None, help="CSV with columns image and optional notes")
-    p.add_argument("--out", default=None, help="output CSV for --manifest")
+    p.add_argument("--out", default=None, help="output CSV for --manifest (.parquet: Parquet, with --engine ray)")
+    add_engine_arguments(p)
     _runtime_arg(p)
     p.set_defaults(func=cmd_predict)
 
@@ -332,7 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "two spinning OpenMP threads make torch 10-50x slower (docs/bench.md)")
     _runtime_arg(b, bench=True)
     b.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("serve", help="the Gradio app on Ray Serve: model replicas behind one front end (docs/scale.md)")
+    add_serve_arguments(s)
+    _runtime_arg(s)
+    s.set_defaults(func=lambda args: cmd_serve(args, args.checkpoint or str(_default_checkpoint())))
     return ap
+
+
+def _default_checkpoint():
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
+
+    return DEFAULT_CHECKPOINT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
 # (module, class) of the errors whose messages are meant for the user; checked without importing the modules
 # (an error class can only have been raised if its module is loaded), so a bad file never waits for torch.
 _USER_ERRORS = (("medmm.io.scan", "ScanError"), ("medmm.pipeline", "InputError"),
-                ("medmm.models.checkpoint", "CheckpointError"), ("medmm.explain.explanation", "ExplainError"))
+                ("medmm.models.checkpoint", "CheckpointError"), ("medmm.explain.explanation", "ExplainError"),
+                ("medmm.scale", "ScaleError"))
 
 
 def _user_error(e: Exception) -> bool:

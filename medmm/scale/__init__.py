@@ -4,3 +4,7 @@ Ray is an optional extra (``pip install ".[ray]"``); nothing here imports it at 
 without it. ``manifest`` holds the one definition of a manifest row's output, shared by the single-process
 ``predict --manifest`` and the Ray Data path. See docs/scale.md.
 """
+
+
+class ScaleError(ValueError):
+    """A user-facing reason the Ray path cannot run (Ray missing, bad bounds, an unreadable manifest): one line."""

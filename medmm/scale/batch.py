@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from medmm.scale import ScaleError
 from medmm.scale.manifest import output_fields, score_row
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ INPUT_COLUMNS = ("image", "notes")
 ROWS_PER_BATCH = 8        # rows handed to an actor at a time (each row is still one request: one pipeline.predict)
 
 
-class ManifestError(ValueError):
+class ManifestError(ScaleError):
     """The manifest cannot be read; the message is the one the single-process path prints."""
 
 
