@@ -59,9 +59,9 @@ from medmm.text import strip_controls  # the one rule for control characters (re
 
 __all__ = ["DEID_METHOD", "Span", "clean_indication", "find_phi", "phi_words", "scrub_identifiers", "strip_controls"]
 
-# DICOM LO (<= 64 chars). No NER: rules + lexicon measured best (docs/privacy.md); recall 55/62 PHI items of the
-# last blind round (40 notes never seen by the rules), measured once before the fixes made on it (docs/privacy.md).
-DEID_METHOD = "medmm.deid rules+lexicon, no NER; recall 0.89 on blind set"
+# DICOM LO (<= 64 chars). No NER: rules + lexicon measured best (docs/privacy.md); recall 50/57 PHI items of the
+# last blind round (30 notes never seen by the rules), measured once before the fixes made on it (docs/privacy.md).
+DEID_METHOD = "medmm.deid rules+lexicon, no NER; recall 0.88 on blind set"
 MAX_SCRUB_CHARS = 200_000      # longer text is cut before scrubbing (callers cap earlier; this bounds the time)
 
 

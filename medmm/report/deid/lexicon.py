@@ -91,7 +91,9 @@ EPONYM_NEXT = re.compile(
     r"(?:['’]s)?\s+(?:disease|syndrome|palsy|sign|lymphoma|sarcoma|tumou?r|test|score|criteria|classification|scale|"
     r"phenomenon|reflex|manoeuvre|maneuver|catheter|tube|fracture|nodes?|law|effect|triad|ulcer|operation|procedure|"
     r"type|stage|aneurysm|hernia|cells?|membrane|lines?|space|angle|method|position|view|respiration|breathing|"
-    r"rule|equation|formula|index|ratio|phase|cyst|body|bodies|disorder|deformity|infection|pneumonia|bacilli?)\b", re.I)
+    r"rule|equation|formula|index|ratio|phase|cyst|body|bodies|disorder|deformity|infection|pneumonia|bacilli?|"
+    r"\w+(?:ectomy|otomy|ostomy|plasty|pexy|oscopy))\b"
+    r"|\s+[A-Z]?\d{1,2}(?![\w/.:-])", re.I)   # a device model after a brand: "HeartMate 3", "Hamilton C6"
 MONTH_WORDS = ("jan", "january", "feb", "february", "mar", "march", "apr", "april", "may", "jun", "june", "jul",
                 "july", "aug", "august", "sep", "sept", "september", "oct", "october", "nov", "november", "dec",
                 "december")

@@ -32,6 +32,7 @@ _LABEL_PHRASES = re.compile(
 _STRONG_LABEL = re.compile(r"\b(?:(?:patient'?s?|pt\.?)\s+)?name\s*[:=]\s*$", re.I)
 _DATE_WORD_BEFORE = re.compile(r"(?:\d|\b(?:in|on|since|from|until|till|by|of|last|next|early|late|mid|end|"
                                r"before|after|during|this)\s*)[\s,./-]*$", re.I)
+_NEXT_CAPITAL = re.compile(r"[\s-]+[A-Z][\w'’]+")
 _AFTER_LABEL = re.compile(r"[\s:=,]*(?:\(\s*)?")
 _POSSESSIVE_REL = re.compile(r"([^\W\d_]+)['’]s\s+(?:" + "|".join(sorted(RELATIVES, key=len, reverse=True)) +
                              r"|baby|child|kids?|children|care|carer)\b", re.I)
@@ -44,14 +45,17 @@ _NAME_BEFORE_AGE = re.compile(
     r"(?=\s*(?:-\s*)?(?:y|yo|yrs?|years?|year-old|[MF])\b|\s*,)")
 
 _LOWER_NAME_BEFORE_AGE = re.compile(
-    r"(?:^|[.!?;:\n]\s*|\b(?i:pt|patient|name|re)(?:\s+is)?\s*:?\s+)((?:[a-z][a-z'’-]+ ){1,5}[a-z][a-z'’-]+),?\s+"
-    r"\d{1,3}(?=\s*(?:-\s*)?(?:y|yo|yrs?|years?|year-old|[MFmf])\b|\s*,)")
+    r"(?:^|[.!?;:\n]\s*|\s-\s+|\b(?i:pt|patient|name|re|for)(?:\s+is)?\s*:?\s+)((?:[a-z][a-zà-ÿ'’-]+ ){1,5}"
+    r"[a-z][a-zà-ÿ'’-]+)(?:,?\s+\d{1,3}(?=\s*(?:-\s*)?(?:y|yo|yrs?|years?|year-old|[MFmf])\b|\s*,)|\s+(?=dob\b))")
+_AGE_SEX_NEXT = re.compile(r"\s*\d{1,3}\s?[MFmf]\b|\s+dob\b")
 # a capitalised word right after an age ("3yo Keoni wheezy", "72M Haruto"), a header "SURNAME, FIRST" at a line's
 # start ("OKONKWO, CHIDINMA  MRN ..."), a name or initials before a bracketed title ("AB (Mrs)")
 _NAME_AFTER_AGE = re.compile(r"\b\d{1,3}\s?(?:yo|y/o|y\.o\.?|yrs?|years?[\s-]*old|year-old|[MF])\s+"
                              r"([A-Z][a-z][\w'’-]+)")
 _CAPS_HEADER = re.compile(r"(?:^|(?<=\n))[ \t*#>=-]*([A-Z][A-Z'’-]+(?: [A-Z][A-Z'’-]+)?,[ \t]*[A-Z][A-Z'’-]+"
                           r"(?: [A-Z][A-Z'’-]+)?(?: [A-Z]\.?)?)(?=[\s:;*-]|$)")
+_IN_BRACKETS = re.compile(r"\(([A-Z][a-z][\w'’-]+(?: [A-Z][a-z][\w'’-]+){1,2})\)")
+_COMMA_NAME_BEFORE_AGE = re.compile(r"\b([A-Z][a-z][\w'’-]+,\s?[A-Z][a-z][\w'’-]+),?\s+\d{1,3}\s?(?:[MF]|y|yo|yrs?)\b")
 _BEFORE_TITLE = re.compile(r"\b([A-Z][\w'’-]+|[A-Z]{2,3})\s*\((?:Mr|Mrs|Ms|Miss|Mx|Dr)\.?\)")
 # dotted initials with a lower-case particle ("R.d.S.") or in lower case ("s.m.p"); dosing abbreviations stay
 _INITIALS_MIXED = re.compile(r"(?<![\w.])[A-Z]\.(?:\s?[a-z]{1,3}\.)+\s?[A-Z]\.?(?![\w])"
@@ -99,7 +103,10 @@ class _Words:
             return True
         if self.text[end:end + 1].isdigit():
             return True   # "PaCO2", "SpO2"
-        return EPONYM_NEXT.match(self.text, end) is not None
+        if EPONYM_NEXT.match(self.text, end) is not None:
+            return True
+        two = _NEXT_CAPITAL.match(self.text, end)   # "Ivor Lewis oesophagectomy", "Guillain Barre syndrome"
+        return two is not None and EPONYM_NEXT.match(self.text, two.end()) is not None
 
     def in_lex(self, i: int, *sets: frozenset[str]) -> bool:
         f, ps = self.folded(i), self.parts(i)
@@ -345,6 +352,11 @@ def _in_context(text: str) -> list[Span]:
         if not any(w in NOT_NAMES or w in LABELS or w in PLACES_OK for w in words) and any(
                 w not in common for w in words):
             spans.append(Span(m.start(1), m.end(1), "NAME"))
+    for rx in (_IN_BRACKETS, _COMMA_NAME_BEFORE_AGE):     # "(Luo Wanqing)", "Tupou, Lesieli 42F"
+        for m in rx.finditer(text):
+            words = [fold(w) for w in WORD.findall(m.group(1))]
+            if all(w not in common and w not in NOT_NAMES and w not in LABELS and w not in PLACES_OK for w in words):
+                spans.append(Span(m.start(1), m.end(1), "NAME"))
     for m in _BEFORE_TITLE.finditer(text):
         f = fold(m.group(1))
         if not (f in NOT_NAMES or f in LABELS or f in common and not m.group(1).isupper()):
@@ -362,9 +374,14 @@ def _lower_before_age(text: str) -> list[Span]:
     for m in _LOWER_NAME_BEFORE_AGE.finditer(text):
         words = m.group(1).split()
         names = [w for w in words if fold(w) not in PARTICLES]
-        if len(names) < 2 or len(names) > 4 or fold(names[0]) not in first or fold(names[0]) in common:
-            continue     # starts with a given name that is not an English word
-        if all(fold(w) not in NOT_NAMES and fold(w) not in LABELS and fold(w) not in RELATIVES for w in names):
+        if len(names) < 2 or len(names) > 4 or any(fold(w) in NOT_NAMES or fold(w) in LABELS or fold(w) in RELATIVES
+                                                   for w in names):
+            continue
+        given = fold(names[0]) in first and fold(names[0]) not in common      # "maria de los santos da silva, 39F"
+        # names in no list ("aroha ngata 34f"): every word unlike an English word, right before an age with a sex
+        unlisted = _AGE_SEX_NEXT.match(text, m.end(1)) is not None and all(
+            fold(w) not in common and len(w) >= 3 and re.search(r"[aeiouy]", w) for w in names)
+        if given or unlisted:
             spans.append(Span(m.start(1), m.end(1), "NAME"))
     return spans
 
