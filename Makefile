@@ -25,4 +25,10 @@ chromium:
 test: setup chromium
 	$(BIN)/python -m pytest -q
 
-.PHONY: setup app test chromium
+# Issue 28: one prepared run on a CUDA machine (bench, fp16/bf16, training at the size a GPU affords), every figure a
+# JSON under runs/gpu/<timestamp>/ (docs/bench.md, "GPU run"). Uses .venv when present, never `setup` (the GPU
+# machine may have no package index). GPU_ARGS="--out DIR", "--smoke" (CPU, tiny), "--budget-s 540".
+gpu:
+	bash scripts/gpu_run.sh $(GPU_ARGS)
+
+.PHONY: setup app test chromium gpu
