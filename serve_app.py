@@ -73,3 +73,17 @@ def build_app(options: ServeOptions) -> Any:
     ingress = serve.deployment(_ingress_class(), name="MedmmIngress", num_replicas=1, max_ongoing_requests=256,
                                ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": env}})
     return ingress.bind(model_app(options), options.checkpoint)
+
+
+def build_app_from_config(args: dict[str, Any]) -> Any:
+    """The same application from a Serve config file's ``args`` (``ServeOptions`` fields; ``deploy/rayservice.yaml``,
+    or ``serve run serve_app:build_app_from_config checkpoint=checkpoints/default min_replicas=2 max_replicas=4``).
+    ``host`` and ``port`` are the cluster's there, not the application's."""
+    fields = set(ServeOptions.__dataclass_fields__)
+    unknown = sorted(set(args) - fields)
+    if unknown:
+        raise ValueError(f"unknown medmm serve options: {', '.join(unknown)}")
+    numeric = {"replicas", "min_replicas", "max_replicas", "max_ongoing", "max_batch_size", "port"}
+    values = {k: (int(v) if k in numeric else float(v) if k in ("batch_wait_ms", "target_ongoing") else v)
+              for k, v in args.items()}
+    return build_app(ServeOptions(**values))

@@ -1,0 +1,167 @@
+"""The Ray path on a local cluster (issue 27): ``medmm serve``'s application and ``predict --engine ray``.
+
+Skipped when Ray is not installed (an optional extra, ``pip install ".[ray]"``; CI does not install it, see
+docs/scale.md). One local cluster for the module: the Ray Data test runs first, then one Serve application (one model
+replica) answers ``/predict_json`` through gradio_client. The load part (2 replicas, a replica killed under load,
+p95) is a benchmark, ``scripts/scale_test.py``, not a test.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+ray = pytest.importorskip("ray", reason="ray is not installed (optional extra): pip install \".[ray]\"")
+pytest.importorskip("ray.serve", reason="ray[serve] is not installed: pip install \".[ray]\"")
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = ROOT / "assets" / "examples"
+IMAGE = EXAMPLES / "02_child_bacterial_pneumonia.jpeg"
+NOTES = "Child, 4 years. Fever, productive cough."
+SHARED = Path(os.environ.get("MEDMM_SHARED_DATA", ROOT.parent / "shared" / "data")) / "kermany224" / "train"
+PORT = 8765
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    os.environ.setdefault("MEDMM_RUNTIME", "torch")     # the replicas' numbers compare with the torch reference
+    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
+    yield
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _films(n: int) -> list[Path]:
+    found = sorted(SHARED.glob("*/*.jpeg"))[:n] if SHARED.is_dir() else []
+    return found or sorted(p for p in EXAMPLES.iterdir() if p.suffix in (".jpeg", ".jpg", ".dcm"))
+
+
+def _manifest(path: Path) -> Path:
+    rows = [{"image": str(p), "notes": ""} for p in _films(12)]
+    rows += [{"image": "missing.png", "notes": "cough"}, {"image": "", "notes": "Fever and cough, 3 days."},
+             {"image": "", "notes": ""}, {"image": str(EXAMPLES / "README.md"), "notes": "x"},
+             {"image": str(IMAGE), "notes": "Line one,\n\"quoted\" line two"}]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["image", "notes"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_ray_data_writes_the_single_process_csv_exactly(tmp_path: Path) -> None:
+    from medmm.scale.batch import run_manifest
+
+    manifest = _manifest(tmp_path / "manifest.csv")
+    local = tmp_path / "local.csv"
+    cli = subprocess.run([sys.executable, "-m", "medmm", "predict", "--manifest", str(manifest), "--out", str(local),
+                          "--runtime", "torch"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
+
+    summary = run_manifest(manifest, tmp_path / "ray.csv", str(DEFAULT_CHECKPOINT), "torch", workers=2)
+    assert summary["rows"] == len(list(csv.DictReader(manifest.open(encoding="utf-8"))))
+    assert (tmp_path / "ray.csv").read_bytes() == local.read_bytes()     # columns, numbers, warnings, errors
+    run_manifest(manifest, tmp_path / "ray.parquet", str(DEFAULT_CHECKPOINT), "torch", workers=1)
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "ray.parquet").to_pylist() == list(csv.DictReader(local.open(encoding="utf-8")))
+
+
+def test_engine_ray_cli_errors_are_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("patient,label\n1,0\n", encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "medmm", "predict", "--manifest", str(bad), "--out",
+                          str(tmp_path / "o.csv"), "--engine", "ray"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and out.stderr.strip() == "error: manifest bad.csv needs an 'image' and/or 'notes' column"
+
+
+@pytest.fixture(scope="module")
+def url():
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
+    from medmm.scale.serve import ServeOptions, start
+
+    yield start(ServeOptions(checkpoint=str(DEFAULT_CHECKPOINT), replicas=1, port=PORT, runtime="torch"),
+                blocking=False)
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    """What ``python app.py``'s ``/predict_json`` returns for IMAGE + NOTES: ``run_request(...).to_json()`` on a
+    torch pipeline in this process (tests/test_api.py checks the app returns that object)."""
+    import torch
+
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
+    from medmm.pipeline import Pipeline
+    from medmm.service import run_request
+
+    torch.set_num_threads(1)
+    pipe = Pipeline.from_checkpoint(DEFAULT_CHECKPOINT, runtime="torch")
+    return run_request(pipe, [IMAGE], NOTES).to_json()
+
+
+def test_serve_predict_json_is_the_single_process_object(url: str, reference: dict) -> None:
+    from gradio_client import Client, handle_file
+
+    got = Client(url, verbose=False).predict(files=[handle_file(str(IMAGE))], notes=NOTES, api_name="/predict_json")
+    assert list(got) == list(reference)
+    assert got["findings"] == pytest.approx(reference["findings"], abs=1e-6)
+    for key in ("status", "thresholds", "positive", "calls", "population", "modalities", "report", "warnings",
+                "scans", "checkpoint", "disclaimer", "notes_evidence"):
+        if key in reference:
+            assert got[key] == reference[key], key
+    assert got["energy"]["joules"] > 0 and got["latency_s"] > 0
+
+
+def test_serve_bad_input_gets_the_same_one_line_errors(url: str, tmp_path: Path) -> None:
+    import httpx
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    from medmm.serve import server
+
+    client = Client(url, verbose=False)
+    fake = tmp_path / "scan.png"
+    fake.write_text("this is not an image\n" * 20)
+    with pytest.raises(AppError) as info:
+        client.predict(files=[handle_file(str(fake))], notes="", api_name="/predict_json")
+    assert str(info.value) == "not an image: the file is text (expected DICOM, PNG or JPEG)"
+    with pytest.raises(AppError) as info:
+        client.predict(files=[], notes="   ", api_name="/predict_json")
+    assert str(info.value) == "Provide at least one scan or some clinical notes."
+    # an oversized upload is refused by the ingress (python app.py's limits), before any replica sees it
+    big = httpx.post(url + "gradio_api/upload", files=[("files", ("big.dcm", b"0" * (server.MAX_UPLOAD_BYTES + 10),
+                                                                   "x"))], timeout=60)
+    assert big.status_code == 413 and "MB" in big.text
+    assert client.predict(files=[], notes="cough", api_name="/predict_json")["modalities"] == ["notes"]
+
+
+def test_serve_batching_gives_each_caller_its_own_answer(url: str) -> None:
+    """Concurrent requests on one replica share encoder forwards (@serve.batch); each answer equals the one the
+    same request gets alone, to 1e-6."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle("MedmmModel", app_name="medmm")
+    films = _films(4)
+    blobs = [[p.read_bytes()] for p in films]
+    alone = [handle.run.remote(b, None, {"report": False}).result().prediction.findings for b in blobs]
+    before = handle.stats.remote().result()
+    with concurrent.futures.ThreadPoolExecutor(len(blobs)) as pool:
+        together = list(pool.map(lambda b: handle.run.remote(b, None, {"report": False}).result(), blobs * 2))
+    after = handle.stats.remote().result()
+    for i, result in enumerate(together):
+        assert result.prediction.findings == pytest.approx(alone[i % len(blobs)], abs=1e-6)
+    assert after["calls"] - before["calls"] == len(together)
+    assert after["batches"] - before["batches"] <= len(together)
