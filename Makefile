@@ -13,6 +13,12 @@ $(BIN)/.installed: requirements.txt requirements-nlp.txt requirements-dev.txt py
 
 setup: $(BIN)/.installed
 
+# the optional Ray extra (medmm serve, predict --engine ray): installed for the tests only, `make app` stays without it
+# (docs/scale.md: ~35 s to install, tests/test_ray.py ~100 s)
+$(BIN)/.ray: $(BIN)/.installed requirements-ray.txt
+	$(BIN)/pip install -q -r requirements-ray.txt
+	touch $@
+
 app: setup
 	$(BIN)/python app.py
 
@@ -22,7 +28,7 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null) || \
 	  echo "could not install chromium: the browser test will be skipped"
 
-test: setup chromium
+test: setup $(BIN)/.ray chromium
 	$(BIN)/python -m pytest -q
 
 # Issue 28: one prepared run on a CUDA machine (bench, fp16/bf16, training at the size a GPU affords), every figure a
