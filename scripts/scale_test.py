@@ -27,10 +27,12 @@ import threading
 import time
 from pathlib import Path
 
+from medmm.training.data import SHARED_DATA  # noqa: E402  ($MEDMM_SHARED_DATA, else ../shared/data)
+
 ROOT = Path(__file__).resolve().parents[1]
 FILM = ROOT / "assets" / "examples" / "02_child_bacterial_pneumonia.jpeg"
 NOTES = "Child, 4 years. Fever, productive cough."
-FILMS = ROOT.parent / "shared" / "data" / "kermany224" / "train"
+FILMS = SHARED_DATA / "kermany224" / "train"
 
 
 def _pct(values: list[float], q: float) -> float | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from medmm.training.data import SHARED_DATA
 from tests.helpers import ROOT
 
 ray = pytest.importorskip("ray", reason="ray is not installed (optional extra): pip install \".[ray]\"")
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.slow
 EXAMPLES = ROOT / "assets" / "examples"
 IMAGE = EXAMPLES / "02_child_bacterial_pneumonia.jpeg"
 NOTES = "Child, 4 years. Fever, productive cough."
-SHARED = Path(os.environ.get("MEDMM_SHARED_DATA", ROOT.parent / "shared" / "data")) / "kermany224" / "train"
+SHARED = SHARED_DATA / "kermany224" / "train"
 PORT = 8765
 
 
