@@ -3,7 +3,8 @@
 What
 ----
 ``InputGate.check(encoder, pixels)`` -> one ``ViewCheck`` per scan: the probability that the scan is a chest
-radiograph and, if it is, that it is a lateral view. ``load_gate(folder)`` reads the checkpoint's ``gate.json``
+radiograph and, if it is, that it is a lateral view (``decide(features)`` from features a cached graph computed, on
+the torch-free path). ``load_gate(folder)`` reads the checkpoint's ``gate.json``
 (written by ``scripts/input_gate.py``, which also measures the refusal rates it states).
 
 Why these features
@@ -58,6 +59,24 @@ class LinearProbe:
         return cls(*(np.asarray(d[k], np.float64) for k in ("mean", "scale", "coef", "intercept")))
 
 
+def feature_stats(x, grid: int, map_size: tuple[int, int] | None = None):
+    """The gate's features of a feature map ``[N, C, h, w]`` (torch): its ``grid`` x ``grid`` average-pooled map,
+    then each channel's mean and (unbiased) standard deviation -> ``[N, C * grid * grid + 2 C]`` float32.
+
+    ``map_size``: ``(h, w)`` known ahead, for the ONNX export (``medmm.runtime.export.GateGraph``), which cannot
+    export an adaptive pooling of a map whose size the tracer lost: the same bins as a fixed average pooling."""
+    import torch
+    import torch.nn.functional as F
+
+    x = x.float()
+    if map_size is not None and map_size[0] % grid == 0 and map_size[1] % grid == 0:
+        pooled = F.avg_pool2d(x, (map_size[0] // grid, map_size[1] // grid)).flatten(1)
+    else:
+        pooled = F.adaptive_avg_pool2d(x, grid).flatten(1)
+    stats = torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
+    return torch.cat([pooled, stats], 1)
+
+
 @dataclass(frozen=True)
 class ViewCheck:
     """What the gate saw in one scan."""
@@ -77,23 +96,24 @@ class InputGate:
     figures: dict[str, Any] = field(default_factory=dict)   # the measured rates (scripts/input_gate.py)
 
     def features(self, encoder, pixels) -> np.ndarray:
-        """``[N, 3, S, S]`` model-input pixels -> ``[N, D]`` features (torch, no gradients)."""
+        """``[N, 3, S, S]`` model-input pixels -> ``[N, D]`` features (torch, no gradients). The torch-free path
+        runs the same computation as a graph (``medmm.runtime.export.GateGraph``)."""
         import torch
-        import torch.nn.functional as F
 
         with torch.inference_mode():
             x = pixels.contiguous(memory_format=torch.channels_last)
             for _, stage in encoder.stages[: self.stages]:
                 x = stage(x)
-            x = x.float()
-            grid = F.adaptive_avg_pool2d(x, self.grid).flatten(1)
-            stats = torch.cat([x.mean((2, 3)), x.std((2, 3))], 1)
-            return torch.cat([grid, stats], 1).cpu().numpy().astype(np.float64)
+            return feature_stats(x, self.grid).cpu().numpy().astype(np.float64)
 
     def check(self, encoder, pixels) -> list[ViewCheck]:
-        """One ``ViewCheck`` per scan: a chest film when P(frontal) + P(lateral) >= ``chest_threshold``; lateral
-        when, given that, P(lateral) exceeds P(frontal)."""
-        p = self.probe.prob(self.features(encoder, pixels))
+        """One ``ViewCheck`` per scan, from the pixels through the torch ``encoder``'s first stages."""
+        return self.decide(self.features(encoder, pixels))
+
+    def decide(self, features: np.ndarray) -> list[ViewCheck]:
+        """One ``ViewCheck`` per row of ``features`` (``features``' output): a chest film when P(frontal) +
+        P(lateral) >= ``chest_threshold``; lateral when, given that, P(lateral) exceeds P(frontal)."""
+        p = self.probe.prob(np.asarray(features, np.float64))
         out = []
         for frontal, lateral, _ in p:
             chest = frontal + lateral
@@ -111,6 +131,34 @@ class InputGate:
         return path
 
 
+def screen(checks: list[ViewCheck], header_views: list[str | None],
+           warnings: list[str]) -> tuple[str | None, list[dict], list[int]]:
+    """What the gate's checks mean for one request: (refusal or None, per-scan results for the answer, indices of the
+    scans to analyse). Any scan that is not a chest film refuses the request; lateral views (by the pixels, or a
+    header view other than AP/PA) are set aside with a warning (appended to ``warnings``), and a request of lateral
+    views only is refused."""
+    from medmm import caveats
+
+    n = len(checks)
+    results = [{"scan": i + 1, "p_chest_radiograph": round(c.p_chest, 4), "chest_radiograph": c.chest,
+                "p_lateral": round(c.p_lateral, 4) if c.chest else None, "lateral": c.lateral and c.chest,
+                "set_aside": False} for i, c in enumerate(checks)]
+    refused = [i for i, c in enumerate(checks) if not c.chest]
+    if refused:
+        return caveats.not_chest_refusal([(caveats.scan_name(i, n), checks[i].p_chest) for i in refused]), \
+            results, []
+    header_lateral = [v is not None and v not in ("AP", "PA") for v in header_views]
+    lateral = [i for i, c in enumerate(checks) if c.lateral or header_lateral[i]]
+    how = {i: caveats.lateral_how(checks[i].lateral, checks[i].p_lateral, header_views[i]) for i in lateral}
+    for i in lateral:
+        results[i]["set_aside"] = True
+    if len(lateral) == n:
+        return caveats.lateral_refusal([(caveats.scan_name(i, n), how[i]) for i in lateral]), results, []
+    for i in lateral:
+        warnings.append(caveats.lateral_set_aside(caveats.scan_name(i, n), how[i]))
+    return None, results, [i for i in range(n) if i not in lateral]
+
+
 def load_gate(folder: str | Path) -> InputGate | None:
     """The checkpoint's input gate, or None when it has none (every scan is then taken as a frontal chest film)."""
     path = Path(folder) / GATE_FILE
@@ -123,4 +171,4 @@ def load_gate(folder: str | Path) -> InputGate | None:
                      dict(d.get("figures") or {}))
 
 
-__all__ = ["CLASSES", "GATE_FILE", "InputGate", "LinearProbe", "ViewCheck", "load_gate"]
+__all__ = ["CLASSES", "GATE_FILE", "InputGate", "LinearProbe", "ViewCheck", "feature_stats", "load_gate", "screen"]

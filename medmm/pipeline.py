@@ -1,72 +1,45 @@
 """``Pipeline.from_checkpoint(path).predict(scans, notes) -> Prediction``: the one inference path.
 
 The app, the CLI, the benchmark and the evaluation all call this; nothing else preprocesses or thresholds.
+
+Two ways to run the model's forward-only stages, one answer: with the runtime's graph set cached
+(``medmm.runtime.graphs.GraphModel``: preprocessing in numpy; input gate, image encoder, fusion head and notes
+embedding as ONNX Runtime / OpenVINO graphs) a prediction imports no torch, and the torch model is loaded only when
+something needs it (an explanation's gradients, ``model``); otherwise (``runtime="torch"``, ``graphs=False``, or a
+cache that cannot be written) the torch model runs every stage, the runtime's encoders excepted. Both agree to 1e-6
+(``tests/test_torch_free.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from medmm import caveats
-from medmm.models.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from medmm.inputs import MAX_NOTES_CHARS, MAX_SCANS, InputError, ModelInputs, ScanInput, clean_notes  # noqa: F401
+from medmm.models.checkpoint import DEFAULT_CHECKPOINT, read_meta
+from medmm.models.inference import TorchModel
 from medmm.io import RADIOGRAPH_MODALITIES, Scan, load_scans
 from medmm.calls import decide, load_scope
-from medmm.gate import load_gate
+from medmm.gate import load_gate, screen
 from medmm.labels import ancestors
 from medmm.lru import cached
 from medmm.prediction import Prediction
-from medmm.text import strip_controls
-from medmm.models.transforms import to_model_input
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
-ScanInput = Union[str, Path, bytes, Scan]
-MAX_NOTES_CHARS = 20_000       # more than any clinical indication; longer input is cut (with a warning)
-MAX_SCANS = 8                  # views per request
 CACHE_ENTRIES = 256            # notes kept in each of the pipeline's caches (tokens, features), least recent dropped
-
-
-class InputError(ValueError):
-    """A request the pipeline cannot answer (no inputs, too many scans, ...); message is user-facing."""
-
-
-def clean_notes(notes: str | None) -> tuple[str | None, list[str]]:
-    """Strip control characters and excess whitespace; cap the length. Returns (notes or None, warnings)."""
-    if notes is None:
-        return None, []
-    warnings: list[str] = []
-    if len(notes) > MAX_NOTES_CHARS:
-        notes = notes[:MAX_NOTES_CHARS]
-        warnings.append(caveats.notes_cut(MAX_NOTES_CHARS))
-    notes = " ".join(strip_controls(notes).split())   # medmm.text: controls -> spaces, format characters dropped
-    return (notes or None), warnings
-
-
-@dataclass
-class ModelInputs:
-    """Tensors for one request plus what was loaded (explanations reuse these)."""
-
-    scans: list[Scan]
-    pixels: torch.Tensor | None          # [1, V, C, S, S]
-    input_ids: torch.Tensor | None       # [1, T], filled by Pipeline.tokens when the notes' embedding is needed
-    attention_mask: torch.Tensor | None  # [1, T]
-    notes: str | None
-    warnings: list[str]
-    # the input gate (medmm.gate): why the request is refused (None = analysed), and what it saw in each scan
-    refusal: str | None = None
-    gate: list[dict] = field(default_factory=list)
-    # per-view image features once computed for this request ([1, V, F], from whichever encoder the pipeline runs):
-    # the explanation and its saliency check reuse the prediction's instead of encoding the film again
-    view_cache: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
 
 class Pipeline:
@@ -77,54 +50,138 @@ class Pipeline:
     each request's meter subtracts its share): ``medmm.service.serving_pipeline`` -> :meth:`for_serving`."""
 
     def __init__(self, model, meta, ood, device: str = "cpu", runtime=None, scope=None, gate=None, *,
-                 batcher: Callable | None = None, idle_watts: Mapping[str, float] | None = None) -> None:
-        self.model, self.meta, self.ood, self.device = model, meta, ood, device
+                 batcher: Callable | None = None, idle_watts: Mapping[str, float] | None = None,
+                 checkpoint: str | Path | None = None, scope_check=None) -> None:
+        """``model``: the torch model, a :class:`TorchModel` (shared), or None with ``checkpoint`` (loaded on first
+        use). ``runtime``: a ``medmm.runtime.EncoderRuntime``; when it belongs to a cached graph set (``graphs``),
+        every forward-only stage runs from the graphs. ``scope_check``: the checkpoint's adult-film check (default:
+        the torch model's ``scope``)."""
+        self._torch = model if isinstance(model, TorchModel) else TorchModel(model, checkpoint, device)
+        self.meta, self.ood, self.device = meta, ood, device
         # medmm.gate.InputGate: refuses scans that are not chest radiographs, sets lateral views aside (None: off)
         self.gate = gate
         # the checkpoint's scope table (medmm.calls.load_scope): which findings may be called for which population
         self.scope = dict(scope or {})
-        self.model.image_encoder.to(memory_format=torch.channels_last)  # matches encode_images' NHWC input
+        self._scope_check = scope_check
         self.findings: tuple[str, ...] = meta.findings
-        self.temperatures = torch.tensor([meta.temperatures[f] for f in self.findings], dtype=torch.float32)
-        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # sha256(notes) -> embedding
+        self._temperatures = np.array([meta.temperatures[f] for f in self.findings], dtype=np.float32)
+        self._text_cache: OrderedDict[str, Any] = OrderedDict()  # sha256(notes) -> features / embedding
         self._text_lock = threading.Lock()
         # medmm.runtime.EncoderRuntime: encoder forwards through ONNX Runtime / OpenVINO; None = torch
         self.runtime = runtime
         self.batcher = batcher  # medmm.service.ImageBatcher or None (each forward on its own)
         self.idle_watts: dict[str, float] = dict(idle_watts or {})  # empty: nothing subtracted
-        self._tok_cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()  # sha256 -> ids, mask
+        self._tok_cache: OrderedDict[str, tuple[Any, Any]] = OrderedDict()  # sha256 -> ids, mask
 
     @classmethod
     def from_checkpoint(cls, path: str | Path = DEFAULT_CHECKPOINT, device: str | None = None,
-                        runtime: str | None = None) -> "Pipeline":
+                        runtime: str | None = None, *, graphs: bool = True) -> "Pipeline":
         """``runtime``: ``auto`` | ``torch`` | ``onnxruntime`` | ``openvino`` (default ``$MEDMM_RUNTIME`` or auto;
-        see medmm.runtime). Explanations always use the torch model."""
-        from medmm import runtime as rt
+        see medmm.runtime). Explanations always use the torch model.
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model, meta, ood = load_checkpoint(path, device=device)
-        model.image_encoder.fold_batchnorm_()  # inference only: same outputs (<1e-5), ~1.2x faster backbone
+        Under an ONNX runtime, every forward-only stage runs from the checkpoint's cached graph set without torch
+        (``medmm.runtime.graphs``); a cache without it gets it now (the torch model is loaded, the graphs exported:
+        ``medmm.runtime.warmup``); a cache folder that cannot be written leaves every stage in torch, with one
+        warning that says so. ``graphs=False``: the torch model runs every stage but the runtime's two encoders
+        (the reference the graphs are tested against)."""
+        from medmm import runtime as rt
+        from medmm.runtime.graphs import open_graphs
+
+        device = device or rt.default_device()
+        meta, gate, scope = read_meta(path), load_gate(path), load_scope(path)
+        name = rt.resolve(runtime, device, export=False)   # what may run graphs already cached
+        found = open_graphs(meta, name, device, gate) if graphs and name != "torch" else None
+        if found is None:
+            return cls._with_torch(path, device, runtime, gate, scope, graphs and name != "torch")
+        from medmm.models.checkpoint import load_references
+
+        meta, ood, scope_check = load_references(path)   # the weights file is checked as load_checkpoint checks it
         if not meta.trained:
             log.warning("checkpoint %s is UNTRAINED: predictions are meaningless", path)
-        encoders = rt.build(runtime, model, meta, device)
-        return cls(model, meta, ood, device, runtime=None if encoders.name == "torch" else encoders,
-                   scope=load_scope(path), gate=load_gate(path))
+        return cls(None, meta, ood, device, runtime=found.encoders, scope=scope, gate=gate, checkpoint=path,
+                   scope_check=scope_check)
+
+    @classmethod
+    def _with_torch(cls, path: str | Path, device: str, runtime: str | None, gate, scope,
+                    warm: bool) -> "Pipeline":
+        """The torch model loaded; with ``warm``, the graph set exported and used (torch stays loaded for
+        explanations); without, or where the cache cannot be written, the torch model runs every stage."""
+        from medmm import runtime as rt
+        from medmm.models.inference import load_folded
+
+        model, meta, ood = load_folded(path, device)
+        if not meta.trained:
+            log.warning("checkpoint %s is UNTRAINED: predictions are meaningless", path)
+        name = rt.resolve(runtime, device)
+        if warm and name != "torch":
+            from medmm.runtime.cache import CacheNotWritable
+            from medmm.runtime.graphs import open_graphs
+
+            try:
+                rt.warm(path, model=model, meta=meta, gate=gate)
+            except CacheNotWritable as e:
+                log.warning("%s: running the model in torch", e)
+                name = "torch"
+            else:
+                found = open_graphs(meta, name, device, gate)
+                return cls(model, meta, ood, device, runtime=found.encoders, scope=scope, gate=gate, checkpoint=path)
+        encoders = rt.build(name, model, meta, device)
+        return cls(model, meta, ood, device, runtime=None if encoders.name == "torch" else encoders, scope=scope,
+                   gate=gate, checkpoint=path)
 
     def for_serving(self, *, batcher: Callable | None = None,
                     idle_watts: Mapping[str, float] | None = None) -> "Pipeline":
-        """A pipeline over the same loaded model, runtime, scope table and gate, built with a server's ``batcher``
-        and ``idle_watts`` (this one is left as it is; the new one starts with empty caches)."""
-        return type(self)(self.model, self.meta, self.ood, self.device, runtime=self.runtime, scope=self.scope,
-                          gate=self.gate, batcher=batcher, idle_watts=idle_watts)
+        """A pipeline over the same model (loaded or not), runtime, graphs, scope table and gate, built with a
+        server's ``batcher`` and ``idle_watts`` (this one is left as it is; the new one starts with empty caches)."""
+        return type(self)(self._torch, self.meta, self.ood, self.device, runtime=self.runtime, scope=self.scope,
+                          gate=self.gate, batcher=batcher, idle_watts=idle_watts, scope_check=self._scope_check)
+
+    @property
+    def model(self):
+        """The torch model (``medmm.models.MedMM``): loaded here on first use when the pipeline runs on graphs."""
+        return self._torch.get()
+
+    @model.setter
+    def model(self, model) -> None:
+        self._torch = TorchModel(model, self._torch.checkpoint, self.device)
+
+    @property
+    def temperatures(self) -> "torch.Tensor":
+        """Per-finding calibration temperatures as a tensor (torch callers)."""
+        import torch
+
+        return torch.from_numpy(self._temperatures.copy())
+
+    @property
+    def scope_check(self):
+        """The checkpoint's adult-vs-pediatric check on the image embedding (``ScopeCheck``), or None."""
+        if self._scope_check is not None:
+            return self._scope_check
+        model = self._torch.loaded
+        return None if model is None else getattr(model, "scope", None)
+
+    @property
+    def graphs(self):
+        """The runtime's graph set (``medmm.runtime.graphs.GraphModel``) when the pipeline runs on one, else None: a
+        pipeline given other encoders (the bench's copies) runs its other stages in torch again."""
+        return getattr(self.runtime, "graphs", None)
 
     @property
     def runtime_name(self) -> str:
         return "torch" if self.runtime is None else self.runtime.name
 
+    def _torch_stages(self):
+        """``torch.inference_mode()`` around a prediction whose stages run in torch; nothing for graphs."""
+        if self.graphs is not None:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.inference_mode()
+
     # ------------------------------------------------------------------------------------------------ inputs
     def prepare(self, scans: Sequence[ScanInput] = (), notes: str | None = None, *,
                 gate_inputs: bool = True) -> ModelInputs:
-        """Load/validate scans and notes into model tensors. Raises ScanError / InputError with clear messages.
+        """Load/validate scans and notes into the model input. Raises ScanError / InputError with clear messages.
 
         With ``gate_inputs`` (and a checkpoint that has a gate), each scan passes the input gate: a request with a
         scan that is not a chest radiograph is marked refused (``ModelInputs.refusal``); lateral views are set aside
@@ -137,48 +194,45 @@ class Pipeline:
         raw = [s for s in scans if not isinstance(s, Scan)]
         # a CT series collapses several files into one Scan
         loaded = [s for s in scans if isinstance(s, Scan)] + (load_scans(raw) if raw else [])
-        pixels = None
+        array = None
         if loaded:
-            prep = self.meta.preprocessing
-            pixels = torch.stack([to_model_input(s.pixels, prep) for s in loaded])[None].to(self.device)
+            array = self._model_input([s.pixels for s in loaded])
             for s in loaded:
                 if s.metadata.modality is not None and s.metadata.modality not in RADIOGRAPH_MODALITIES:
                     warnings.append(caveats.not_a_radiograph(s.metadata.modality))
         refusal, checks = None, []
-        if pixels is not None and gate_inputs and self.gate is not None:
-            refusal, checks, keep = self._gate(loaded, pixels, warnings)
+        if array is not None and gate_inputs and self.gate is not None:
+            refusal, checks, keep = self._gate(loaded, array, warnings)
             if refusal is None and len(keep) < len(loaded):
-                loaded, pixels = [loaded[i] for i in keep], pixels[:, keep]
+                loaded, array = [loaded[i] for i in keep], array[:, keep]
         # the notes are tokenized only if a draft's sentence ranking needs their embedding (``tokens``)
-        return ModelInputs(loaded, pixels, None, None, notes, warnings, refusal, checks)
+        return ModelInputs(loaded, array, None, None, notes, warnings, refusal, checks, device=self.device)
 
-    def _gate(self, loaded: list[Scan], pixels: torch.Tensor, warnings: list[str]) -> tuple[str | None, list[dict], list[int]]:
+    def _model_input(self, pixels: list[np.ndarray]) -> np.ndarray:
+        """Scans' pixels -> ``[1, V, C, S, S]`` float32: numpy with graphs, else ``transforms.to_model_input``."""
+        if self.graphs is not None:
+            return self.graphs.model_input(pixels)
+        import torch
+
+        from medmm.models.transforms import to_model_input
+
+        prep = self.meta.preprocessing
+        return torch.stack([to_model_input(p, prep) for p in pixels])[None].numpy()
+
+    def _gate(self, loaded: list[Scan], array: np.ndarray, warnings: list[str]) -> tuple[str | None, list[dict], list[int]]:
         """(refusal or None, per-scan gate results, indices of the scans to analyse); warnings for set-aside views."""
-        checks = self.gate.check(self.model.image_encoder, pixels[0])
-        n = len(loaded)
-        results = [{"scan": i + 1, "p_chest_radiograph": round(c.p_chest, 4), "chest_radiograph": c.chest,
-                    "p_lateral": round(c.p_lateral, 4) if c.chest else None, "lateral": c.lateral and c.chest,
-                    "set_aside": False} for i, c in enumerate(checks)]
-        refused = [i for i, c in enumerate(checks) if not c.chest]
-        if refused:
-            return caveats.not_chest_refusal([(caveats.scan_name(i, n), checks[i].p_chest) for i in refused]), \
-                results, []
-        header_lateral = [s.metadata.view is not None and s.metadata.view not in ("AP", "PA") for s in loaded]
-        lateral = [i for i, c in enumerate(checks) if c.lateral or header_lateral[i]]
-        how = {i: caveats.lateral_how(checks[i].lateral, checks[i].p_lateral, loaded[i].metadata.view)
-               for i in lateral}
-        for i in lateral:
-            results[i]["set_aside"] = True
-        if len(lateral) == n:
-            return caveats.lateral_refusal([(caveats.scan_name(i, n), how[i]) for i in lateral]), results, []
-        for i in lateral:
-            warnings.append(caveats.lateral_set_aside(caveats.scan_name(i, n), how[i]))
-        return None, results, [i for i in range(n) if i not in lateral]
+        if self.graphs is not None:
+            checks = self.gate.decide(self.graphs.gate_features(array[0]))
+        else:
+            import torch
 
-    def _tokenize(self, notes: str) -> tuple[torch.Tensor, torch.Tensor]:
+            checks = self.gate.check(self.model.image_encoder, torch.from_numpy(array[0]).to(self.device))
+        return screen(checks, [s.metadata.view for s in loaded], warnings)
+
+    def _tokenize(self, notes: str) -> "tuple[torch.Tensor, torch.Tensor]":
         """Tokenised notes, LRU-cached by sha256 (a re-sent note skips the tokenizer; cached tensors are shared
         read-only, never modified in place)."""
-        def tokenize() -> tuple[torch.Tensor, torch.Tensor]:
+        def tokenize() -> "tuple[torch.Tensor, torch.Tensor]":
             tok = self.model.text_encoder.tokenize([notes])
             return tok["input_ids"], tok["attention_mask"]
 
@@ -186,9 +240,9 @@ class Pipeline:
         return cached(self._tok_cache, self._text_lock, key, tokenize, CACHE_ENTRIES)
 
     # ------------------------------------------------------------------------------------------------ model
-    def tokens(self, inputs: ModelInputs) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The notes' token ids and mask ``[1, T]`` (the text encoder reads at most its ``max_tokens``), made on first
-        use and kept on ``inputs``; None without notes. Only the notes' sentence embedding needs them."""
+    def tokens(self, inputs: ModelInputs) -> "tuple[torch.Tensor, torch.Tensor] | None":
+        """The notes' token ids and mask ``[1, T]`` as tensors (the text encoder reads at most its ``max_tokens``),
+        made on first use and kept on ``inputs``; None without notes. The torch text path reads them."""
         if not inputs.notes:
             return None
         if inputs.input_ids is None:
@@ -196,11 +250,12 @@ class Pipeline:
             inputs.input_ids, inputs.attention_mask = ids.to(self.device), mask.to(self.device)
         return inputs.input_ids, inputs.attention_mask
 
-    def text_features(self, inputs: ModelInputs) -> torch.Tensor | None:
+    def text_features(self, inputs: ModelInputs) -> "torch.Tensor | None":
+        """The notes features of the fusion model's notes pathway ``[1, H (+ D) (+ 1)]`` (torch)."""
         if self.tokens(inputs) is None:
             return None
 
-        def encode() -> torch.Tensor:
+        def encode() -> "torch.Tensor":
             expert = self.model.notes_expert_features([inputs.notes])
             if self.runtime is not None and self.runtime.text is not None:  # exported encoder (+ bag of words)
                 return self.model.join_text_features(
@@ -213,6 +268,12 @@ class Pipeline:
     def notes_embedding(self, inputs: ModelInputs) -> np.ndarray | None:
         """The notes' sentence embedding ``[dim]`` (L2-normalised; what the report's sentence bank is indexed by),
         LRU-cached by the notes' hash; None without notes. Only the draft's sentence ranking reads it."""
+        if not inputs.notes:
+            return None
+        if self.graphs is not None and self.graphs.has_notes:
+            key = "embedding:" + hashlib.sha256(inputs.notes.encode()).hexdigest()
+            return cached(self._text_cache, self._text_lock, key, lambda: self.graphs.notes_embedding(inputs.notes),
+                          CACHE_ENTRIES)
         txt = self.text_features(inputs)
         return None if txt is None else txt[0, :self.model.text_encoder.dim].float().cpu().numpy()
 
@@ -231,40 +292,79 @@ class Pipeline:
             return self.runtime.encode_image_batch
         return self.model.encode_image_batch
 
-    def view_features(self, inputs: ModelInputs) -> torch.Tensor | None:
-        """Per-view image features ``[1, V, F]`` through the batcher, the runtime or the torch model; computed once
-        per request (``inputs.view_cache``). May be an inference tensor: clone before using it under autograd."""
-        if inputs.pixels is None:
-            return None
-        cached = inputs.view_cache.get("views")
-        if cached is not None:
-            return cached
-        from medmm.models.model import view_features
+    def _views(self, inputs: ModelInputs):
+        """Per-view image features ``[1, V, F]``, computed once per request (``inputs.view_cache``): a numpy array
+        from the graphs (no batcher), else a tensor from the batcher, the runtime or the torch model."""
+        views = inputs.view_cache.get("views")
+        if views is None and inputs.array is not None:
+            if self.graphs is not None and self.batcher is None:
+                b, v = inputs.array.shape[:2]
+                views = self.graphs.image_features(inputs.array.reshape(b * v, *inputs.array.shape[2:]))
+                views = views.reshape(b, v, -1)   # as models.model.view_features
+            else:
+                from medmm.models.model import view_features
 
-        encode = self.forward_only_encoder()
-        encode = self.model.encode_image_batch if encode is None else encode
-        inputs.view_cache["views"] = out = view_features(encode, inputs.pixels)
-        return out
+                encode = self.forward_only_encoder()
+                views = view_features(self.model.encode_image_batch if encode is None else encode, inputs.pixels)
+            inputs.view_cache["views"] = views
+        return views
 
-    def image_features(self, inputs: ModelInputs) -> torch.Tensor | None:
-        """Pooled image features ``[1, F]``: the mean over the request's views."""
+    def view_features(self, inputs: ModelInputs) -> "torch.Tensor | None":
+        """Per-view image features ``[1, V, F]`` as a tensor, through the graphs, the batcher, the runtime or the
+        torch model; computed once per request. May be an inference tensor: clone before using it under autograd."""
+        views = self._views(inputs)
+        if isinstance(views, np.ndarray):
+            import torch
+
+            return torch.from_numpy(views).to(self.device)
+        return views
+
+    def image_features(self, inputs: ModelInputs) -> "torch.Tensor | None":
+        """Pooled image features ``[1, F]`` as a tensor: the mean over the request's views."""
         from medmm.models.model import pool_views
 
         views = self.view_features(inputs)
         return None if views is None else pool_views(views)
 
-    def calibrate(self, logits: torch.Tensor) -> torch.Tensor:
+    def image_embedding(self, inputs: ModelInputs) -> np.ndarray | None:
+        """Pooled image features ``[F]`` float32 (numpy): the mean over the request's views; None without scans."""
+        views = self._views(inputs)
+        if views is None:
+            return None
+        if isinstance(views, np.ndarray):
+            return views.mean(1)[0]   # the view pooling of models.model.pool_views
+        from medmm.models.model import pool_views
+
+        return pool_views(views)[0].float().cpu().numpy()
+
+    def calibrate(self, logits: "torch.Tensor") -> "torch.Tensor":
         """Per-finding temperature scaling -> probabilities."""
+        import torch
+
         return torch.sigmoid(logits / self.temperatures.to(logits.device))
 
-    @torch.inference_mode()
+    def image_outputs(self, inputs: ModelInputs, states: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """(calibrated probabilities from the image alone ``[K]`` float32, with ``states`` and a state head the
+        image's state probabilities ``[L]`` float64, else None)."""
+        if self.graphs is not None:
+            logits, probs = self.graphs.head_outputs(self.image_embedding(inputs)[None])
+            alone = (1 / (1 + np.exp(-(logits / self._temperatures))))[0].astype(np.float32)
+            return alone, (probs[0].astype(np.float64) if states and probs is not None else None)
+        img = self.image_features(inputs)
+        alone = self.calibrate(self.model.forward_features(img, None))[0].float().cpu().numpy()
+        prior = None
+        if states and getattr(self.model, "state_head", None) is not None:
+            prior = self.model.image_state_probs(img)[0].double().cpu().numpy()
+        return alone, prior
+
     def predict(self, scans: Sequence[ScanInput] = (), notes: str | None = None) -> Prediction:
-        inputs = self.prepare(scans, notes)
-        return self.predict_prepared(inputs)
+        with self._torch_stages():
+            inputs = self.prepare(scans, notes)
+            return self.predict_prepared(inputs)
 
     def refused(self, inputs: ModelInputs) -> Prediction:
         """The answer to a refused request: no probabilities, no calls; the reason as the one warning."""
-        modalities = tuple(m for m, present in (("image", inputs.pixels is not None), ("notes", bool(inputs.notes)))
+        modalities = tuple(m for m, present in (("image", inputs.array is not None), ("notes", bool(inputs.notes)))
                            if present)
         return Prediction(findings={}, thresholds={}, positive=(), modalities=modalities,
                           warnings=(inputs.refusal,), scan_metadata=tuple(s.metadata.to_dict() for s in inputs.scans),
@@ -272,7 +372,6 @@ class Pipeline:
                                       "trained": self.meta.trained, "sha256": self.meta.weights_sha256},
                           status="refused", refusal=inputs.refusal)
 
-    @torch.inference_mode()
     def predict_prepared(self, inputs: ModelInputs) -> Prediction:
         """The image model's answer, updated by the notes' evidence (``medmm.notes``: concepts with assertion,
         published likelihood ratios, Bayes' rule on the image's states). The learned notes pathway of the checkpoint
@@ -281,30 +380,28 @@ class Pipeline:
         request (``inputs.refusal``, the input gate) gets no probabilities at all (``refused``)."""
         if inputs.refusal is not None:
             return self.refused(inputs)
-        img = self.image_features(inputs)
-        img_np = None if img is None else img[0].float().cpu().numpy()
-        evidence = pretest = None
-        if inputs.notes:
-            from medmm.notes import combine, read_note
+        with self._torch_stages():
+            img_np = self.image_embedding(inputs)
+            evidence = pretest = None
+            if inputs.notes:
+                from medmm.notes import combine, read_note
 
-            hint = None if img_np is None else ("adult" if self.looks_adult(img_np) else "child")
-            evidence = combine(read_note(inputs.notes), hint, inputs.notes)
-        alone = prior = None
-        if img is not None:
-            alone = self.calibrate(self.model.forward_features(img, None))[0].float().cpu().numpy()
-            probs = alone
-            if evidence is not None and getattr(self.model, "state_head", None) is not None:
-                prior = self.model.image_state_probs(img)[0].double().cpu().numpy()
-            if evidence is not None and not evidence.empty:
-                probs = self._apply_evidence(prior, alone, evidence)
-        else:
-            from medmm.notes import marginals, pretest_states, update_states
+                hint = None if img_np is None else ("adult" if self.looks_adult(img_np) else "child")
+                evidence = combine(read_note(inputs.notes), hint, inputs.notes)
+            alone = prior = None
+            if img_np is not None:
+                alone, prior = self.image_outputs(inputs, states=evidence is not None)
+                probs = alone
+                if evidence is not None and not evidence.empty:
+                    probs = self._apply_evidence(prior, alone, evidence)
+            else:
+                from medmm.notes import marginals, pretest_states, update_states
 
-            prior, pretest = pretest_states(evidence.population)
-            probs = marginals(update_states(prior, evidence.log_lr))
-        pred = replace(self._to_prediction(probs, inputs, img, evidence), notes_evidence=evidence,
-                       image_findings=None if alone is None else dict(zip(self.findings, map(float, alone))),
-                       pretest=pretest, prior_states=prior)
+                prior, pretest = pretest_states(evidence.population)
+                probs = marginals(update_states(prior, evidence.log_lr))
+            pred = replace(self._to_prediction(probs, inputs, img_np, evidence), notes_evidence=evidence,
+                           image_findings=None if alone is None else dict(zip(self.findings, map(float, alone))),
+                           pretest=pretest, prior_states=prior)
         return replace(pred, warnings=pred.warnings + tuple(caveats.notes_evidence(pred, self.scope)))
 
     def _apply_evidence(self, prior: np.ndarray | None, alone: np.ndarray, evidence) -> np.ndarray:
@@ -323,7 +420,7 @@ class Pipeline:
 
     def looks_adult(self, image_embedding: np.ndarray) -> bool:
         """The checkpoint's adult-vs-pediatric scope check on an image embedding (False without one)."""
-        scope = getattr(self.model, "scope", None)
+        scope = self.scope_check
         return scope is not None and float(scope.p_adult(image_embedding)[0]) >= 0.5
 
     def population(self, image_embedding: np.ndarray | None, evidence=None) -> str:
@@ -345,12 +442,12 @@ class Pipeline:
         found = {e.finding for e in evidence.used if e.counted and e.concept in TEST_CONCEPTS and e.finding}
         return found | {a for f in found for a in ancestors(f)}
 
-    def _to_prediction(self, probs: np.ndarray, inputs: ModelInputs, img, evidence=None) -> Prediction:
+    def _to_prediction(self, probs: np.ndarray, inputs: ModelInputs, img_np: np.ndarray | None,
+                       evidence=None) -> Prediction:
         warnings = list(inputs.warnings)
         if not self.meta.trained:
             warnings.insert(0, caveats.UNTRAINED)
         ood_score = None
-        img_np = None if img is None else img[0].float().cpu().numpy()
         if img_np is not None and self.ood is not None:
             ood_score = float(self.ood.score(img_np)[0])
             ood = caveats.out_of_distribution(ood_score, self.ood.threshold)
@@ -362,12 +459,13 @@ class Pipeline:
         positive = tuple(c.finding for c in calls if c.called)
         warnings += coherence
         if img_np is not None:
-            adult_auc = getattr(getattr(self.model, "scope", None), "adult_auc", None)
+            adult_auc = getattr(self.scope_check, "adult_auc", None)
             warnings += caveats.adult_film(population, self.scope, adult_auc=adult_auc,
                                            adult_by_film=population == "adult" and self.looks_adult(img_np))
         if self.gate is None:
             warnings += caveats.header_views(s.metadata.view for s in inputs.scans)
-        modalities = tuple(m for m, present in (("image", img is not None), ("notes", bool(inputs.notes))) if present)
+        modalities = tuple(m for m, present in (("image", img_np is not None), ("notes", bool(inputs.notes)))
+                           if present)
         return Prediction(
             findings=findings, thresholds=thresholds, positive=positive, modalities=modalities,
             image_embedding=img_np,

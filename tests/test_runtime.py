@@ -150,7 +150,7 @@ def test_resolve_names_and_env(monkeypatch):
 
 
 def test_explicit_runtime_that_is_missing_is_an_error(monkeypatch):
-    monkeypatch.setattr(rt, "installed", lambda name: name == "torch")
+    monkeypatch.setattr(rt, "installed", lambda name, export=True: name == "torch")
     with pytest.raises(rt.RuntimeUnavailable, match="not installed"):
         rt.resolve("onnxruntime")
     assert rt.resolve("auto") == "torch"  # auto falls back to what is installed

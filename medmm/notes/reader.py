@@ -269,11 +269,14 @@ class NotesReader:
         if loguru_logger is not None:
             for module in ("PyRuSH", "medspacy", "PyFastNER", "quicksectx"):
                 loguru_logger.disable(module)      # PyRuSH logs every token of the note at DEBUG
+        from medmm.torch_free import hide_torch
+
         try:
-            import spacy
-            import medspacy.components  # noqa: F401  registers the medspacy_* factories
-            from medspacy.context import ConTextRule
-            from medspacy.ner import TargetRule
+            with hide_torch():   # spaCy's thinc imports torch (2.6 s) for layers this rule-based pipeline never uses
+                import spacy
+                import medspacy.components  # noqa: F401  registers the medspacy_* factories
+                from medspacy.context import ConTextRule
+                from medspacy.ner import TargetRule
         except ImportError as e:  # clear message instead of a traceback deep inside a request
             raise RuntimeError("Reading clinical notes needs medspaCy (pip install --no-deps medspacy==1.3.1 "
                                "PyRuSH==1.0.13 PyFastNER quicksectx pysbd loguru; see requirements-nlp.txt): "
