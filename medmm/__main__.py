@@ -1,4 +1,4 @@
-"""Command line: ``python -m medmm {predict,evaluate,explain,bench,serve} ...``.
+"""Command line: ``python -m medmm {predict,evaluate,explain,bench,serve,warmup} ...``.
 
 Bad input exits with code 2 and a one-line message on stderr (no traceback) that names the file. Paths and
 arguments are checked before torch and the model are imported, so a mistake is refused in well under a second.
@@ -232,6 +232,41 @@ def cmd_explain(args) -> int:
                        notes_method=args.notes_method)
 
 
+def cmd_warmup(args) -> int:
+    """Export the checkpoint's graph set into the runtime cache (``medmm.runtime.warmup``) and open it once under the
+    runtime, so that later predictions start without torch; says what it wrote and how long it took."""
+    import time
+
+    from medmm import runtime as rt
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT, read_meta
+    from medmm.runtime.cache import CacheNotWritable
+
+    t = time.perf_counter()
+    checkpoint = args.checkpoint or DEFAULT_CHECKPOINT
+    try:
+        name = rt.resolve(args.runtime)
+    except rt.RuntimeUnavailable as e:
+        raise CliError(str(e)) from None
+    if name == "torch":
+        raise CliError("the torch runtime runs the model itself and has nothing to warm up; install onnxruntime or "
+                       "openvino, or name one with --runtime")
+    folder = rt.cache_dir()
+    try:
+        found = rt.warm(checkpoint)
+    except CacheNotWritable as e:
+        raise CliError(str(e)) from None
+    from medmm.gate import load_gate
+    from medmm.runtime.graphs import open_graphs
+
+    graphs = open_graphs(read_meta(checkpoint), name, "cpu", load_gate(checkpoint))
+    for session in (graphs.encoders.image, graphs.encoders.text, graphs.gate, graphs.head):
+        if session is not None:
+            session.get()   # compiled once: OpenVINO keeps the compiled model in its cache folder
+    print(f"warmup: {name} graphs of {found.weights_sha256[:12]} ({', '.join(sorted(found.files))}) in {folder} "
+          f"({time.perf_counter() - t:.1f} s)")
+    return 0
+
+
 # runtimes side by side stay in the quick run (issue 15: `bench --json` compares them in one run; ~10 s)
 QUICK_BENCH = {"repeats": 5, "no_cold": True, "no_experiments": True, "explain_repeats": 1}
 
@@ -327,6 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(s)
     _runtime_arg(s)
     s.set_defaults(func=lambda args: cmd_serve(args, args.checkpoint or str(_default_checkpoint())))
+
+    w = sub.add_parser("warmup", help="build the runtime's cache for a checkpoint ahead of time (every forward-only "
+                       "stage as a graph), so predictions start without torch")
+    w.add_argument("--checkpoint", default=None, help="checkpoint folder (default: checkpoints/default)")
+    w.add_argument("--runtime", default=None, choices=RUNTIME_CHOICES,
+                   help="runtime to compile the graphs for (default: $MEDMM_RUNTIME or auto); the folder is "
+                        "$MEDMM_CACHE_DIR or ~/.cache/medmm/onnx")
+    w.set_defaults(func=cmd_warmup)
     return ap
 
 
