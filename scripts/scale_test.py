@@ -77,6 +77,24 @@ def load(url: str, users: int, requests: int, during=None) -> dict:
             "p95_s": _pct(latencies, 0.95)}
 
 
+def handle_load(handle, users: int, requests: int) -> dict:
+    """The same request straight to the model deployment (no gradio, no HTTP): what the replicas alone sustain."""
+    blob = [FILM.read_bytes()]
+    latencies: list[float] = []
+
+    def one(_: int) -> None:
+        t0 = time.perf_counter()
+        handle.run.remote(blob, NOTES, {}).result()
+        latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(users) as pool:
+        list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - t0
+    return {"users": users, "requests": requests, "throughput_rps": round(requests / wall, 3),
+            "p50_s": _pct(latencies, 0.5), "p95_s": _pct(latencies, 0.95)}
+
+
 def deploy(replicas: int, port: int) -> str:
     from medmm.models.checkpoint import DEFAULT_CHECKPOINT
     from medmm.scale.serve import ServeOptions, start
@@ -155,15 +173,20 @@ def main(argv: list[str] | None = None) -> int:
         load(url, args.users, args.users)                       # warm-up: every client and replica once
         report["load"][f"{replicas}_replicas"] = load(url, args.users, args.requests)
         report["load"][f"{replicas}_replicas"]["replica_rss_mb"] = replica_memory_mb(replica_pids(handle))
+        handle_load(handle, args.users, args.users)             # warm-up
+        report["load"][f"{replicas}_replicas"]["model_only"] = handle_load(handle, args.users, args.requests)
         if replicas == 1:
             report["serve_hop"] = serve_hop(handle)
     one, two = report["load"]["1_replicas"], report["load"]["2_replicas"]
     report["ratio_2_to_1"] = {"throughput": round(two["throughput_rps"] / one["throughput_rps"], 2),
-                              "p95": round(two["p95_s"] / one["p95_s"], 2)}
+                              "p95": round(two["p95_s"] / one["p95_s"], 2),
+                              "model_only_throughput": round(two["model_only"]["throughput_rps"]
+                                                             / one["model_only"]["throughput_rps"], 2)}
 
     handle = serve.get_deployment_handle("MedmmModel", app_name="medmm")
-    victim = sorted(replica_pids(handle))[0]
-    killed: dict = {}
+    before = replica_pids(handle)
+    victim = sorted(before)[0]
+    killed: dict = {"replica_pids_before": sorted(before)}
 
     def kill_midway(done: list[int]) -> None:
         while done[0] < args.requests // 3:
@@ -171,13 +194,15 @@ def main(argv: list[str] | None = None) -> int:
         os.kill(victim, signal.SIGKILL)
         t0 = time.perf_counter()
         killed["at_request"] = done[0]
-        time.sleep(1)
-        while running_replicas() < 2 and time.perf_counter() - t0 < 180:
+        while time.perf_counter() - t0 < 180:      # back: 2 RUNNING and the dead pid no longer answers
             time.sleep(0.5)
+            if running_replicas() == 2 and victim not in (pids := replica_pids(handle, 10)) and len(pids) == 2:
+                break
         killed["back_to_2_running_s"] = round(time.perf_counter() - t0, 1)
 
     report["replica_kill"] = {**load(url, args.users, args.requests, during=kill_midway), **killed,
-                              "replicas_running_after": running_replicas()}
+                              "replicas_running_after": running_replicas(),
+                              "replica_pids_after": sorted(replica_pids(handle)), "killed_pid": victim}
     serve.shutdown()
     report["batch"] = {f"{w}_workers": batch_rate(args.films, w) for w in (1, 2)}
     text = json.dumps(report, indent=2)
