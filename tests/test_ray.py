@@ -166,3 +166,18 @@ def test_serve_batching_gives_each_caller_its_own_answer(url: str) -> None:
         assert result.prediction.findings == pytest.approx(alone[i % len(blobs)], abs=1e-6)
     assert after["calls"] - before["calls"] == len(together)
     assert after["batches"] - before["batches"] <= len(together)
+
+
+def test_serve_config_file_builds_the_same_application() -> None:
+    """``deploy/rayservice.yaml``'s import path and args (strings, as a Serve config gives them)."""
+    import yaml
+
+    import serve_app
+
+    config = yaml.safe_load(yaml.safe_load((ROOT / "deploy" / "rayservice.yaml").read_text())["spec"]["serveConfigV2"])
+    app = config["applications"][0]
+    assert app["import_path"] == "serve_app:build_app_from_config"
+    args = {k: str(v) for k, v in app["args"].items()} | {"checkpoint": str(ROOT / "checkpoints" / "default")}
+    assert serve_app.build_app_from_config(args) is not None
+    with pytest.raises(ValueError, match="unknown medmm serve options: replica"):
+        serve_app.build_app_from_config({"checkpoint": "c", "replica": "2"})
