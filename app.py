@@ -717,6 +717,20 @@ def configure_mcp(blocks: gr.Blocks, endpoint: str = MCP_TOOL_ENDPOINT, max_file
     return list(tools)
 
 
+def warm_up(pipeline: LazyPipeline) -> None:
+    """Load what a first analysis needs, once the page is served (``python app.py``): the pipeline, the clinical-text
+    reader and the torch model for explanations. A failure is logged by type; the first request then retries."""
+    try:
+        from medmm.notes import read_note
+
+        loaded = pipeline.get()
+        read_note("warm-up")
+        _ = loaded.model
+        log.info("model loaded: %s runtime", loaded.runtime_name)
+    except Exception as exc:  # noqa: BLE001 - a request reports its own error; nothing about inputs is logged
+        log.error("warm-up failed: %s", type(exc).__name__)
+
+
 # Spaces / `gradio app.py` pick up `demo`; building it reads the checkpoint's JSON, the weights load on first use
 PIPELINE = LazyPipeline(os.environ.get("MEDMM_CHECKPOINT") or DEFAULT_CHECKPOINT)
 demo = build_demo(PIPELINE)
@@ -727,18 +741,18 @@ if __name__ == "__main__":
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes
     mcp = mcp_enabled()
     server.install_cleanup(CACHE_DIR)   # SIGTERM behaves like Ctrl-C; the run's cache folder is removed at exit
-    PIPELINE.get()                      # load before serving: the first request is not slowed by it
-    from medmm.notes import read_note
-
-    read_note("warm-up")                # the clinical-text reader (spaCy + medspaCy, ~3.5 s): built before serving
     launch = dict(server.launch_kwargs(MAX_FILE_SIZE), css=CSS, footer_links=["api"], mcp_server=mcp)
-    if not (mcp or (mcp is None and os.environ.get("GRADIO_MCP_SERVER", "").lower() == "true")):
-        demo.launch(**launch)
-    else:
+    mcp_on = bool(mcp or (mcp is None and os.environ.get("GRADIO_MCP_SERVER", "").lower() == "true"))
+    if mcp_on:
         import warnings
 
         # gradio warns about the State inputs of /check_consistency and /export: they are no MCP tools here
         warnings.filterwarnings("ignore", message="This MCP server includes a tool that has a gr.State input")
-        demo.launch(**launch, prevent_thread_lock=True)
+    demo.launch(**launch, prevent_thread_lock=True)   # the page answers first (building it needs no weights) ...
+    # ... then the model loads behind it, so the first analysis does not wait for it either (it would wait on
+    # LazyPipeline's lock if it came sooner): the cached graphs, the clinical-text reader (spaCy + medspaCy, ~3.5 s)
+    # and the torch model that explanations' gradients need (medmm.pipeline)
+    threading.Thread(target=warm_up, args=(PIPELINE,), name="medmm-warm-up", daemon=True).start()
+    if mcp_on:
         log.info("MCP tools: %s", configure_mcp(demo))
-        demo.block_thread()
+    demo.block_thread()
