@@ -34,13 +34,22 @@ PORT = 8765
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    os.environ.setdefault("MEDMM_RUNTIME", "torch")     # the replicas' numbers compare with the torch reference
+    # the replicas' numbers compare with the torch reference; set for this module only (Ray's workers inherit it) and
+    # restored after, or later tests of `auto` (test_torch_free) would run under torch
+    before = os.environ.get("MEDMM_RUNTIME")
+    os.environ.setdefault("MEDMM_RUNTIME", "torch")
     ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
-    yield
-    from ray import serve
+    try:
+        yield
+    finally:
+        from ray import serve
 
-    serve.shutdown()
-    ray.shutdown()
+        serve.shutdown()
+        ray.shutdown()
+        if before is None:
+            os.environ.pop("MEDMM_RUNTIME", None)
+        else:
+            os.environ["MEDMM_RUNTIME"] = before
 
 
 def _films(n: int) -> list[Path]:

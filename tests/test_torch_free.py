@@ -62,7 +62,8 @@ def _argv(images: list[str], notes: str | None) -> list[str]:
 
 
 def _env(cache: Path) -> dict[str, str]:
-    return {**os.environ, rt.CACHE_ENV: str(cache), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {k: v for k, v in os.environ.items() if k != rt.ENV_VAR}    # these tests are about `auto`
+    return {**env, rt.CACHE_ENV: str(cache), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +189,7 @@ def test_an_unwritable_cache_falls_back_to_torch_with_one_line(tmp_path, monkeyp
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
+    monkeypatch.delenv(rt.ENV_VAR, raising=False)
     monkeypatch.setenv(rt.CACHE_ENV, str(blocker / "cache"))
     assert main(["warmup"]) == 2
     err = capsys.readouterr().err.strip()
