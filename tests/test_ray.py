@@ -1,9 +1,10 @@
 """The Ray path on a local cluster (issue 27): ``medmm serve``'s application and ``predict --engine ray``.
 
-Skipped when Ray is not installed (an optional extra, ``pip install ".[ray]"``; CI does not install it, see
-docs/scale.md). One local cluster for the module: the Ray Data test runs first, then one Serve application (one model
-replica) answers ``/predict_json`` through gradio_client. The load part (2 replicas, a replica killed under load,
-p95) is a benchmark, ``scripts/scale_test.py``, not a test.
+Skipped when Ray is not installed (an optional extra, ``pip install ".[ray]"``; ``make test`` installs it, see
+docs/scale.md). One local cluster for the module: the Ray Data tests run first (the single-process CSV exactly; a
+run interrupted with Ctrl-C resumed per block to the same bytes), then one Serve application (one model replica)
+answers ``/predict_json`` through gradio_client. The load part (2 replicas, cross-talk under 16 users, a replica
+killed under load, p95) and the 2,000-film equality check are a benchmark, ``scripts/scale_test.py``, not a test.
 """
 
 from __future__ import annotations
@@ -69,24 +70,70 @@ def _manifest(path: Path) -> Path:
     return path
 
 
-def test_ray_data_writes_the_single_process_csv_exactly(tmp_path: Path) -> None:
-    from medmm.scale.batch import run_manifest
-
-    manifest = _manifest(tmp_path / "manifest.csv")
-    local = tmp_path / "local.csv"
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory) -> tuple[Path, Path]:
+    """The manifest and what ``predict --manifest`` (one process) writes for it."""
+    tmp = tmp_path_factory.mktemp("manifest")
+    manifest = _manifest(tmp / "manifest.csv")
+    local = tmp / "local.csv"
     cli = subprocess.run([sys.executable, "-m", "medmm", "predict", "--manifest", str(manifest), "--out", str(local),
                           "--runtime", "torch"], cwd=ROOT, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert cli.returncode == 0, cli.stderr[-2000:]
-    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
+    return manifest, local
 
-    summary = run_manifest(manifest, tmp_path / "ray.csv", str(DEFAULT_CHECKPOINT), "torch", workers=2)
-    assert summary["rows"] == len(list(csv.DictReader(manifest.open(encoding="utf-8"))))
+
+def test_ray_data_writes_the_single_process_csv_exactly(scored: tuple[Path, Path], tmp_path: Path) -> None:
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
+    from medmm.scale.batch import run_manifest
+
+    manifest, local = scored
+    summary = run_manifest(manifest, tmp_path / "ray.csv", str(DEFAULT_CHECKPOINT), "torch", workers=2, block_rows=4)
+    assert summary["rows"] == summary["scored_rows"] == len(list(csv.DictReader(manifest.open(encoding="utf-8"))))
     assert (tmp_path / "ray.csv").read_bytes() == local.read_bytes()     # columns, numbers, warnings, errors
-    run_manifest(manifest, tmp_path / "ray.parquet", str(DEFAULT_CHECKPOINT), "torch", workers=1)
+    # parts left by a run of another manifest or checkpoint (another key) and a torn temp file are deleted, not used
+    parts = tmp_path / "ray.parquet.parts"
+    parts.mkdir()
+    (parts / "0123456789abcdef-000000.csv").write_text("stale,row\r\n")
+    (parts / ".0123456789abcdef-000001.csv.99.tmp").write_text("torn")
+    summary = run_manifest(manifest, tmp_path / "ray.parquet", str(DEFAULT_CHECKPOINT), "torch", workers=1)
+    assert summary["resumed_rows"] == 0 and not parts.exists()
     import pyarrow.parquet as pq
 
     assert pq.read_table(tmp_path / "ray.parquet").to_pylist() == list(csv.DictReader(local.open(encoding="utf-8")))
+
+
+def test_ray_data_resumes_an_interrupted_run_per_block(scored: tuple[Path, Path], tmp_path: Path) -> None:
+    """Ctrl-C part-way through ``predict --engine ray`` keeps the finished blocks; the same command then scores only
+    the rest and writes the file an uninterrupted run writes, byte for byte, and removes the parts."""
+    import signal
+    import time
+
+    from medmm.models.checkpoint import DEFAULT_CHECKPOINT
+    from medmm.scale.batch import run_manifest
+
+    manifest, local = scored
+    out, parts = tmp_path / "ray.csv", tmp_path / "ray.csv.parts"
+    command = [sys.executable, "-m", "medmm", "predict", "--manifest", str(manifest), "--out", str(out), "--runtime",
+               "torch", "--engine", "ray", "--workers", "1", "--block-rows", "2"]
+    # a driver of its own on this module's cluster (RAY_ADDRESS), so no second cluster starts
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not any(parts.glob("*.csv")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    kept = sorted(parts.glob("*.csv"))
+    assert err.strip().splitlines()[-1] == (f"interrupted: {len(kept)} of 9 blocks are in {parts}; "
+                                            f"run the same command again to resume")
+    assert not out.exists() and 1 <= len(kept) < 9
+    kept_rows = sum(len(list(csv.reader(p.open(newline="", encoding="utf-8")))) for p in kept)
+    summary = run_manifest(manifest, out, str(DEFAULT_CHECKPOINT), "torch", workers=1, block_rows=2)
+    assert summary["resumed_rows"] == kept_rows > 0
+    assert summary["resumed_rows"] + summary["scored_rows"] == summary["rows"] == 17
+    assert out.read_bytes() == local.read_bytes() and not parts.exists()
 
 
 def test_engine_ray_cli_errors_are_one_line(tmp_path: Path) -> None:

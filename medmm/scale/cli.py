@@ -14,6 +14,7 @@ from typing import Any
 from medmm.scale import ScaleError
 
 ENGINES = ("local", "ray")
+EXIT_INTERRUPTED = 130                  # the shell's code for Ctrl-C
 RAY_EXTRA = 'pip install ".[ray]" (or: pip install -r requirements-ray.txt)'
 
 
@@ -36,14 +37,18 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
                    help="--manifest only: local = this process; ray = Ray Data over a pool of model actors "
                         "($RAY_ADDRESS or a local cluster); the same output file")
     p.add_argument("--workers", type=_positive, default=None, help="--engine ray: model actors, one CPU each (default 1)")
+    p.add_argument("--block-rows", type=_positive, default=None,
+                   help="--engine ray: rows per block, the unit of work and of resuming (default 128); finished "
+                        "blocks are kept in OUT.parts/ until the output is complete, and the same command resumes")
 
 
 def check_engine(args: argparse.Namespace) -> None:
     """``--engine ray`` / ``--workers`` only where they do something (no option is silently ignored)."""
     if args.engine == "ray" and not args.manifest:
         raise ScaleError("--engine ray scores a --manifest")
-    if args.workers is not None and args.engine != "ray":
-        raise ScaleError("--workers needs --engine ray")
+    for option, value in (("--workers", args.workers), ("--block-rows", getattr(args, "block_rows", None))):
+        if value is not None and args.engine != "ray":
+            raise ScaleError(f"{option} needs --engine ray")
 
 
 def add_serve_arguments(s: argparse.ArgumentParser) -> None:
@@ -89,8 +94,15 @@ def cmd_serve(args: argparse.Namespace, checkpoint: str) -> int:
 
 def predict_manifest_ray(args: argparse.Namespace, checkpoint: str) -> int:
     require_ray("--engine ray")
-    from medmm.scale.batch import run_manifest
+    from medmm.scale.batch import BLOCK_ROWS, Interrupted, run_manifest
 
-    summary = run_manifest(args.manifest, args.out, checkpoint, getattr(args, "runtime", None), args.workers or 1)
+    try:
+        summary = run_manifest(args.manifest, args.out, checkpoint, getattr(args, "runtime", None), args.workers or 1,
+                               args.block_rows or BLOCK_ROWS)
+    except Interrupted as e:                       # Ctrl-C: the finished blocks stay for the rerun
+        print(str(e), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"{summary['rows']} rows -> {args.out}: {summary['scored_rows']} scored now, "
+          f"{summary['resumed_rows']} resumed from an earlier run's blocks", file=sys.stderr)
     print(json.dumps(summary), file=sys.stderr)
     return 0
