@@ -23,6 +23,7 @@ text parameter gets the notes, others their defaults. Prints one JSON object; ex
     .venv/bin/python scripts/load_test.py --url http://127.0.0.1:7860 --server-pid 1234
     .venv/bin/python scripts/load_test.py --users 16 --requests 120 --compare-batching   # off vs on, one run
     .venv/bin/python scripts/load_test.py --soak --batching on                           # >= 1000 requests
+    .venv/bin/python scripts/load_test.py --users 16 --requests 96 --compare-concurrency 1,2  # queue concurrency
 
 ``--compare-batching`` starts two servers one after the other (``MEDMM_BATCHING=0`` then ``1``, the same
 ``MEDMM_QUEUE_CONCURRENCY``, default 4) and sends both the same plan; ``comparison`` holds throughput and p50/p95
@@ -123,6 +124,32 @@ def rss_mb(pid: int) -> float | None:
         except OSError:
             return None
     return None
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds used so far by ``pid`` and its children (``/proc/PID/stat``); None if unreadable."""
+    if not pid:
+        return None
+    try:
+        import psutil
+
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+        return sum(sum(q.cpu_times()[:2]) for q in procs)
+    except Exception:  # noqa: BLE001
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return None
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process (the load-test clients' threads), user + system."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 # ============================================================================================ inputs
@@ -447,6 +474,7 @@ def run(args: argparse.Namespace, extra_env: dict[str, str] | None = None,
             th.start()
         barrier.wait(timeout=args.startup_timeout + 600)
         rss_warm = rss_mb(pid) if pid else None
+        cpu_server0, cpu_client0 = cpu_seconds(pid), own_cpu_seconds()
         t_start = time.perf_counter()
         deadline[0] = time.monotonic() + args.seconds
         while any(th.is_alive() for th in threads):
@@ -458,6 +486,7 @@ def run(args: argparse.Namespace, extra_env: dict[str, str] | None = None,
                 th.join(timeout=args.sample_interval / max(1, len(threads)))
         wall = time.perf_counter() - t_start
         rss_end = rss_mb(pid) if pid else None
+        cpu_server1, cpu_client1 = cpu_seconds(pid), own_cpu_seconds()
 
         main = [o for o in outcomes if o.index >= args.users]
         lat = [o.latency_s for o in main if o.ok]
@@ -477,6 +506,18 @@ def run(args: argparse.Namespace, extra_env: dict[str, str] | None = None,
                                "max": _r(max(lat) if lat else None), "mean": _r(sum(lat) / len(lat) if lat else None)}
         result["throughput_rps"] = _r(len(main) / wall if wall > 0 else None)
         result["wall_s"] = round(wall, 2)
+        # where the box's CPU went during the timed requests: the server (model, Gradio, HTTP) and this process (the
+        # gradio_client users, which share the machine here but would not in use); cores / server CPU per request is
+        # what the server could answer with its clients elsewhere
+        n_main = len(main)
+        server_cpu = (cpu_server1 - cpu_server0) if cpu_server0 is not None and cpu_server1 is not None else None
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        result["cpu"] = {
+            "cores": cores,
+            "server_cpu_s_per_request": _r(server_cpu / n_main) if server_cpu is not None and n_main else None,
+            "clients_cpu_s_per_request": _r((cpu_client1 - cpu_client0) / n_main) if n_main else None,
+            "server_capacity_rps": _r(cores * n_main / server_cpu) if server_cpu and n_main else None,
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
         # second half only: per-thread malloc arenas and lazy imports grow RSS early, then plateau; a leak keeps going
         slope = slope_per_100(rss_points[len(rss_points) // 2:])
         result["memory"] = {"server_pid": pid, "rss_after_warmup_mb": rss_warm, "rss_end_mb": rss_end,
@@ -555,7 +596,7 @@ def _headline(r: dict[str, Any]) -> dict[str, Any]:
             "findings_checked": req.get("findings_checked"), "findings_mismatched": req.get("findings_mismatched"),
             "foreign_token_responses": req.get("foreign_token_responses"), "server_env": r.get("server_env"),
             "rss_slope_mb_per_100_requests": r.get("memory", {}).get("rss_slope_mb_per_100_requests"),
-            "ok": r.get("ok")}
+            "rss_end_mb": r.get("memory", {}).get("rss_end_mb"), "cpu": r.get("cpu"), "ok": r.get("ok")}
 
 
 def compare_batching(args: argparse.Namespace) -> dict[str, Any]:
@@ -572,6 +613,26 @@ def compare_batching(args: argparse.Namespace) -> dict[str, Any]:
             "comparison": {"batching_off": off, "batching_on": on,
                            "throughput_ratio_on_vs_off": None if speedup is None else round(speedup, 3)},
             "runs": runs, "failures": [f"batching {m}: {f}" for m, r in runs.items() for f in r["failures"]],
+            "ok": all(r["ok"] for r in runs.values()), "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def compare_concurrency(args: argparse.Namespace, levels: list[int]) -> dict[str, Any]:
+    """One server per queue concurrency (``MEDMM_QUEUE_CONCURRENCY``), one after the other, the same plan and users:
+    throughput, latency, CPU per request and memory side by side, with every run's cross-talk checks."""
+    if args.url:
+        raise SystemExit("--compare-concurrency starts its own servers; it cannot be combined with --url")
+    shared: dict[str, Any] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    for level in levels:
+        args.concurrency = level
+        runs[str(level)] = run(args, server_env(args, args.batching), shared)
+    heads = {k: _headline(r) for k, r in runs.items()}
+    first = heads[str(levels[0])]["throughput_rps"]
+    ratios = {k: round(h["throughput_rps"] / first, 3) if first and h["throughput_rps"] else None
+              for k, h in heads.items()}
+    return {"mode": "compare-concurrency", "users": args.users, "levels": levels,
+            "comparison": heads, f"throughput_ratio_vs_{levels[0]}": ratios, "runs": runs,
+            "failures": [f"concurrency {k}: {f}" for k, r in runs.items() for f in r["failures"]],
             "ok": all(r["ok"] for r in runs.values()), "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
 
 
@@ -615,6 +676,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the server's queue concurrency (MEDMM_QUEUE_CONCURRENCY; default: the app's own)")
     ap.add_argument("--compare-batching", action="store_true",
                     help="two servers in one run, same plan and concurrency: batching off, then on; side by side")
+    ap.add_argument("--compare-concurrency", default=None, metavar="A,B",
+                    help="one server per queue concurrency in one run (e.g. 1,2), same plan; side by side")
     ap.add_argument("--soak", action="store_true",
                     help=f"soak: at least {SOAK_REQUESTS} requests (no time limit below 3600 s); reports the RSS slope")
     args = ap.parse_args(argv)
@@ -624,6 +687,14 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds = max(args.seconds, 3600.0)
     if args.compare_batching:
         result = compare_batching(args)
+    elif args.compare_concurrency:
+        try:
+            levels = [int(x) for x in args.compare_concurrency.split(",") if x.strip()]
+        except ValueError:
+            raise SystemExit("--compare-concurrency takes integers separated by commas, e.g. 1,2") from None
+        if not levels or min(levels) < 1:
+            raise SystemExit("--compare-concurrency takes integers >= 1, e.g. 1,2")
+        result = compare_concurrency(args, levels)
     else:
         result = run(args, server_env(args, args.batching))
         if args.soak:
