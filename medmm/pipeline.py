@@ -85,11 +85,12 @@ class Pipeline:
         warning that says so. ``graphs=False``: the torch model runs every stage but the runtime's two encoders
         (the reference the graphs are tested against)."""
         from medmm import runtime as rt
-        from medmm.runtime.graphs import open_graphs
+        from medmm.runtime.graphs import int8_passes, open_graphs
 
         device = device or rt.default_device()
         meta, gate, scope = read_meta(path), load_gate(path), load_scope(path)
-        name = rt.resolve(runtime, device, export=False)   # what may run graphs already cached
+        # what may run graphs already cached; auto takes openvino-int8 only where its measured contract holds here
+        name = rt.resolve(runtime, device, export=False, passes=lambda r: int8_passes(meta, gate))
         found = open_graphs(meta, name, device, gate) if graphs and name != "torch" else None
         if found is None:
             return cls._with_torch(path, device, runtime, gate, scope, graphs and name != "torch")
@@ -108,11 +109,12 @@ class Pipeline:
         explanations); without, or where the cache cannot be written, the torch model runs every stage."""
         from medmm import runtime as rt
         from medmm.models.inference import load_folded
+        from medmm.runtime.graphs import int8_passes
 
         model, meta, ood = load_folded(path, device)
         if not meta.trained:
             log.warning("checkpoint %s is UNTRAINED: predictions are meaningless", path)
-        name = rt.resolve(runtime, device)
+        name = rt.resolve(runtime, device, passes=lambda r: int8_passes(meta, gate))
         if warm and name != "torch":
             from medmm.runtime.cache import CacheNotWritable
             from medmm.runtime.graphs import open_graphs
@@ -278,6 +280,13 @@ class Pipeline:
         return None if txt is None else txt[0, :self.model.text_encoder.dim].float().cpu().numpy()
 
     def forward_only_encoder(self):
+        """The forward-only image encoder of explanations ``[N, 3, S, S] -> [N, F]``: the runtime's fp32 graph when
+        its image encoder is quantised (openvino-int8: no explanation reads the int8 graph), else as predictions."""
+        if self.runtime is not None and self.runtime.reference is not None:
+            return self.runtime.encode_image_batch_reference
+        return self._prediction_encoder()
+
+    def _prediction_encoder(self):
         """The forward-only image encoder ``[N, 3, S, S] -> [N, F]``: the batcher (medmm.service) when batching is
         on, else the runtime's (ONNX Runtime / OpenVINO); None for plain torch (the model encodes itself)."""
         if self.batcher is not None:
@@ -304,7 +313,7 @@ class Pipeline:
             else:
                 from medmm.models.model import view_features
 
-                encode = self.forward_only_encoder()
+                encode = self._prediction_encoder()
                 views = view_features(self.model.encode_image_batch if encode is None else encode, inputs.pixels)
             inputs.view_cache["views"] = views
         return views

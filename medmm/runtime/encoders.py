@@ -28,6 +28,8 @@ class EncoderRuntime:
     image: Any = None                    # OrtSession | OvSession | LazySession
     text: Any = None
     text_dim: int | None = None          # width of the pooled embedding in the text graph's output (the rest: bag)
+    # the fp32 image encoder when ``image`` is quantised (openvino-int8): explanations' forward-only passes use it
+    reference: Any = None
     files: dict[str, str] = field(default_factory=dict)
     # the graph set these encoders belong to (medmm.runtime.graphs.GraphModel: the other forward-only stages too);
     # None for encoders exported for a loaded torch model (``build``)
@@ -59,6 +61,16 @@ class EncoderRuntime:
         arr = x.detach().float().contiguous().cpu().numpy()  # NCHW, what the graph was exported with
         return torch.from_numpy(self.image_array(arr)).to(x.device)
 
+    def encode_image_batch_reference(self, x: "torch.Tensor") -> "torch.Tensor":
+        """As ``encode_image_batch`` through the fp32 graph (``reference``) when the image graph is quantised: what
+        explanations use, so that no explanation reads an int8 graph."""
+        import torch
+
+        if self.reference is None:
+            return self.encode_image_batch(x)
+        arr = np.ascontiguousarray(x.detach().float().cpu().numpy())
+        return torch.from_numpy(self.reference.run({"pixels": arr})).to(x.device)
+
     def encode_images(self, pixels: "torch.Tensor") -> "torch.Tensor":
         """``[B, V, 3, S, S]`` -> mean over views ``[B, F]`` (as ``MedMM.encode_images`` without a view mask)."""
         from medmm.models.model import pool_views, view_features
@@ -77,16 +89,18 @@ class EncoderRuntime:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "device": self.device, "providers": self.providers,
                 "image_encoder": "torch" if self.image is None else self.name,
-                "text_encoder": "torch" if self.text is None else self.name, "files": self.files}
+                "text_encoder": "torch" if self.text is None else self.name, "files": self.files,
+                **({"explanations_image_encoder": "openvino"} if self.reference is not None else {})}
 
 
 def build(runtime: str | None, model: Any, meta: Any, device: str = "cpu", *, folder: Path | None = None,
-          threads: int | None = None, text: bool = True) -> EncoderRuntime:
+          threads: int | None = None, text: bool = True, quantise: bool = True) -> EncoderRuntime:
     """Resolve ``runtime`` and, for an ONNX runtime, export (cached) + open the image and text encoder graphs of a
     loaded torch ``model`` (this imports torch; the torch-free path opens a checkpoint's cached graph set instead,
     ``medmm.runtime.graphs``).
 
-    ``meta.weights_sha256`` keys the image export. ``text=False`` keeps the text encoder in torch.
+    ``meta.weights_sha256`` keys the image export. ``text=False`` keeps the text encoder in torch. ``quantise=False``:
+    openvino-int8 opens a cached int8 model only (``int8.Int8Unavailable`` without one), never quantises one.
     """
     from medmm.runtime.export import export_image_encoder, export_text_encoder, state_fingerprint
 
@@ -97,6 +111,11 @@ def build(runtime: str | None, model: Any, meta: Any, device: str = "cpu", *, fo
     size = meta.preprocessing.input_size
     key_source = meta.weights_sha256 or state_fingerprint(model.image_encoder)
     img_path = export_image_encoder(model.image_encoder, key_source, size, folder)
+    if name == "openvino-int8":   # the quantised model for predictions, the fp32 graph for explanations
+        from medmm.runtime.int8 import image_model
+
+        rt.reference = open_session(name, img_path, device, threads)
+        img_path = image_model(img_path, meta.preprocessing, quantise)
     rt.image = open_session(name, img_path, device, threads)
     rt.files["image_encoder"] = str(img_path)
     if text and model.text_encoder is not None:  # sentence encoder (+ the model's bag of words) as one graph

@@ -101,9 +101,21 @@ def graph_set_key(meta: Any, gate: Any | None) -> str:
     return graph_key(meta, gate, _text_identity(meta))
 
 
+def int8_passes(meta: Any, gate: Any | None, folder: Path | None = None) -> bool:
+    """Whether ``auto`` may take ``openvino-int8`` for this checkpoint: its cached graph set has an int8 image encoder
+    whose measured contract passed on a CPU with this CPU's int8 instructions (``int8.auto_model``). Torch-free."""
+    found = GraphSet.load(folder or cache_dir(), graph_set_key(meta, gate))
+    if found is None or found.path("image") is None:
+        return False
+    from medmm.runtime.int8 import auto_model
+
+    return auto_model(found.path("image")) is not None
+
+
 def open_graphs(meta: Any, runtime: str, device: str = "cpu", gate: Any | None = None, *,
                 folder: Path | None = None, threads: int | None = None) -> GraphModel | None:
-    """The checkpoint's cached graph set under ``runtime``, or None when the cache has no complete set for it."""
+    """The checkpoint's cached graph set under ``runtime``, or None when the cache has no complete set for it.
+    ``openvino-int8``: the image encoder from ``int8.image_model`` (``Int8Unavailable`` when there is none)."""
     folder = folder or cache_dir()
     found = GraphSet.load(folder, graph_set_key(meta, gate))
     if found is None or "image" not in found.files or "head" not in found.files \
@@ -115,8 +127,15 @@ def open_graphs(meta: Any, runtime: str, device: str = "cpu", gate: Any | None =
         return None if path is None else LazySession(runtime, path, device, threads)
 
     files = {f"{k}_encoder": str(found.path(k)) for k in ("image", "text") if k in found.files}
-    encoders = EncoderRuntime(runtime, device, image=session("image"), text=session("text"), text_dim=found.text_dim,
-                              files=files)
+    image, reference = session("image"), None
+    if runtime == "openvino-int8":   # the quantised image encoder; the fp32 one stays for explanations
+        from medmm.runtime.int8 import image_model
+
+        model_file = image_model(found.path("image"), meta.preprocessing)
+        image, reference = LazySession(runtime, model_file, device, threads), image
+        files["image_encoder"] = str(model_file)
+    encoders = EncoderRuntime(runtime, device, image=image, text=session("text"), text_dim=found.text_dim,
+                              files=files, reference=reference)
     log.info("%s graphs of %s from %s", runtime, meta.weights_sha256[:12], folder)
     model = GraphModel(found, encoders, session("head"), session("gate") if gate is not None else None,
                        meta.preprocessing, meta.model.text_encoder if found.text_dim else None,
@@ -125,4 +144,4 @@ def open_graphs(meta: Any, runtime: str, device: str = "cpu", gate: Any | None =
     return model
 
 
-__all__ = ["GraphModel", "graph_set_key", "open_graphs"]
+__all__ = ["GraphModel", "graph_set_key", "int8_passes", "open_graphs"]

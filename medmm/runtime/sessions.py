@@ -108,6 +108,7 @@ class OvSession:
 SESSIONS: dict[str, Callable[..., Any]] = {
     "onnxruntime": OrtSession,
     "openvino": OvSession,
+    "openvino-int8": OvSession,   # the same session over an int8 model (the CPU plugin runs its int8 kernels)
 }
 
 

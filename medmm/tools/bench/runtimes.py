@@ -16,14 +16,16 @@ from medmm.tools.bench.timing import time_interleaved
 
 def runtime_pipelines(pipeline: Any, names: Sequence[str] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """``{runtime: pipeline}`` sharing ``pipeline``'s model (shallow copies with their own caches), one per
-    installed runtime; plus ``{runtime: error}`` for those that failed to build."""
+    installed runtime; plus ``{runtime: error}`` for those that failed to build. ``openvino-int8`` is listed when
+    its int8 image encoder is cached (the bench never quantises: ``scripts/int8_check.py`` or ``medmm warmup
+    --runtime openvino-int8`` builds it); otherwise its error says so."""
     from medmm import runtime as rt
 
     out: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for name in names or rt.available():
         try:
-            enc = rt.build(name, pipeline.model, pipeline.meta, pipeline.device)
+            enc = rt.build(name, pipeline.model, pipeline.meta, pipeline.device, quantise=False)
         except Exception as e:  # noqa: BLE001 - one runtime failing must not sink the bench
             errors[name] = f"{type(e).__name__}: {e}"
             continue
@@ -85,6 +87,10 @@ def bench_runtimes(pipeline: Any, files: dict[str, Path], repeats: int, notes: s
                 "text_encoder": txt.get(name), "whole_request.png": req[name],
                 "providers": ["torch:" + str(p.device)] if p.runtime is None else p.runtime.providers,
             }
+            if p.runtime is not None and p.runtime.reference is not None:   # openvino-int8: which model, verdict
+                from medmm.runtime.int8 import describe
+
+                out[name]["int8"] = describe(Path(p.runtime.files["image_encoder"]))
     fastest = min(out, key=lambda n: out[n]["p50_ms"])
     return {"by_runtime": out, "fastest": fastest, "errors": errors, "compared_inputs": len(refs),
             "what": "p50/p95 = image encoder, batch 1, one 224 px view (Pipeline.image_features); "
