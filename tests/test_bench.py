@@ -73,7 +73,7 @@ def test_the_bench_copies_of_a_pipeline_own_their_caches(monkeypatch) -> None:
     from medmm.tools.bench.runtimes import runtime_pipelines
 
     pipe = _FakePipeline()
-    monkeypatch.setattr(rt, "build", lambda name, *a: SimpleNamespace(name=name))
+    monkeypatch.setattr(rt, "build", lambda name, *a, **k: SimpleNamespace(name=name))
     clones = [pipeline_with_backbone(pipe, backbone="folded"), *runtime_pipelines(pipe, ["torch", "other"])[0].values()]
     assert len(clones) == 3 and clones[0].model.image_encoder.model == "folded" and pipe.model.image_encoder.model is None
     for clone in clones:
