@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/int8_check.py --out docs/int8.json
     ONEDNN_MAX_CPU_ISA=AVX512_CORE .venv/bin/python scripts/int8_check.py --out docs/int8_avx512.json   # no VNNI
+    .venv/bin/python scripts/int8_check.py --time-only --variants default --out ...   # speed only
 
 For each of ``medmm.runtime.int8.VARIANTS`` in its stated order (the next only when the one before fails): quantise
 (calibration films from ../shared, fixed seed), then against fp32 OpenVINO (both image encoders feed the same fp32
@@ -182,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="docs/int8.json")
     ap.add_argument("--repeats", type=int, default=50, help="timed calls per runtime (interleaved)")
     ap.add_argument("--limit", type=int, default=None, help="films per folder (smoke run; never passes)")
+    ap.add_argument("--time-only", action="store_true", help="only the speed of the first of --variants (built or "
+                                                             "cached), no accuracy pass")
     ap.add_argument("--variants", default=None, help="comma list of variant names (default: every one, in order, "
                                                      "until one passes)")
     args = ap.parse_args(argv)
@@ -205,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     names = args.variants.split(",") if args.variants else [v["name"] for v in int8.VARIANTS]
     results, fp32_cache, chosen = [], {}, None
     for variant in (v for v in int8.VARIANTS if v["name"] in names):
+        if args.time_only:
+            chosen = int8.quantize(fp32_graph, graphs.prep, variant)
+            break
         r = measure(variant, fp32_graph, graphs, meta, checkpoint, args.limit, fp32_cache)
         folder = r.pop("_folder")
         int8.write_contract(folder, r)
@@ -220,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
            "load_average_end": [round(x, 2) for x in os.getloadavg()], "machine": platform.processor() or
            platform.machine(), "cpu_int8_isa": int8.cpu_int8_isa(), "onednn_max_cpu_isa": os.environ.get(int8.ISA_ENV),
            "checkpoint_sha256": meta.weights_sha256, "nncf": int8.nncf_version(), "variants": results,
-           "passed": any(r["passed"] for r in results), "chosen": results[-1]["variant"]["name"] if results else None,
+           "passed": any(r["passed"] for r in results), "chosen": results[-1]["variant"]["name"] if results else
+           chosen and chosen.name,
            "image_encoder_1_thread": speed, "wall_s": round(time.perf_counter() - t0, 1)}
     Path(args.out).write_text(json.dumps(out, indent=1, default=float) + "\n", encoding="utf-8")
     print(json.dumps({k: out[k] for k in ("passed", "chosen", "cpu_int8_isa")}), {n: v["p50_ms"] for n, v in
