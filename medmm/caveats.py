@@ -17,6 +17,16 @@ from medmm.prediction import Prediction
 UNTRAINED = "UNTRAINED checkpoint: these numbers are placeholders for wiring, not predictions."
 
 
+def int8_unchecked(contract: Mapping[str, Any]) -> str:
+    """The image encoder runs in int8 (``--runtime openvino-int8``) without a passed accuracy check on this CPU."""
+    worst = contract.get("max_abs_dp")
+    how = ("failed its accuracy check against the full-precision model on this CPU (probabilities moved by up to "
+           f"{float(worst):.2f}; allowed 0.01)" if contract and worst is not None else
+           "has no accuracy check for this CPU's int8 instructions")
+    return (f"Speed experiment: the image encoder runs in int8 (openvino-int8), which {how}. These probabilities are "
+            "not those of the validated model; use the default runtime for review.")
+
+
 # ------------------------------------------------------------------------------------------------ inputs
 def notes_cut(max_chars: int) -> str:
     return f"Notes longer than {max_chars:,} characters were cut to that length."

@@ -33,6 +33,7 @@ from medmm.gate import load_gate, screen
 from medmm.labels import ancestors
 from medmm.lru import cached
 from medmm.prediction import Prediction
+from medmm.runtime.int8 import unchecked_contract
 
 if TYPE_CHECKING:
     import torch
@@ -72,6 +73,9 @@ class Pipeline:
         self.batcher = batcher  # medmm.service.ImageBatcher or None (each forward on its own)
         self.idle_watts: dict[str, float] = dict(idle_watts or {})  # empty: nothing subtracted
         self._tok_cache: OrderedDict[str, tuple[Any, Any]] = OrderedDict()  # sha256 -> ids, mask
+        # an explicit openvino-int8 without a passed accuracy check here: every prediction says so
+        contract = None if getattr(runtime, "name", None) != "openvino-int8" else unchecked_contract(runtime)
+        self._runtime_caveat = None if contract is None else caveats.int8_unchecked(contract)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path = DEFAULT_CHECKPOINT, device: str | None = None,
@@ -456,6 +460,8 @@ class Pipeline:
         warnings = list(inputs.warnings)
         if not self.meta.trained:
             warnings.insert(0, caveats.UNTRAINED)
+        if self._runtime_caveat:
+            warnings.insert(0, self._runtime_caveat)
         ood_score = None
         if img_np is not None and self.ood is not None:
             ood_score = float(self.ood.score(img_np)[0])

@@ -158,7 +158,7 @@ from medmm.pipeline import Pipeline
 pipe = Pipeline.from_checkpoint(runtime=sys.argv[1] or None)
 pred = pipe.predict([sys.argv[2]])
 print(json.dumps({"runtime": pipe.runtime_name, "image": pipe.runtime.files.get("image_encoder"),
-                  "findings": pred.findings, "torch": "torch" in sys.modules}))
+                  "findings": pred.findings, "warnings": list(pred.warnings), "torch": "torch" in sys.modules}))
 """
 
 
@@ -180,15 +180,21 @@ def test_a_cached_int8_model_predicts_without_torch_and_auto_follows_its_contrac
     # the int8 graph really ran: close to fp32, not equal to it
     dp = max(abs(explicit["findings"][f] - fp32["findings"][f]) for f in fp32["findings"])
     assert 0 < dp < 0.5
+    # an explicit int8 run without a passed contract says so on every prediction; fp32 does not
+    assert "has no accuracy check" in explicit["warnings"][0] and "Speed experiment" in explicit["warnings"][0]
+    assert not any("int8" in w for w in fp32["warnings"])
     # auto: fp32 until a contract measured with this CPU's int8 instructions passed; then int8, still torch-free
     assert _predict(folder, "")["runtime"] == "openvino"
     isa = int8.cpu_int8_isa()
-    path = int8.write_contract(model, {"passed": False, "cpu_int8_isa": isa})
+    path = int8.write_contract(model, {"passed": False, "cpu_int8_isa": isa, "max_abs_dp": 0.29})
     assert _predict(folder, "")["runtime"] == "openvino"
+    failed = _predict(folder, "openvino-int8")["warnings"][0]
+    assert "failed its accuracy check" in failed and "up to 0.29" in failed
     int8.write_contract(model, {"passed": True, "cpu_int8_isa": isa})
     try:
         auto = _predict(folder, "")
         assert auto["runtime"] == "openvino-int8" and not auto["torch"] and auto["findings"] == explicit["findings"]
+        assert not any("int8" in w for w in auto["warnings"])
     finally:
         path.unlink()
 

@@ -309,6 +309,15 @@ def image_model(fp32_graph: Path, preprocessing: Any, quantise: bool = True) -> 
     return folder / MODEL_FILE
 
 
+def unchecked_contract(encoders: Any) -> dict[str, Any] | None:
+    """For a pipeline's ``openvino-int8`` encoders (``EncoderRuntime``): None when the int8 model it opened has a
+    contract that holds on this CPU, else what is known (the contract measured with this CPU's int8 instructions,
+    ``{}`` when none was): every prediction then says so (``caveats.int8_unchecked``)."""
+    model_file = getattr(encoders, "files", {}).get("image_encoder")
+    contract = read_contract(Path(model_file).parent) if model_file else None
+    return None if contract_holds_here(contract) else (contract or {})
+
+
 def describe(model_file: Path) -> dict[str, Any]:
     """What the bench says about an int8 model: its folder, variant, contract verdict, this CPU's int8 ISA."""
     folder = Path(model_file).parent
