@@ -172,9 +172,11 @@ def _predict_manifest(args) -> int:
         raise CliError(f"cannot read manifest {manifest.name}: {e}") from None
     if rows and "image" not in rows[0] and "notes" not in rows[0]:
         raise CliError(f"manifest {manifest.name} needs an 'image' and/or 'notes' column")
-    from medmm.scale.manifest import output_fields, score_row
+    from medmm.scale.manifest import output_fields, pin_scoring_threads, score_row
 
+    pin_scoring_threads()          # one intra-op thread, as each --engine ray actor: the same file from both engines
     pipe = _pipeline(args.checkpoint, getattr(args, "runtime", None))
+    pin_scoring_threads()
     with open(args.out, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=output_fields(pipe.findings))
         writer.writeheader()

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from medmm.scale import ScaleError
-from medmm.scale.manifest import output_fields, score_row
+from medmm.scale.manifest import output_fields, pin_scoring_threads, score_row
 
 log = logging.getLogger(__name__)
 
@@ -106,13 +106,12 @@ def csv_text(rows: Iterable[dict[str, str]], fields: list[str], header: bool = F
 class BlockScorer:
     """A Ray Data actor: one loaded pipeline; a block descriptor in, the CSV text of its scored rows out."""
 
-    def __init__(self, checkpoint: str, runtime: str | None, manifest: str, header: list[str], threads: int = 1) -> None:
-        import torch
-
+    def __init__(self, checkpoint: str, runtime: str | None, manifest: str, header: list[str]) -> None:
         from medmm.pipeline import Pipeline
 
-        torch.set_num_threads(max(1, threads))
+        pin_scoring_threads()                      # as --engine local: the same numbers to the last written digit
         self.pipeline = Pipeline.from_checkpoint(checkpoint, runtime=runtime)
+        pin_scoring_threads()
         self.fields = output_fields(self.pipeline.findings)
         self.manifest, self.header = Path(manifest), list(header)
 

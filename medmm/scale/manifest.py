@@ -9,8 +9,26 @@ calls used. ``warnings``: the row's warnings (refusal / scope / out-of-distribut
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+SCORING_THREADS = 1     # intra-op threads per row scorer, in both engines
+
+
+def pin_scoring_threads() -> None:
+    """Score rows with :data:`SCORING_THREADS` intra-op thread(s), in this process and in each Ray actor, before and
+    after the pipeline loads. Float reductions depend on the thread count (up to 5e-7 here between 1 and 2 torch
+    threads), which is inside 1e-6 but flips the 6th decimal the output writes: with the machine's default in one
+    engine and one thread per actor in the other, 404 of 2,015 rows differed (docs/scale.md). Parallelism comes from
+    rows (``--workers``), and the file no longer depends on the machine's core count. ``OMP_NUM_THREADS`` is what
+    torch reads when it loads and what the ONNX Runtime / OpenVINO sessions follow without torch
+    (``medmm.runtime.sessions.default_threads``); no torch import here (the torch-free path)."""
+    os.environ["OMP_NUM_THREADS"] = str(SCORING_THREADS)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != SCORING_THREADS:
+        torch.set_num_threads(SCORING_THREADS)
 
 
 def output_fields(findings: Sequence[str]) -> list[str]:
