@@ -219,7 +219,8 @@ def run_manifest(manifest: str | Path, out: str | Path, checkpoint: str, runtime
     t0 = time.perf_counter()
     fields = output_fields(read_meta(checkpoint).findings)
     plan = plan_blocks(manifest, block_rows)          # a bad manifest fails before a cluster starts
-    parts = Parts(out, run_key(manifest, checkpoint, runtime, block_rows))
+    key = run_key(manifest, checkpoint, runtime, block_rows)
+    parts = Parts(out, key)
     done = parts.done() & {b.index for b in plan.blocks}
     pending = [b for b in plan.blocks if b.index not in done]
     resumed = sum(b.rows for b in plan.blocks if b.index in done)
@@ -238,6 +239,9 @@ def run_manifest(manifest: str | Path, out: str | Path, checkpoint: str, runtime
             kept = len(parts.done())
             raise Interrupted(f"interrupted: {kept} of {len(plan.blocks)} blocks are in {parts.dir}; "
                               f"run the same command again to resume") from None
+    if pending and run_key(manifest, checkpoint, runtime, block_rows) != key:   # the actors read it by offset
+        raise ManifestError(f"manifest {manifest.name} or the checkpoint changed during the run; run it again "
+                            f"(the blocks of the old version will be discarded)")
     _assemble(out, fields, parts, plan.blocks)
     parts.remove(b.index for b in plan.blocks)
     elapsed = time.perf_counter() - t0
