@@ -55,9 +55,21 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = ROOT / "assets" / "examples"
 MAX_FILE_SIZE = "50mb"
-# one analysis at a time by default (torch already uses both cores of a small CPU box); with MEDMM_BATCHING=1
-# several run at once and their image-encoder forwards are grouped (medmm.service.ImageBatcher; docs/bench.md)
-QUEUE_CONCURRENCY = int(os.environ.get("MEDMM_QUEUE_CONCURRENCY") or 1)
+
+
+def _default_concurrency() -> int:
+    """Analyses run at once by default: one per usable core, at most 2 (each then runs torch and the runtime on one
+    thread, ``medmm.service.serving_pipeline``): on the 2-core box, 16 users got more answers per second with two
+    single-threaded analyses than with one two-threaded one (docs/bench.md, "More users per core"); more than two
+    add memory (each analysis holds its own activations and gradients) and no cores here. ``MEDMM_QUEUE_CONCURRENCY`` overrides it."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(2, cores))
+
+
+QUEUE_CONCURRENCY = int(os.environ.get("MEDMM_QUEUE_CONCURRENCY") or _default_concurrency())
 STATE_TTL_S = 3600
 GENERIC_ERROR = "The request failed unexpectedly. Please check the inputs and try again."
 MCP_ENV = "MEDMM_MCP"   # 1/on: also serve /predict_json as an MCP tool (needs the `mcp` package)
