@@ -642,7 +642,7 @@ def _wire(c: dict[str, Any], pipeline: PipelineLike) -> None:
 
 def build_demo(pipeline: PipelineLike) -> gr.Blocks:
     """The medmm page and its API for ``pipeline`` (a loaded ``Pipeline``, or a :class:`LazyPipeline` that loads
-    on the first request). Queued: one analysis at a time by default (``MEDMM_QUEUE_CONCURRENCY``)."""
+    on the first request). Queued: two analyses at once on two or more cores (``MEDMM_QUEUE_CONCURRENCY``)."""
     with gr.Blocks(title="medmm: chest X-ray + notes decision support (research demo)", analytics_enabled=False,
                    delete_cache=(3600, 3600)) as blocks:
         components = _layout(pipeline)
