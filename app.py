@@ -229,6 +229,17 @@ def _resolve(pipeline: PipelineLike) -> Pipeline:
     return pipeline.get() if isinstance(pipeline, LazyPipeline) else pipeline
 
 
+def _warm(pipeline: PipelineLike) -> bool | None:
+    """Whether everything a Grad-CAM analysis uses is loaded (the pipeline and the torch model its gradients need);
+    None for a pipeline in another process (Ray Serve replicas load before they take requests)."""
+    if isinstance(pipeline, LazyPipeline):
+        if not pipeline.loaded:
+            return False
+        pipeline = pipeline.get()
+    torch_model = getattr(pipeline, "_torch", None)
+    return None if torch_model is None else torch_model.loaded is not None
+
+
 def _run(pipeline: PipelineLike, files: list[str] | None, notes: str | None, **options: Any) -> RequestResult:
     """``run_request`` on this process's pipeline, or in a model replica when the page runs on Ray Serve (a pipeline
     with its own ``run_request``: ``serve_app.RemotePipeline``)."""
@@ -311,12 +322,13 @@ def analyze(pipeline: PipelineLike, files: list[str] | None, notes: str | None, 
     with _user_errors():
         notes = _notes_input(notes)
         request = fmt.explain_request(finding, method)
+        cold = _warm(pipeline) is False    # the model still loading: its work lands in this request's figures
         result = _run(pipeline, files, notes, explain=request, check_explanation=True, on_stage=on_stage)
         if result.prediction.status == "refused":
             raise Refused(html.escape(result.prediction.refusal or "not a chest radiograph"), print_exception=False)
         n = len(result.stage_latency_s)
         progress(n / (n + 1), desc=f"Drawing the results and exports ({n + 1}/{n + 1})")
-        return _present(result, fmt.session_result(result, owner=user))
+        return _present(result, fmt.session_result(result, owner=user), cold=cold)
 
 
 def json_result(pipeline: PipelineLike, files: list[str] | None, notes: str | None,
@@ -331,7 +343,7 @@ def json_result(pipeline: PipelineLike, files: list[str] | None, notes: str | No
         return result.to_json()
 
 
-def _present(result: RequestResult, session: fmt.SessionResult) -> dict[str, Any]:
+def _present(result: RequestResult, session: fmt.SessionResult, cold: bool = False) -> dict[str, Any]:
     """Every output component's value for one analysis (formatting itself lives in medmm.serve.presenters)."""
     stacks, exp = session.stacks, result.explanation
     folder = _request_dir()
@@ -350,7 +362,7 @@ def _present(result: RequestResult, session: fmt.SessionResult) -> dict[str, Any
         "report_box": session.draft_text,
         "consistency_md": "",
         "download_text": text_file, "download_json": json_file, "download_sr": sr_file,
-        "energy_md": fmt.energy_markdown(result.energy.to_dict(), result.latency_s),
+        "energy_md": fmt.energy_markdown(result.energy.to_dict(), result.latency_s, cold=cold),
         "metadata_df": fmt.metadata_table(result.prediction.scan_metadata),
         "viewer_image": _png(folder, "scan", fmt.viewer_frame(stacks, 0, fmt.middle_slice(stacks[0]) if stacks else 0)),
         "scan_slider": gr.Slider(maximum=max(len(stacks), 2), value=1, visible=len(stacks) > 1),

@@ -246,6 +246,20 @@ def test_energy_markdown_lists_totals_method_and_stages() -> None:
     assert "| inference | 10 | 0.50 |" in text and "latency 0.61 s" in text
 
 
+def test_the_first_analysis_says_the_model_load_is_in_its_energy() -> None:
+    """A fresh LazyPipeline (as ``python app.py`` has while its warm-up runs): the first analysis's energy panel says
+    that loading the model is counted in it; the next one, with everything loaded, does not."""
+    from medmm.serve.panels.energy import COLD_START
+
+    fresh = app.LazyPipeline(app.DEFAULT_CHECKPOINT)
+    assert app._warm(fresh) is False
+    first = app.analyze(fresh, [str(IMAGE)], NOTES, fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+    assert COLD_START in first["energy_md"] and app._warm(fresh) is True
+    second = app.analyze(fresh, [str(IMAGE)], NOTES, fmt.MOST_PROBABLE, "gradcam", progress=_no_progress)
+    assert COLD_START not in second["energy_md"] and " J**" in second["energy_md"]
+    assert COLD_START not in fmt.energy_markdown({"joules": 1.0, "wh": 1 / 3600, "gco2e": 0.0, "method": "x"})
+
+
 def test_metadata_table_shows_only_whitelisted_fields() -> None:
     meta = {"source_format": "dicom", "modality": "CR", "view": "PA", "rows": 10, "columns": 12, "frames": 1,
             "pixel_spacing_mm": [0.139, 0.139], "bits_stored": 12, "inverted": True, "notes": [],
