@@ -404,6 +404,21 @@ def _check(**over):
     return {**good, **over}
 
 
+def test_details_cite_the_curve_that_made_the_map_faithful():
+    """Faithful by insertion alone (deletion no better than random): the sentence cites insertion and does not claim
+    that deleting the areas lowered the probability faster than random."""
+    from medmm.explain.saliency_check import details, verdict
+
+    by_insertion = _check(deletion_gain=-0.01, deletion_auc=0.62, deletion_auc_random=0.61, insertion_gain=0.05,
+                          insertion_auc=0.75, insertion_auc_random=0.70)
+    assert verdict(by_insertion)["faithful"] is True
+    text = details(by_insertion)
+    assert "insertion AUC 0.750 vs 0.700 random" in text and "lowers the probability faster" not in text
+    assert "deletion AUC 0.620 vs 0.610" in text
+    text = details(_check())                                   # faithful by deletion: the deletion sentence
+    assert "lowers the probability faster than random areas (deletion AUC 0.400 vs 0.600 random)" in text
+
+
 OUTSIDE = {"mediastinum/heart": ("mediastinum and heart", "on heart/mediastinum"),
            "neck/shoulders": ("neck and shoulders", "on neck/shoulders"),
            "outside the lung area": ("outside the lung area", "outside the lungs")}

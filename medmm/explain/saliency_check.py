@@ -216,11 +216,17 @@ def details(check: dict[str, Any] | None, method_names: dict[str, str] | None = 
     names = method_names or {}
     v = verdict(check)
     d, dr = check["deletion_auc"], check["deletion_auc_random"]
+    by_deletion = (check.get("deletion_gain") or 0.0) > MARGIN    # faithful by deletion, else by insertion alone
     if v["faithful"] is None:
         first = "Faithfulness could not be measured for this map."
-    elif v["faithful"]:
+    elif v["faithful"] and by_deletion:
         first = (f"Faithfulness: better than random; deleting the highlighted areas lowers the probability faster than "
                  f"random areas (deletion AUC {d:.3f} vs {dr:.3f} random).")
+    elif v["faithful"]:
+        first = (f"Faithfulness: better than random; restoring the highlighted areas first raises the probability "
+                 f"faster than restoring random areas (insertion AUC {check['insertion_auc']:.3f} vs "
+                 f"{check['insertion_auc_random']:.3f} random; deleting them does no better than random: deletion AUC "
+                 f"{d:.3f} vs {dr:.3f}).")
     else:
         first = (f"NO BETTER THAN RANDOM: deleting the highlighted areas changes the probability no more than "
                  f"deleting random areas (deletion AUC {d:.3f} vs {dr:.3f} random).")
