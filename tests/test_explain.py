@@ -384,6 +384,26 @@ def test_lung_share_finds_where_the_evidence_lies(size):
     assert (m[:, : size // 2] == 0).sum() == (m[:, size - size // 2:] == 0).sum()   # the two fields mirror
 
 
+def test_check_saliency_computes_insertion_only_when_deletion_does_not_decide(pipe, image_only, monkeypatch):
+    """The per-request check skips the insertion curve when deletion alone makes the map faithful, with the verdict
+    and words of the complete check; when deletion does not decide (here: a margin no gain reaches), it computes
+    insertion and gives the complete check's numbers."""
+    from medmm.explain import saliency_check as sc
+
+    inputs, pred = image_only
+    exp = explain(pipe, inputs, pred, method="gradcam")
+    for margin in (-1.0, 10.0):                      # deletion decides / never decides
+        monkeypatch.setattr(sc, "MARGIN", margin)
+        lazy, full = sc.check_saliency(pipe, inputs, exp), sc.check_saliency(pipe, inputs, exp, complete=True)
+        assert sc.verdict(lazy) == sc.verdict(full) and sc.summarise(lazy) == sc.summarise(full)
+        assert lazy["deletion_gain"] == pytest.approx(full["deletion_gain"], abs=1e-6)
+        if margin < 0:
+            assert lazy["insertion_gain"] is None and full["insertion_gain"] is not None
+        else:
+            assert lazy["insertion_gain"] == pytest.approx(full["insertion_gain"], abs=1e-6)
+            assert lazy["insertion_auc_random"] == pytest.approx(full["insertion_auc_random"], abs=1e-6)
+
+
 def test_check_saliency_reports_the_lung_share_of_its_own_map(pipe, image_only):
     from medmm.explain.saliency_check import check_saliency, region_shares
 

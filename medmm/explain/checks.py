@@ -84,12 +84,18 @@ def randomization_check(view: ViewInputs, method: str, ref: torch.Tensor | None,
 
 def faithfulness(scorer: ImageScorer, x: torch.Tensor, ref: torch.Tensor, raw: np.ndarray, index: int,
                  text_feat: torch.Tensor | None, other_views: torch.Tensor | None, *, steps: int = 10,
-                 patch: int | None = None, random_orders: int = 2, seed: int = 0) -> dict[str, Any]:
+                 patch: int | None = None, random_orders: int = 2, seed: int = 0,
+                 directions: tuple[str, ...] = ("deletion", "insertion"),
+                 ends: tuple[float, float] | None = None) -> dict[str, Any]:
     """Deletion and insertion AUC of the finding's probability, against random patch orders.
 
     Patches (1/14 of the side: 16 px at 224) are ranked by mean attribution. Deletion replaces the top patches by
     the reference image in ``steps`` steps (lower AUC = more faithful); insertion starts from the reference and
     restores them (higher = more faithful). ``*_gain`` is the method's advantage over random order (> 0 is good).
+
+    ``directions``: the curves to compute (both by default, in one batched pass). ``ends``: the probabilities of
+    ``x`` and ``ref`` from an earlier call on the same inputs (returned as ``"ends"``), so that a second call for the
+    other direction does not encode them again; the same patch orders either way (``seed``).
     """
     size = x.shape[-1]
     patch = patch or max(2, round(size / 14))
@@ -104,16 +110,18 @@ def faithfulness(scorer: ImageScorer, x: torch.Tensor, ref: torch.Tensor, raw: n
     # every order, so they are computed once
     inner = ks[(ks > 0) & (ks < n_patches)]
     m = _patch_masks(orders, inner, n_patches, patch, size, x.dtype).to(x.device)
-    imgs = torch.cat([x, ref, x * (1 - m) + ref * m, ref * (1 - m) + x * m])  # deletion, then insertion
+    mixed = {"deletion": lambda: x * (1 - m) + ref * m, "insertion": lambda: ref * (1 - m) + x * m}
+    imgs = torch.cat(([] if ends is not None else [x, ref]) + [mixed[d]() for d in directions])
     p = scorer.probability(imgs, index, text_feat, other_views, batch_size=32)
-    p_x, p_ref = p[0], p[1]
-    per = p[2:].reshape(2, len(orders), len(inner))
-    ends = {True: (p_x, p_ref), False: (p_ref, p_x)}  # (k = 0, k = all) for deletion / insertion
+    p_x, p_ref = ends if ends is not None else (p[0], p[1])
+    per = p[0 if ends is not None else 2:].reshape(len(directions), len(orders), len(inner))
+    ends_by = {True: (p_x, p_ref), False: (p_ref, p_x)}  # (k = 0, k = all) for deletion / insertion
 
     out: dict[str, Any] = {"patch_px": patch, "steps": int(len(ks) - 1), "fraction": frac.round(4).tolist(),
-                           "random_orders": random_orders}
-    for c, (name, deletion) in enumerate((("deletion", True), ("insertion", False))):
-        first, last = ends[deletion]
+                           "random_orders": random_orders, "ends": (float(p_x), float(p_ref))}
+    for c, name in enumerate(directions):
+        deletion = name == "deletion"
+        first, last = ends_by[deletion]
         curves = [np.concatenate([[first], per[c, i], [last]]) for i in range(len(orders))]
         auc = [_trapezoid(cv, frac) for cv in curves]
         random_auc = float(np.mean(auc[1:])) if len(auc) > 1 else math.nan

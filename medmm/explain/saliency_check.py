@@ -89,8 +89,13 @@ def region_shares(attributions: np.ndarray) -> dict[str, float] | None:
 
 def check_saliency(pipeline: Any, inputs: Any, explanation: Any, *, steps: int = STEPS,
                    random_orders: int = RANDOM_ORDERS, ig_steps: int = AGREEMENT_IG_STEPS, seed: int = 0,
-                   compare_with: str | None = None) -> dict[str, Any] | None:
-    """Faithfulness and cross-method agreement of ``explanation``'s map (None without an image map)."""
+                   compare_with: str | None = None, complete: bool = False) -> dict[str, Any] | None:
+    """Faithfulness and cross-method agreement of ``explanation``'s map (None without an image map).
+
+    The deletion curve comes first; the insertion curve only when deletion alone does not make the map faithful
+    (``verdict``: either gain above ``MARGIN`` suffices, and the words then cite deletion), so its ``insertion_*``
+    values are None when it was not needed: the same verdicts and words for ~40 % fewer encoder passes on most films.
+    ``complete``: both curves always (the evaluation scripts)."""
     if explanation is None or explanation.attributions is None or inputs.pixels is None:
         return None
     import torch
@@ -109,8 +114,12 @@ def check_saliency(pipeline: Any, inputs: Any, explanation: Any, *, steps: int =
         # it has one (same probabilities to ~1e-6, several times faster on a CPU); gradients still use the torch model
         one = view_inputs(pipeline, inputs, explanation.view or 0)
         ref = pipeline_reference(pipeline, one.x, "blur")
-        faith = faithfulness(one.scorer, one.x, ref, explanation.attributions, index, txt, one.others, steps=steps,
-                             random_orders=random_orders, seed=seed)
+        curves = dict(steps=steps, random_orders=random_orders, seed=seed)
+        faith = faithfulness(one.scorer, one.x, ref, explanation.attributions, index, txt, one.others, **curves,
+                             directions=("deletion", "insertion") if complete else ("deletion",))
+        if "insertion_gain" not in faith and not faith["deletion_gain"] > MARGIN:
+            faith.update(faithfulness(one.scorer, one.x, ref, explanation.attributions, index, txt, one.others,
+                                      **curves, directions=("insertion",), ends=faith["ends"]))
         settings = AttributionSettings(n_steps=ig_steps, internal_batch_size=max(1, ig_steps), completeness=False)
         raw2, _ = image_attribution(one.scorer, other, one.x, ref, index, txt, one.others, settings)
 
@@ -125,8 +134,8 @@ def check_saliency(pipeline: Any, inputs: Any, explanation: Any, *, steps: int =
     return {"method": method, "compared_with": other, "agreement_spearman": rho,
             "lung_share": None if shares is None else shares["lung fields"], "region_shares": shares,
             "deletion_auc": faith["deletion_auc"], "deletion_auc_random": faith["deletion_auc_random"],
-            "insertion_auc": faith["insertion_auc"], "insertion_auc_random": faith["insertion_auc_random"],
-            "deletion_gain": faith["deletion_gain"], "insertion_gain": faith["insertion_gain"],
+            "insertion_auc": faith.get("insertion_auc"), "insertion_auc_random": faith.get("insertion_auc_random"),
+            "deletion_gain": faith["deletion_gain"], "insertion_gain": faith.get("insertion_gain"),
             "steps": faith["steps"], "random_orders": random_orders,
             "compared_ig_steps": ig_steps if other == "ig" else None}
 
