@@ -264,11 +264,15 @@ def serving_pipeline(pipeline: Pipeline, concurrency: int = 1) -> tuple[Pipeline
       every barrier (measured: Grad-CAM + note tokens 63 ms with 1 thread vs 3.4 s with 2 on the loaded box,
       docs/bench.md). Otherwise torch's default.
     * ``MEDMM_BATCHING``: the served pipeline's batcher, see :func:`batching_from_env`.
+    * every runtime graph run once here, in one thread (``GraphModel.warm``): first calls of OpenVINO from two
+      request threads at once deadlocked a served app.
     * the idle power of machine-wide energy counters (RAPL, NVML; ``energy.measure_idle_baseline``, 2 s while
       nothing runs), the served pipeline's ``idle_watts``: every request's energy then excludes what the idle machine
       would have drawn meanwhile. Nothing is measured where only the CPU-time estimate exists (it has no idle share).
     """
     batcher, idle_watts, applied = _server_settings(pipeline, concurrency)
+    if pipeline.graphs is not None:
+        pipeline.graphs.warm()          # every graph's first run here, before requests run them side by side
     return pipeline.for_serving(batcher=batcher, idle_watts=idle_watts), applied
 
 

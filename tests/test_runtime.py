@@ -125,6 +125,25 @@ def test_concurrent_calls_keep_their_own_results(onnx_pipe, torch_pipe, scans):
     assert not errors
 
 
+def test_a_served_pipeline_has_run_every_graph_once_before_its_first_request(cache, monkeypatch):
+    """serving_pipeline runs each of the runtime's graphs (image, gate, head, notes) once in the calling thread, so
+    that no two request threads make a runtime's first calls at once (two did, and deadlocked, under OpenVINO)."""
+    from medmm.runtime.sessions import LazySession
+    from medmm.service import serving_pipeline
+
+    pipe = _runtime_pipe("openvino")
+    graphs = pipe.graphs
+    assert graphs is not None and graphs.has_notes
+    sessions = {"image": graphs.encoders.image, "text": graphs.encoders.text, "gate": graphs.gate, "head": graphs.head}
+    ran: list[int] = []
+    for name in ("run", "run_all"):
+        real = getattr(LazySession, name)
+        monkeypatch.setattr(LazySession, name, lambda self, feeds, _real=real: ran.append(id(self)) or _real(self, feeds))
+    served, _ = serving_pipeline(pipe)
+    assert {k: ran.count(id(s)) for k, s in sessions.items()} == {k: 1 for k in sessions}
+    assert served.graphs is graphs and all(s.opened for s in sessions.values())
+
+
 def test_explanations_still_use_torch(onnx_pipe, scans):
     """Gradients need the torch model: Grad-CAM works under an ONNX runtime and agrees with its prediction."""
     from medmm.explain import explain

@@ -89,6 +89,19 @@ class GraphModel:
         pooled, _ = self.encoders.text_arrays(ids, mask)
         return pooled[0]
 
+    def warm(self) -> None:
+        """Run every graph once, in the calling thread, before concurrent requests use them: OpenVINO's Python data
+        path sets up shared state on its first calls, and two first calls at once deadlocked a served app (two
+        request threads blocked in ``InferRequest.infer``'s dtype lookup while a third imported spaCy)."""
+        x = self.model_input([np.full((64, 64), 0.5, np.float32)])[0]     # one mid-grey view, [1, C, S, S]
+        if self.gate is not None:
+            self.gate_features(x)
+        self.head_outputs(self.image_features(x))
+        if self.encoders.reference is not None:                           # openvino-int8: the fp32 encoder too
+            self.encoders.reference.run({"pixels": np.ascontiguousarray(x, np.float32)})
+        if self.has_notes:
+            self.notes_embedding("warm-up")
+
 
 def _text_identity(meta: Any) -> str | None:
     from medmm.models.offline import text_encoder_identity
