@@ -271,8 +271,9 @@ def serving_pipeline(pipeline: Pipeline, concurrency: int = 1) -> tuple[Pipeline
       would have drawn meanwhile. Nothing is measured where only the CPU-time estimate exists (it has no idle share).
     """
     batcher, idle_watts, applied = _server_settings(pipeline, concurrency)
-    if pipeline.graphs is not None:
-        pipeline.graphs.warm()          # every graph's first run here, before requests run them side by side
+    graphs = getattr(pipeline, "graphs", None)   # None: a torch pipeline (or a stand-in without a runtime)
+    if graphs is not None:
+        graphs.warm()                   # every graph's first run here, before requests run them side by side
     return pipeline.for_serving(batcher=batcher, idle_watts=idle_watts), applied
 
 
