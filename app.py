@@ -61,7 +61,8 @@ def _default_concurrency() -> int:
     """Analyses run at once by default: one per usable core, at most 2 (each then runs torch and the runtime on one
     thread, ``medmm.service.serving_pipeline``): on the 2-core box, 16 users got more answers per second with two
     single-threaded analyses than with one two-threaded one (docs/bench.md, "More users per core"); more than two
-    add memory (each analysis holds its own activations and gradients) and no cores here. ``MEDMM_QUEUE_CONCURRENCY`` overrides it."""
+    add memory (each analysis holds its own activations and gradients) and no cores here.
+    ``MEDMM_QUEUE_CONCURRENCY`` overrides it."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
