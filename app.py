@@ -237,8 +237,7 @@ def _warm(pipeline: PipelineLike) -> bool | None:
         if not pipeline.loaded:
             return False
         pipeline = pipeline.get()
-    torch_model = getattr(pipeline, "_torch", None)
-    return None if torch_model is None else torch_model.loaded is not None
+    return getattr(pipeline, "torch_loaded", None)
 
 
 def _run(pipeline: PipelineLike, files: list[str] | None, notes: str | None, **options: Any) -> RequestResult:

@@ -152,6 +152,11 @@ class Pipeline:
         self._torch = TorchModel(model, self._torch.checkpoint, self.device)
 
     @property
+    def torch_loaded(self) -> bool:
+        """Whether the torch model (explanations' gradients) is loaded; reading this never loads it."""
+        return self._torch.loaded is not None
+
+    @property
     def temperatures(self) -> "torch.Tensor":
         """Per-finding calibration temperatures as a tensor (torch callers)."""
         import torch

@@ -114,8 +114,7 @@ def resolve(requested: str | None, device: str = "cpu", export: bool = True,
                     and (r not in CONTRACT_GATED or (passes is not None and passes(r))))
     if not installed(name, export):
         raise RuntimeUnavailable(f"Runtime {name!r} is not installed (pip install {RUNTIME_PACKAGES.get(name, name)}); "
-                                 f"installed: "
-                                 f"{', '.join(available())}.")
+                                 f"installed: {', '.join(available())}.")
     if cuda and name in CPU_ONLY:
         raise RuntimeUnavailable(f"The {name} runtime runs on the CPU only; use torch or onnxruntime with CUDA.")
     if cuda and name == "onnxruntime" and not ort_cuda_available():
