@@ -3,7 +3,9 @@
 
 What it checks, and why:
 
-* N concurrent ``gradio_client`` users (own client each) send DIFFERENT scans (distinct real radiographs from
+* N concurrent users (own client each: ``--client browser``, the default, makes the HTTP requests a browser tab
+  makes, see ``BrowserClient``; ``--client gradio`` uses ``gradio_client``, which costs this process as much CPU as
+  the server's work) send DIFFERENT scans (distinct real radiographs from
   ../shared/data/kermany224, else generated images with distinct content), each request's notes carrying a unique
   token. Every response must belong to its own request: its findings must equal a single-user reference prediction
   for the same (scan, notes) computed in-process with the same checkpoint (to ``--atol``, default 1e-5), and, when
@@ -240,6 +242,72 @@ def discover(client: Any, api_name: str) -> Endpoint:
     return Endpoint(api_name, list(ep.get("parameters", [])), list(ep.get("returns", [])))
 
 
+# ============================================================================================ a browser's requests
+class BrowserClient:
+    """One user as a browser tab loads the server for an analysis, over Gradio's HTTP API (``httpx``): upload the
+    scan (``/gradio_api/upload``), call the endpoint (``/gradio_api/call/<api>``), read its event stream, then fetch
+    the images the page shows. The download buttons' files are fetched only when a user clicks them, so not here,
+    except the result JSON, which the load test reads to compare findings at full precision (the one fetch a browser
+    would not make). Files not fetched leave their names only, so that no check reads the server's own copy.
+
+    Why: ``gradio_client`` (``--client gradio``) costs ~0.2-0.3 CPU-s per request in this process (it polls,
+    downloads every output file, and builds its API view per client) - as much as the server's work, on the same two
+    cores; real users' browsers run elsewhere. Same ``predict(*args, api_name=...)`` as ``gradio_client.Client``.
+    """
+
+    def __init__(self, url: str, endpoint: Endpoint, folder: Path) -> None:
+        import httpx
+
+        self.http = httpx.Client(base_url=url.rstrip("/"), timeout=600.0)
+        self.kinds = [str(r.get("component", "")).lower() for r in endpoint.returns]
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def _upload(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self._upload(v) for v in value]
+        if isinstance(value, dict) and value.get("meta", {}).get("_type") == "gradio.FileData":
+            path = Path(value["path"])
+            r = self.http.post("/gradio_api/upload", files=[("files", (path.name, path.read_bytes()))])
+            r.raise_for_status()
+            return {"path": r.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+        return value
+
+    def _fetch(self, value: Any, kind: str) -> Any:
+        if not (isinstance(value, dict) and value.get("url")):
+            return value
+        name = str(value.get("orig_name") or Path(str(value.get("path", "file"))).name)
+        if kind != "image" and not name.endswith(".json"):
+            return name                         # a download a user has not clicked: not fetched
+        r = self.http.get(value["url"])
+        r.raise_for_status()
+        local = Path(tempfile.mkstemp(prefix="out-", suffix="-" + name[-60:], dir=self.folder)[1])
+        local.write_bytes(r.content)
+        return str(local)
+
+    def predict(self, *args: Any, api_name: str) -> list[Any]:
+        name = api_name.lstrip("/")
+        r = self.http.post(f"/gradio_api/call/{name}", json={"data": [self._upload(a) for a in args]})
+        r.raise_for_status()
+        event_id = r.json()["event_id"]
+        event, out = None, None
+        with self.http.stream("GET", f"/gradio_api/call/{name}/{event_id}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:") and event in ("complete", "error"):
+                    if event == "error":
+                        raise RuntimeError(f"the app answered with an error: {line[5:].strip()[:300]}")
+                    out = json.loads(line[5:])
+                    break
+        if out is None:
+            raise RuntimeError("the event stream ended without a result")
+        return [self._fetch(v, kind) for v, kind in zip(out, self.kinds)]
+
+    def close(self) -> None:
+        self.http.close()
+
+
 # ============================================================================================ response parsing
 def extract_findings(obj: Any, findings: set[str]) -> tuple[dict[str, float], bool] | None:
     """The findings->probability mapping in a response, preferring full precision.
@@ -363,7 +431,8 @@ def run(args: argparse.Namespace, extra_env: dict[str, str] | None = None,
     reference predictions are computed once."""
     from gradio_client import Client
 
-    result: dict[str, Any] = {"users": args.users, "requests_target": args.requests, "seconds_limit": args.seconds,
+    result: dict[str, Any] = {"users": args.users, "client": args.client, "requests_target": args.requests,
+                              "seconds_limit": args.seconds,
                               "server_env": dict(extra_env or {})}
     failures: list[str] = []
     tmp = tempfile.TemporaryDirectory(prefix="medmm-load-")
@@ -448,7 +517,8 @@ def run(args: argparse.Namespace, extra_env: dict[str, str] | None = None,
 
         def user_loop(user: int) -> None:
             try:
-                client = Client(url, verbose=False, download_files=str(workdir / "downloads"))
+                client = (BrowserClient(url, endpoint, workdir / "downloads" / str(user)) if args.client == "browser"
+                          else Client(url, verbose=False, download_files=str(workdir / "downloads")))
             except Exception as e:  # noqa: BLE001
                 with lock:
                     outcomes.append(Outcome(user, user, 0.0, False, f"client: {type(e).__name__}: {e}"))
@@ -654,7 +724,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server-pid", type=int, default=None, help="with --url: the server's pid, for RSS sampling")
     ap.add_argument("--app", default="app.py", help="app file to start, relative to the repo root")
     ap.add_argument("--api-name", default="/predict")
-    ap.add_argument("--users", type=int, default=8, help="concurrent users (one gradio_client each)")
+    ap.add_argument("--users", type=int, default=8, help="concurrent users (one client each)")
+    ap.add_argument("--client", choices=["browser", "gradio"], default="browser",
+                    help="browser: what a browser tab requests, over HTTP (light); gradio: gradio_client, which "
+                         "downloads every output file and costs this process ~0.2-0.3 CPU-s per request")
     ap.add_argument("--requests", type=int, default=300, help="requests after warm-up (the memory slope needs a few hundred)")
     ap.add_argument("--seconds", type=float, default=300.0, help="stop sending new requests after this long")
     ap.add_argument("--scans", type=int, default=64, help="distinct scans to cycle through")

@@ -160,3 +160,30 @@ def test_predict_json_is_the_only_mcp_tool_and_answers_with_an_image(url: str, c
     assert not good.isError, good.content[0].text[:500]
     _same_object(ast.literal_eval(good.content[0].text), cli_object)   # gradio sends the object's Python literal
     assert bad.isError and "at least one scan or some clinical notes" in bad.content[0].text
+
+
+def test_load_tests_browser_client_gets_the_cli_findings_and_fetches_what_a_page_shows(url: str, cli_object: dict,
+                                                                                    tmp_path: Path) -> None:
+    """``scripts/load_test.py --client browser`` (the 16-user figure of docs/bench.md): over plain HTTP, /predict
+    answers with the CLI's findings (read from the result JSON at full precision), the page's images are fetched,
+    and a download nobody clicked is not."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("load_test", ROOT / "scripts" / "load_test.py")
+    load_test = sys.modules[spec.name] = importlib.util.module_from_spec(spec)   # its dataclasses look it up
+    spec.loader.exec_module(load_test)
+    from gradio_client import Client
+
+    endpoint = load_test.discover(Client(url, verbose=False), "/predict")
+    client = load_test.BrowserClient(url, endpoint, tmp_path / "got")
+    try:
+        resp = client.predict(*endpoint.build_args(IMAGE, NOTES), api_name="/predict")
+    finally:
+        client.close()
+    got, exact = load_test.extract_findings(resp, set(cli_object["findings"]))
+    assert exact and got == pytest.approx(cli_object["findings"], abs=1e-5)
+    kinds = dict(zip([str(r.get("label")) for r in endpoint.returns], resp))
+    overlay = Path(kinds["Saliency overlay"])
+    assert overlay.parent == tmp_path / "got" and overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert kinds["DICOM SR"] == "medmm_report_sr.dcm"          # the name only: not fetched
+    assert "productive cough" in load_test.all_text(resp)      # the draft's indication
