@@ -348,6 +348,7 @@ def _present(result: RequestResult, session: fmt.SessionResult, cold: bool = Fal
     stacks, exp = session.stacks, result.explanation
     folder = _request_dir()
     text_file, json_file, sr_file = _exports(session, session.draft_text, folder)
+    session.exports[session.draft_text] = (text_file, json_file, sr_file)
     check = result.explanation_check
     return {
         "findings_label": fmt.findings_label(result.prediction),
@@ -464,6 +465,9 @@ def export(report_text: str, session: fmt.SessionResult | None) -> tuple[str | N
     """Rewrite the downloads with the report text as currently shown (clinician edits included)."""
     if session is None:
         return None, None, None
+    written = session.exports.get(report_text or "")
+    if written and all(f is None or Path(f).is_file() for f in written):
+        return written                  # the analysis's own downloads of this very text (its draft, unedited)
     with _user_errors():
         return _exports(session, report_text or "")
 

@@ -7,6 +7,8 @@ pixels, the report's sections, the energy figures, clear errors, no identifiers.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import re
@@ -184,6 +186,22 @@ def test_export_uses_edited_text(analyzed: dict) -> None:
     sr_text = " ".join(str(item.TextValue) for item in dcmread(sr).ContentSequence)
     assert "Clinician-edited sentence." in sr_text
     assert app.export(edited, None) == (None, None, None)
+
+
+def test_export_of_the_unedited_draft_hands_back_the_analysis_downloads(analyzed: dict) -> None:
+    """In a browser every analysis is followed by the report box's change event (the draft appearing): it gets the
+    files the analysis wrote for that very text, not a second copy; an edit, or files gone, writes them anew."""
+    session = analyzed["state"]
+    shown = (analyzed["download_text"], analyzed["download_json"], analyzed["download_sr"])
+    assert app.export(analyzed["report_box"], session) == shown
+    edited = analyzed["report_box"] + "\nClinician addendum."
+    again = app.export(edited, session)
+    assert again[0] != shown[0] and Path(again[0]).read_text(encoding="utf-8") == edited
+    assert Path(shown[0]).read_text(encoding="utf-8") == analyzed["report_box"]     # the draft's file kept as it was
+    gone = dataclasses.replace(session, exports={session.draft_text: (str(Path(shown[0]).parent / "absent.txt"),
+                                                                      *shown[1:])})
+    rewritten = app.export(analyzed["report_box"], gone)
+    assert rewritten[0] != shown[0] and Path(rewritten[0]).read_text(encoding="utf-8") == analyzed["report_box"]
 
 
 def test_follow_ups_open_the_result_only_with_its_key_and_user(analyzed: dict) -> None:

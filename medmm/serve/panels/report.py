@@ -45,6 +45,9 @@ class SessionResult:
     # handed to the browser that ran the analysis only; follow-ups must present it (gradio finds gr.State by a
     # session hash the client chooses, so the hash alone must not unlock a result)
     key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    # report text -> the downloads written from it (.txt, JSON, SR), by the analysis for its draft: the report box's
+    # change event that follows every analysis in a browser then hands them back instead of writing them again
+    exports: dict[str, tuple[str, str, str | None]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def draft_text(self) -> str:
