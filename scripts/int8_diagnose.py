@@ -33,15 +33,12 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))   # int8_check, when run from elsewhere
 
 DEV_FOLDERS = ("kermany224", "covid_notes", "nih_adult")
 DEV_SEED = 1
