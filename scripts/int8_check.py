@@ -59,17 +59,28 @@ def labelled(limit: int | None) -> dict[str, tuple[list[str], np.ndarray]]:
     return out
 
 
+def temperatures(meta) -> np.ndarray:
+    """The checkpoint's calibration temperatures ``[K]`` float32, in the order of its findings."""
+    return np.array([meta.temperatures[f] for f in meta.findings], np.float32)
+
+
+def head_probabilities(graphs, temps: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(image-only calibrated probabilities ``[N, K]`` float64, log-odds ``[N, K]``) of image features through the
+    fp32 head: what the contract's Δp compares (also ``scripts/int8_diagnose.py``)."""
+    logits, _ = graphs.head_outputs(features)
+    return (1 / (1 + np.exp(-(logits / temps)))).astype(np.float64), logits
+
+
 def probabilities(graphs, meta, encode, paths: list, batch: int = 16) -> np.ndarray:
     """Image-only calibrated probabilities ``[N, K]``: ``encode`` (fp32 or int8 image graph) -> the fp32 head."""
     from medmm.runtime.int8 import film_pixels
 
-    temps = np.array([meta.temperatures[f] for f in meta.findings], np.float32)
+    temps = temperatures(meta)
     out = []
     for i in range(0, len(paths), batch):
         x = np.concatenate([film_pixels(p, graphs.prep) for p in paths[i:i + batch]])
-        logits, _ = graphs.head_outputs(encode(x))
-        out.append(1 / (1 + np.exp(-(logits / temps))))
-    return np.concatenate(out).astype(np.float64)
+        out.append(head_probabilities(graphs, temps, encode(x))[0])
+    return np.concatenate(out)
 
 
 def auc_change(labels: np.ndarray, p32: np.ndarray, p8: np.ndarray, findings) -> dict[str, dict[str, float]]:

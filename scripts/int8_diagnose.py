@@ -63,7 +63,7 @@ class Setup:
             runtime.warm(DEFAULT_CHECKPOINT)
             graphs = open_graphs(self.meta, "openvino", "cpu", gate, threads=1)
         self.graphs, self.fp32_graph = graphs, graphs.graphs.path("image")
-        self.temps = np.array([self.meta.temperatures[f] for f in self.meta.findings], np.float32)
+        self.temps = int8_check.temperatures(self.meta)
         films = int8_check.films(None)
         rng = np.random.default_rng(DEV_SEED)
         self.dev = [p for f in DEV_FOLDERS for p in
@@ -92,8 +92,10 @@ class Setup:
                                                                          for p in films.files]))
 
     def probabilities(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, _ = self.graphs.head_outputs(features)
-        return (1 / (1 + np.exp(-(logits / self.temps)))).astype(np.float64), logits
+        """(probabilities, log-odds) as the contract compares them (``int8_check.head_probabilities``)."""
+        import int8_check
+
+        return int8_check.head_probabilities(self.graphs, self.temps, features)
 
     def features(self, run, x: np.ndarray, batch: int = 16) -> np.ndarray:
         return np.concatenate([run(np.ascontiguousarray(x[i:i + batch]))

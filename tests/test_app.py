@@ -8,7 +8,6 @@ pixels, the report's sections, the energy figures, clear errors, no identifiers.
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import logging
 import re
